@@ -1,0 +1,221 @@
+"""The ``screening`` command line.
+
+All genomic coordinates are 0-based, half-open: ``chr1:1,400,000-1,410,000``
+covers bases 1,400,000 .. 1,409,999 (as BED and bioframe define them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+COORDS_NOTE = "Regions are 0-based, half-open: chr1:1,400,000-1,410,000 covers bases 1,400,000..1,409,999."
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from screening.io.genome import GenomeError
+    from screening.io.tracks import TrackError
+    from screening.models.base import ModelError
+    from screening.regions import RegionError
+    from screening.results import ResultsError
+    from screening.spec import SpecError
+    from screening.store import StoreError
+
+    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, FileNotFoundError)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    overrides = {}
+    if args.store:
+        overrides["output.store"] = str(Path(args.store).resolve())
+    if args.workers:
+        overrides["execution.num_workers"] = args.workers
+    if args.address:
+        overrides["execution.address"] = args.address
+    if args.batch_size:
+        overrides["execution.batch_size"] = args.batch_size
+    if args.overwrite:
+        overrides["output.overwrite"] = True
+    return overrides
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run or resume a screen from a spec file."""
+    from screening.spec import load_spec
+
+    spec = load_spec(args.config, _overrides(args))
+    return run_and_report(spec, progress=not args.no_progress, plots=not args.no_plots)
+
+
+def run_and_report(spec, progress: bool = True, plots: bool = True) -> int:
+    """Run a spec, then print the summary and top hits and write the pictures."""
+    from screening.report import plots_dir, top_hits, write_plots
+    from screening.results import open_results
+    from screening.runner import prepare_screen, run_screen
+
+    prepared = prepare_screen(spec)
+    print(
+        f"screen {spec.name!r}: {prepared.plan.n_perturbations:,} perturbations in {len(prepared.plan.units):,} "
+        f"units on {', '.join(sorted({r.chrom for r in prepared.regions}))}; model {prepared.provenance['model']['name']}"
+    )
+    summary = run_screen(spec, progress=progress, prepared=prepared)
+    results = open_results(summary.store)
+    verb = "resumed" if summary.resumed else "ran"
+    print(
+        f"\n{verb} {summary.n_computed:,} of {summary.n_perturbations:,} perturbations in {summary.seconds:.1f} s "
+        f"({summary.rate:.2f}/s) on {len(summary.workers) or 0} worker(s)"
+        + (f", {summary.retries} unit(s) retried" if summary.retries else "")
+    )
+    hits = top_hits(results, n=5)
+    if len(hits):
+        print("\ntop hits:")
+        print(hits.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
+    print(f"\nresults: {summary.store}")
+    if plots and spec.output.plots:
+        written = write_plots(results, prepared.adapter, prepared.genome, prepared.tracks, spec, plots_dir(summary.store))
+        for path in written:
+            print(f"picture: {path}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Print the perturbations overlapping a region."""
+    from screening.results import open_results
+
+    results = open_results(args.store)
+    frame = results.to_dataframe(args.region, analysis=args.analysis)
+    if args.format == "table":
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.6g}") if len(frame) else "(no perturbations overlap the region)")
+    elif args.format == "json":
+        print(frame.to_json(orient="records"))
+    else:
+        sys.stdout.write(frame.to_csv(index=False, sep="\t" if args.format == "tsv" else ","))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a score as bedGraph or bigWig."""
+    from screening.export import to_bedgraph, to_bigwig
+    from screening.results import open_results
+
+    results = open_results(args.store)
+    out = Path(args.output)
+    fmt = args.format or ("bigwig" if out.suffix.lower() in {".bw", ".bigwig"} else "bedgraph")
+    score = args.score or results.scores(args.analysis or results.analyses[0])[0]
+    writer = to_bigwig if fmt == "bigwig" else to_bedgraph
+    writer(results, out, score=score, analysis=args.analysis, region=args.region)
+    print(f"wrote {fmt} of {score} to {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Describe a store: spec, provenance and progress."""
+    from screening.results import open_results
+
+    results = open_results(args.store)
+    done, total = results.progress
+    info = {
+        "store": str(args.store),
+        "complete": results.is_complete,
+        "chunks_done": done,
+        "chunks_total": total,
+        "analyses": {a: results.scores(a) for a in results.analyses},
+        "chromosomes": results.chromosomes,
+        "provenance": results.provenance,
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a spec and all its inputs without running anything."""
+    from screening.runner import prepare_screen
+    from screening.spec import load_spec
+
+    spec = load_spec(args.config)
+    prepared = prepare_screen(spec)
+    print(f"ok: {prepared.plan.n_perturbations:,} perturbations in {len(prepared.plan.units):,} work units")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the bundled demo data (once) and run the demo screen."""
+    from screening.demo import prepare_demo
+
+    spec = prepare_demo(Path(args.workdir), overwrite=args.overwrite)
+    return run_and_report(spec, progress=not args.no_progress)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="screening", description=__doc__.split("\n\n")[0], epilog=COORDS_NOTE)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run or resume a screen from a YAML/JSON spec", epilog=COORDS_NOTE)
+    run.add_argument("config", help="screen spec (YAML or JSON)")
+    run.add_argument("--store", help="result store path (overrides output.store)")
+    run.add_argument("--workers", type=int, help="number of Ray workers (overrides execution.num_workers)")
+    run.add_argument("--batch-size", type=int, help="inputs per forward pass (overrides execution.batch_size)")
+    run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing store of another spec")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="skip the pictures")
+    run.set_defaults(func=cmd_run)
+
+    query = sub.add_parser("query", help="print results overlapping a region", epilog=COORDS_NOTE)
+    query.add_argument("store")
+    query.add_argument("region", help="e.g. chr1:1,400,000-1,410,000 (0-based, half-open) or chr1")
+    query.add_argument("--analysis", help="which perturbation set (default: the only one)")
+    query.add_argument("--format", choices=["table", "tsv", "csv", "json"], default="table")
+    query.set_defaults(func=cmd_query)
+
+    export = sub.add_parser("export", help="export a score track as bedGraph or bigWig", epilog=COORDS_NOTE)
+    export.add_argument("store")
+    export.add_argument("output", help="output file (.bedGraph or .bw)")
+    export.add_argument("--score", help="score to export (default: the analysis's first)")
+    export.add_argument("--analysis")
+    export.add_argument("--region", help="only this region")
+    export.add_argument("--format", choices=["bedgraph", "bigwig"], help="default: from the file extension")
+    export.set_defaults(func=cmd_export)
+
+    info = sub.add_parser("info", help="describe a result store")
+    info.add_argument("store")
+    info.set_defaults(func=cmd_info)
+
+    validate = sub.add_parser("validate", help="check a spec and its inputs without running")
+    validate.add_argument("config")
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run the bundled demo screen (synthetic genome, small model)")
+    demo.add_argument("--workdir", default="demo", help="where demo data, store and pictures go (default: ./demo)")
+    demo.add_argument("--overwrite", action="store_true", help="rebuild the demo data and store")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from screening import __version__
+
+    return f"screening {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``screening`` console command."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        print(f"screening: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("screening: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one model adapter the engine talks to.
+
+C.Origami, Orca and users' own models all sit behind :class:`ModelAdapter`, so
+perturbations, scores and attribution never see model-specific details.
+
+Sequence enters as integer base codes (``A=0, C=1, G=2, T=3, N=4``, see
+:mod:`screening.encode`) and tracks as float32 arrays already transformed as the
+spec declares; the adapter turns them into the model's own input layout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["ModelAdapter", "ModelError", "WindowGeometry"]
+
+
+class ModelError(ValueError):
+    """A model, checkpoint or declaration that cannot be used."""
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Geometry of one model input window and its output map.
+
+    Attributes
+    ----------
+    window_length
+        Input length in bp.
+    bin_size
+        Output bin size in bp.
+    n_bins
+        Output map is ``n_bins × n_bins``.
+    map_offset
+        bp from the window start to the first output bin (0 when the map
+        covers the whole window).
+    """
+
+    window_length: int
+    bin_size: int
+    n_bins: int
+    map_offset: int = 0
+
+
+class ModelAdapter(ABC):
+    """Uniform face of a sequence(+tracks) → contact-map model.
+
+    Subclasses set :attr:`geometry`, :attr:`track_names`, :attr:`symmetric` and
+    implement :meth:`build_input` and :meth:`forward`.
+    """
+
+    name: str = "model"
+    geometry: WindowGeometry
+    track_names: tuple[str, ...] = ()
+    symmetric: bool = False
+    checksum: str = ""
+
+    def __init__(self, module: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+
+    @abstractmethod
+    def build_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """Turn a batch of windows into the model's input tensor.
+
+        Parameters
+        ----------
+        codes
+            ``uint8 [B, window_length]`` base codes.
+        tracks
+            ``float32 [B, n_tracks, window_length]`` transformed tracks, or
+            ``None`` for sequence-only models.
+        """
+
+    @abstractmethod
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward pass: input tensor → ``[B, n_bins, n_bins]`` maps."""
+
+    @torch.no_grad()
+    def predict(self, codes: np.ndarray, tracks: np.ndarray | None) -> np.ndarray:
+        """Batched inference: base codes (+ tracks) → float32 ``[B, n_bins, n_bins]``."""
+        inputs = self.build_input(codes, tracks)
+        return self.forward(inputs).float().cpu().numpy()

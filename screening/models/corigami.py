@@ -1,0 +1,437 @@
+"""C.Origami (Tan et al. 2023): ``ConvTransModel`` and its adapter.
+
+The module tree mirrors the original ``tanjimin/C.Origami`` code attribute by
+attribute so that its Lightning checkpoints load unchanged (696 state_dict
+entries for the released size), while every size is set by
+:class:`CorigamiConfig` so that small demo models share the same code path.
+
+Input is ``[B, L, 5 + n_tracks]``, length first: one-hot DNA in the order
+A, T, C, G, N, then the genomic tracks (CTCF, ATAC for the released model).
+Output is ``[B, n_bins, n_bins]`` float32, log(1 + Hi-C), not symmetrised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from screening.encode import one_hot
+from screening.models.base import ModelAdapter, ModelError, WindowGeometry
+
+__all__ = ["CorigamiConfig", "ConvTransModel", "CorigamiAdapter", "DNA_ORDER", "N_DNA_CHANNELS"]
+
+DNA_ORDER = "ATCGN"
+"""C.Origami's one-hot channel order (N has its own channel)."""
+N_DNA_CHANNELS = len(DNA_ORDER)
+
+_DEFAULT_WIDTHS = (16, 16, 16, 16, 32, 32, 64, 64, 64, 64, 128, 128)
+
+
+@dataclass(frozen=True)
+class CorigamiConfig:
+    """Size of a :class:`ConvTransModel`; defaults are the released model.
+
+    Attributes
+    ----------
+    num_genomic_features
+        Number of track channels after the 5 DNA channels.
+    mid_hidden
+        Width of the encoder output and of the transformer (``d_model``).
+    stem_width
+        Output channels of each trunk's first (stride-2, k=3) convolution.
+    block_widths
+        Output channels of each encoder block, per trunk; every block halves the
+        length, so the total stride is ``2 ** (1 + len(block_widths))``.
+    kernel_size
+        Kernel of the encoder blocks' convolutions.
+    n_layers, n_heads, ff_hidden, dropout
+        Pre-norm transformer: layers, attention heads, feed-forward width,
+        dropout (training only).
+    decoder_hidden, decoder_blocks
+        2-D decoder width and number of dilated residual blocks (dilation
+        ``2 ** (i + 1)``).
+    window_length
+        Input length in bp; must be a multiple of the encoder stride.
+    """
+
+    num_genomic_features: int = 2
+    mid_hidden: int = 256
+    stem_width: int = 16
+    block_widths: tuple[int, ...] = _DEFAULT_WIDTHS
+    kernel_size: int = 5
+    n_layers: int = 8
+    n_heads: int = 8
+    ff_hidden: int = 512
+    dropout: float = 0.1
+    decoder_hidden: int = 256
+    decoder_blocks: int = 5
+    window_length: int = 2_097_152
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_widths", tuple(int(w) for w in self.block_widths))
+        if not self.block_widths:
+            raise ModelError("CorigamiConfig: block_widths must not be empty")
+        if self.num_genomic_features < 1:
+            raise ModelError("CorigamiConfig: num_genomic_features must be >= 1")
+        if self.mid_hidden % self.n_heads:
+            raise ModelError(f"CorigamiConfig: mid_hidden {self.mid_hidden} is not divisible by n_heads {self.n_heads}")
+        if self.window_length <= 0 or self.window_length % self.bin_size:
+            raise ModelError(
+                f"CorigamiConfig: window_length {self.window_length} is not a positive multiple of the "
+                f"encoder stride {self.bin_size} (= 2 ** (1 + len(block_widths)))"
+            )
+
+    @property
+    def bin_size(self) -> int:
+        """bp per output bin: the encoder's total stride."""
+        return 2 ** (1 + len(self.block_widths))
+
+    @property
+    def n_bins(self) -> int:
+        """Output map side."""
+        return self.window_length // self.bin_size
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels: 5 DNA + tracks."""
+        return N_DNA_CHANNELS + self.num_genomic_features
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(c_in, c_out, kernel, stride, kernel // 2), nn.BatchNorm1d(c_out), nn.ReLU())
+
+
+class _DownBlock(nn.Module):
+    """Stride-2 conv (``scale``) then a residual pair of convs (``res``)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.scale = _conv_bn_relu(c_in, c_out, kernel, 2)
+        self.res = nn.Sequential(
+            nn.Conv1d(c_out, c_out, kernel, padding=pad),
+            nn.BatchNorm1d(c_out),
+            nn.ReLU(),
+            nn.Conv1d(c_out, c_out, kernel, padding=pad),
+            nn.BatchNorm1d(c_out),
+        )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.scale(x)
+        return self.relu(self.res(x) + x)
+
+
+def _trunk(cfg: CorigamiConfig) -> nn.Sequential:
+    widths_in = (cfg.stem_width, *cfg.block_widths[:-1])
+    return nn.Sequential(*(_DownBlock(i, o, cfg.kernel_size) for i, o in zip(widths_in, cfg.block_widths)))
+
+
+class _SplitEncoder(nn.Module):
+    """Separate 1-D trunks for DNA and tracks, concatenated and mixed by a 1×1 conv."""
+
+    def __init__(self, cfg: CorigamiConfig) -> None:
+        super().__init__()
+        self.conv_start_seq = _conv_bn_relu(N_DNA_CHANNELS, cfg.stem_width, 3, 2)
+        self.conv_start_epi = _conv_bn_relu(cfg.num_genomic_features, cfg.stem_width, 3, 2)
+        self.res_blocks_seq = _trunk(cfg)
+        self.res_blocks_epi = _trunk(cfg)
+        self.conv_end = nn.Conv1d(2 * cfg.block_widths[-1], cfg.mid_hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = self.res_blocks_seq(self.conv_start_seq(x[:, :N_DNA_CHANNELS]))
+        epi = self.res_blocks_epi(self.conv_start_epi(x[:, N_DNA_CHANNELS:]))
+        return self.conv_end(torch.cat([seq, epi], dim=1))
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+class _PositionalEncoding(nn.Module):
+    """Sinusoid table kept as the original's ``(max_len, 1, d)`` buffer.
+
+    The original adds ``pe[:x.size(0)]`` to a batch-first tensor, i.e. the entry
+    of the *batch index* to every bin; released results were made at batch size
+    1, so every sample gets ``pe[0]`` here, independent of its batch position.
+    """
+
+    def __init__(self, hidden: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        position = torch.arange(max_len).unsqueeze(1)
+        div_term = torch.exp(torch.arange(0, hidden, 2) * (-math.log(10000.0) / hidden))
+        pe = torch.zeros(max_len, 1, hidden)
+        pe[:, 0, 0::2] = torch.sin(position * div_term)
+        pe[:, 0, 1::2] = torch.cos(position * div_term)
+        self.register_buffer("pe", pe)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(x + self.pe[0])
+
+
+class _PreNormLayer(nn.Module):
+    """Pre-LN transformer layer with ``nn.TransformerEncoderLayer``'s attribute names."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d, ff)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ff, d)
+        self.norm1 = nn.LayerNorm(d, eps=1e-5)
+        self.norm2 = nn.LayerNorm(d, eps=1e-5)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        h, _ = self.self_attn(h, h, h, need_weights=False)
+        x = x + self.dropout1(h)
+        h = self.linear2(self.dropout(torch.relu(self.linear1(self.norm2(x)))))
+        return x + self.dropout2(h)
+
+
+class _LayerStack(nn.Module):
+    def __init__(self, cfg: CorigamiConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            _PreNormLayer(cfg.mid_hidden, cfg.n_heads, cfg.ff_hidden, cfg.dropout) for _ in range(cfg.n_layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x  # no final norm, as in the original
+
+
+class _AttnModule(nn.Module):
+    def __init__(self, cfg: CorigamiConfig) -> None:
+        super().__init__()
+        self.pos_encoder = _PositionalEncoding(cfg.mid_hidden, cfg.n_bins, cfg.dropout)
+        self.module = _LayerStack(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self.pos_encoder(x))
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class _DilatedBlock(nn.Module):
+    def __init__(self, hidden: int, dilation: int) -> None:
+        super().__init__()
+        self.res = nn.Sequential(
+            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+        )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.res(x) + x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, cfg: CorigamiConfig) -> None:
+        super().__init__()
+        hidden = cfg.decoder_hidden
+        self.conv_start = nn.Sequential(
+            nn.Conv2d(2 * cfg.mid_hidden, hidden, 3, 1, 1), nn.BatchNorm2d(hidden), nn.ReLU()
+        )
+        self.res_blocks = nn.Sequential(*(_DilatedBlock(hidden, 2 ** (i + 1)) for i in range(cfg.decoder_blocks)))
+        self.conv_end = nn.Conv2d(hidden, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_end(self.res_blocks(self.conv_start(x)))
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ConvTransModel(nn.Module):
+    """C.Origami's ``ConvTransModel``: split 1-D encoder → transformer → pairwise 2-D decoder.
+
+    Parameters
+    ----------
+    config
+        Model size; :class:`CorigamiConfig` defaults give the released model.
+    """
+
+    def __init__(self, config: CorigamiConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or CorigamiConfig()
+        # registration order encoder, decoder, attn matches the original state_dict order
+        self.encoder = _SplitEncoder(self.config)
+        self.decoder = _Decoder(self.config)
+        self.attn = _AttnModule(self.config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``[B, L, 5 + n_tracks]`` inputs to ``[B, n_bins, n_bins]`` float32 maps."""
+        x = self.encoder(x.transpose(1, 2).contiguous().float())  # [B, d, n]
+        x = self.attn(x.transpose(1, 2)).transpose(1, 2)  # transformer runs batch-first [B, n, d]
+        return self.decoder(_pairwise(x)).squeeze(1)
+
+
+def _pairwise(x: torch.Tensor) -> torch.Tensor:
+    """``[B, d, n]`` → ``[B, 2d, n, n]``: channels ``[:d]`` hold bin j (column), ``[d:]`` bin i (row)."""
+    n = x.size(-1)
+    cols = x.unsqueeze(2).expand(-1, -1, n, -1)
+    rows = x.unsqueeze(3).expand(-1, -1, -1, n)
+    return torch.cat([cols, rows], dim=1)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def _default_track_names(n: int) -> tuple[str, ...]:
+    return ("ctcf", "atac") if n == 2 else tuple(f"track{i}" for i in range(n))
+
+
+def _strict_float32_cuda() -> None:
+    """TF32 off so CUDA results match CPU/float32 references at 1e-4."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    # benchmark mode may pick different conv algorithms run to run
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes, bytes), for unsaved models."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CorigamiAdapter(ModelAdapter):
+    """:class:`~screening.models.base.ModelAdapter` for :class:`ConvTransModel`.
+
+    Parameters
+    ----------
+    module
+        The model; it is moved to ``device`` and put in eval mode.
+    device
+        Torch device for inference.
+    track_names
+        Names of the track channels in input order; default ``("ctcf", "atac")``
+        for 2 tracks.
+    """
+
+    symmetric = False
+
+    def __init__(
+        self,
+        module: ConvTransModel,
+        device: str | torch.device = "cpu",
+        track_names: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__(module, device)
+        self.config: CorigamiConfig = module.config
+        n_tracks = self.config.num_genomic_features
+        names = tuple(track_names) if track_names is not None else _default_track_names(n_tracks)
+        if len(names) != n_tracks:
+            raise ModelError(f"{len(names)} track names {names} for a model with {n_tracks} tracks")
+        self.track_names = names
+        self.geometry = WindowGeometry(self.config.window_length, self.config.bin_size, self.config.n_bins)
+        self.name = "corigami"
+        if self.device.type == "cuda":
+            _strict_float32_cuda()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        config: CorigamiConfig | None = None,
+        track_names: tuple[str, ...] | None = None,
+    ) -> CorigamiAdapter:
+        """Load a C.Origami Lightning checkpoint or bare state_dict safely.
+
+        Parameters
+        ----------
+        path
+            Checkpoint file.
+        device
+            Torch device for inference.
+        config
+            Expected size; inferred from tensor shapes when ``None``.
+        track_names
+            See :class:`CorigamiAdapter`.
+
+        Raises
+        ------
+        ModelError
+            Unreadable, unsafe or non-checkpoint file, or weights that do not
+            fit the architecture.
+        """
+        from screening.models.checkpoint import file_sha256, load_corigami_checkpoint  # avoids an import cycle
+
+        state, cfg = load_corigami_checkpoint(path, config)
+        model = ConvTransModel(cfg)
+        model.load_state_dict(state, strict=True)
+        adapter = cls(model, device, track_names)
+        adapter.checksum = file_sha256(path)
+        adapter.name = f"corigami:{Path(path).name}"
+        return adapter
+
+    @classmethod
+    def random_init(
+        cls,
+        config: CorigamiConfig | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        track_names: tuple[str, ...] | None = None,
+    ) -> CorigamiAdapter:
+        """Randomly initialised model (PyTorch default init) for tests and toy models.
+
+        The global RNG state is left untouched; ``checksum`` is the sha256 of
+        the weights (:func:`state_dict_sha256`).
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ConvTransModel(config)
+        adapter = cls(model, device, track_names)
+        adapter.checksum = state_dict_sha256(model)
+        adapter.name = f"corigami-random-seed{seed}"
+        return adapter
+
+    def build_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """Base codes and tracks → float32 ``[B, L, 5 + n_tracks]`` on the adapter's device.
+
+        Parameters
+        ----------
+        codes
+            ``uint8 [B, L]`` base codes (A0 C1 G2 T3 N4), ``L = window_length``.
+        tracks
+            ``float32 [B, n_tracks, L]``, already transformed (e.g. ATAC log1p is
+            applied by the track reader, not here).
+        """
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.config.window_length:
+            raise ModelError(f"codes must be [B, {self.config.window_length}], got {codes.shape}")
+        expected = (codes.shape[0], self.config.num_genomic_features, codes.shape[1])
+        if tracks is None or np.shape(tracks) != expected:
+            got = None if tracks is None else np.shape(tracks)
+            raise ModelError(f"tracks must be {list(expected)} for {self.track_names}, got {got}")
+        out = np.empty((*codes.shape, self.config.n_channels), dtype=np.float32)
+        out[..., :N_DNA_CHANNELS] = one_hot(codes, order=DNA_ORDER, dtype=bool)  # bool temp: 4x less memory
+        out[..., N_DNA_CHANNELS:] = np.asarray(tracks, dtype=np.float32).transpose(0, 2, 1)
+        return torch.from_numpy(out).to(self.device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Differentiable forward: ``[B, L, 5 + n_tracks]`` → float32 ``[B, n_bins, n_bins]``."""
+        return self.module(inputs.to(self.device))

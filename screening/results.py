@@ -1,0 +1,295 @@
+"""The result store, reader side: range queries over a (possibly still running) screen.
+
+Readers never write. A query loads the coordinates of the perturbations overlapping a
+region and returns every score as a lazy dask array that reads only the overlapping chunks;
+chunks whose ``chunk_done`` flag is not set read as NaN.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from screening.regions import Region, RegionError, parse_region, validate_region
+from screening.store import (
+    COORDS,
+    DIM,
+    DONE,
+    StoreError,
+    StoreNotFoundError,
+    _check_format,
+    _local_path,
+    _zarr_store,
+    read_store_attrs,
+)
+
+# StoreError / StoreNotFoundError are re-exported: open_results raises them.
+__all__ = ["Results", "ResultsError", "StoreError", "StoreNotFoundError", "open_results"]
+
+_COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
+
+
+class ResultsError(ValueError):
+    """A query that names an unknown analysis or score."""
+
+
+def open_results(path: str | os.PathLike) -> Results:
+    """Open a result store for queries.
+
+    Parameters
+    ----------
+    path
+        A store written by a screen (complete or still running).
+
+    Raises
+    ------
+    StoreNotFoundError
+        If ``path`` does not exist.
+    StoreError
+        If ``path`` is not a screening result store, or of an unsupported format version.
+    """
+    return Results(path)
+
+
+class Results:
+    """Read-only view of a result store (picklable: holds the path only).
+
+    Parameters
+    ----------
+    path
+        A screening result store.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        local = _local_path(path)
+        attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing
+        if attrs is None:
+            raise StoreError(f"{local} is not a screening result store")
+        _check_format(attrs, local)
+        self.path = str(local)
+        self._attrs = attrs
+        self._root: zarr.Group | None = None
+        self._coords: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    def __repr__(self) -> str:
+        done, total = self.progress
+        return (
+            f"<Results {self.path}: {len(self.chromosomes)} chromosomes, analyses {self.analyses}, "
+            f"{done}/{total} units done>"
+        )
+
+    # -- metadata
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The screen spec the store was created for."""
+        return self._attrs["spec"]
+
+    @property
+    def spec_sha256(self) -> str:
+        """Hash of the spec's science fields."""
+        return self._attrs["spec_sha256"]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Versions, model, genome and track checksums recorded at creation."""
+        return self._attrs["provenance"]
+
+    @property
+    def analyses(self) -> list[str]:
+        """Analysis names, in spec order."""
+        return list(self._attrs["analyses"])
+
+    @property
+    def chromosomes(self) -> dict[str, int]:
+        """Chromosomes holding results, with their lengths."""
+        return dict(self._attrs["chromosomes"])
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the driver recorded the screen as finished (read fresh)."""
+        attrs = read_store_attrs(self.path) or {}
+        return bool(attrs.get("complete", False))
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(done, total)`` work units (chunks), read fresh."""
+        done = total = 0
+        for chrom in self.chromosomes:
+            for analysis in self.analyses:
+                group = self._group(chrom, analysis)
+                if group is None:
+                    continue
+                total += int(group.attrs["n_chunks"])
+                if group.attrs["n_chunks"]:
+                    done += group[DONE].nchunks_initialized
+        return done, total
+
+    def resolve_analysis(self, analysis: str | None = None) -> str:
+        """``analysis``, or the only one when ``None``.
+
+        Raises
+        ------
+        ResultsError
+            If it is unknown, or ``None`` while the store holds several.
+        """
+        if analysis is None:
+            if len(self.analyses) == 1:
+                return self.analyses[0]
+            raise ResultsError(f"this store holds several analyses; pick one of {self.analyses}")
+        if analysis not in self.analyses:
+            raise ResultsError(f"unknown analysis {analysis!r}; the store holds {self.analyses}")
+        return analysis
+
+    def scores(self, analysis: str | None = None) -> list[str]:
+        """Score names of an analysis."""
+        analysis = self.resolve_analysis(analysis)
+        for chrom in self.chromosomes:
+            group = self._group(chrom, analysis)
+            if group is not None:
+                return list(group.attrs["scores"])
+        return []
+
+    def check_score(self, score: str, analysis: str | None = None) -> None:
+        """Raise :class:`ResultsError` unless ``score`` is a score of ``analysis``."""
+        available = self.scores(analysis)
+        if score not in available:
+            raise ResultsError(f"unknown score {score!r}; available: {available}")
+
+    def resolve_region(self, region: str | Region) -> Region:
+        """Parse ``region`` and resolve it against the stored chromosomes.
+
+        Raises
+        ------
+        RegionError
+            If malformed, on a chromosome without results, or past the chromosome end.
+        """
+        region = parse_region(region)
+        if region.chrom not in self.chromosomes:
+            raise RegionError(
+                f"region {region}: chromosome {region.chrom!r} has no results in this store "
+                f"(it holds {', '.join(self.chromosomes)})"
+            )
+        return validate_region(region, self.chromosomes)
+
+    # -- data
+    def _open_root(self) -> zarr.Group:
+        if self._root is None:
+            self._root = zarr.open_group(_zarr_store(Path(self.path), read_only=True), mode="r")
+        return self._root
+
+    def _group(self, chrom: str, analysis: str) -> zarr.Group | None:
+        root = self._open_root()
+        try:
+            return root[f"{chrom}/{analysis}"]
+        except KeyError:
+            return None
+
+    def _start_end(self, chrom: str, analysis: str, group: zarr.Group) -> tuple[np.ndarray, np.ndarray, bool]:
+        key = (chrom, analysis)
+        if key in self._coords:
+            self._coords.move_to_end(key)
+        else:
+            start, end = group["start"][:], group["end"][:]
+            self._coords[key] = (start, end, bool(np.all(np.diff(end) >= 0)))
+            while len(self._coords) > _COORD_CACHE:
+                self._coords.popitem(last=False)
+        return self._coords[key]
+
+    def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
+        """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
+        start, end, end_sorted = self._start_end(chrom, analysis, group)
+        hi = int(np.searchsorted(start, region.end, side="left"))  # start < region.end
+        if end_sorted:
+            lo = int(np.searchsorted(end, region.start, side="right"))  # end > region.start
+            return np.arange(lo, max(lo, hi))
+        return np.flatnonzero(end[:hi] > region.start)
+
+    def query(self, region: str | Region, analysis: str | None = None) -> xr.Dataset:
+        """The perturbations overlapping ``region``, with lazy scores.
+
+        Parameters
+        ----------
+        region
+            ``"chr1:1,400,000-1,410,000"`` (0-based, half-open), a whole chromosome
+            ``"chr1"``, or a :class:`~screening.regions.Region`.
+        analysis
+            Analysis name; may be left out when the store holds only one.
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimension ``perturbation`` (coordinate: index within the chromosome's analysis
+            group), coordinates ``start``, ``end``, ``window_start`` (in memory), one
+            dask-backed float32 variable per score (NaN where the chunk is not done) and a
+            boolean ``done``. Attributes: ``analysis``, ``kind``, ``params``, ``chrom``,
+            ``region``.
+        """
+        region = self.resolve_region(region)
+        analysis = self.resolve_analysis(analysis)
+        group = self._group(region.chrom, analysis)
+        attrs = {"analysis": analysis, "chrom": region.chrom, "region": str(region)}
+        if group is None:  # this analysis has no perturbations on this chromosome
+            return _empty_dataset(self.scores(analysis), attrs)
+        attrs.update(kind=group.attrs["kind"], params=group.attrs["params"])
+        idx = self._overlapping(region.chrom, analysis, group, region)
+        return _dataset(group, idx, attrs)
+
+    def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
+        """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
+        ds = self.query(region, analysis).compute()
+        scores = [name for name in ds.data_vars if name != "done"]
+        frame = pd.DataFrame(
+            {
+                "chrom": pd.Series([ds.attrs["chrom"]] * ds.sizes[DIM], dtype=object),
+                "start": ds["start"].values,
+                "end": ds["end"].values,
+                **{name: ds[name].values for name in scores},
+            }
+        )
+        return frame
+
+
+def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
+    chunk_size = int(group.attrs["chunk_size"])
+    lo, hi = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+    contiguous = idx.size == hi - lo
+    k_lo, k_hi = lo // chunk_size, -(-hi // chunk_size)
+    flags = group[DONE][k_lo:k_hi] if hi > lo else np.zeros(0, np.uint8)
+    done = flags[idx // chunk_size - k_lo].astype(bool)
+    coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
+    for name in COORDS:
+        values = group[name][lo:hi]
+        coords[name] = (DIM, values if contiguous else values[idx - lo])
+    data_vars: dict[str, Any] = {}
+    for score in group.attrs["scores"]:
+        # from_zarr then slice: the graph only holds getters for the overlapping chunks.
+        lazy = da.from_zarr(group[score])[lo:hi]
+        if not contiguous:
+            lazy = lazy[idx - lo]
+        mask = da.from_array(done, chunks=lazy.chunks)
+        data_vars[score] = (DIM, da.where(mask, lazy, np.float32(np.nan)))
+    data_vars["done"] = (DIM, done)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _empty_dataset(scores: list[str], attrs: dict[str, Any]) -> xr.Dataset:
+    empty_int = np.zeros(0, dtype=np.int64)
+    coords = {DIM: empty_int, **{name: (DIM, empty_int) for name in COORDS}}
+    data_vars: dict[str, Any] = {s: (DIM, da.zeros(0, dtype=np.float32, chunks=1)) for s in scores}
+    data_vars["done"] = (DIM, np.zeros(0, dtype=bool))
+    return xr.Dataset(data_vars, coords=coords, attrs={**attrs, "kind": None, "params": {}})
+

@@ -1,0 +1,274 @@
+"""The driver: validate everything, plan, create or resume the store, dispatch units to Ray workers.
+
+Data flows one way: spec → plan → workers → store. Every check that can fail on
+bad input (spec, genome, tracks, regions, checkpoint, store) runs *before* the
+store is created, so bad input never leaves a half-written store behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+import screening
+from screening.models.base import ModelError
+from screening.models.loader import load_model
+from screening.plan import ScreenPlan, WorkUnit, plan_screen
+from screening.regions import Region, read_bed, validate_region
+from screening.spec import ScreenSpec
+from screening.store import ResultStore, open_or_create_store
+
+__all__ = ["PreparedScreen", "ScreenSummary", "prepare_screen", "run_screen"]
+
+
+@dataclass
+class PreparedScreen:
+    """A validated spec with its inputs, plan and provenance, ready to run."""
+
+    spec: ScreenSpec
+    regions: list[Region]
+    plan: ScreenPlan
+    provenance: dict[str, Any]
+    adapter: Any = None  # the model loaded on the driver for checks (reused for plots)
+    genome: Any = None
+    tracks: Any = None
+
+
+@dataclass
+class ScreenSummary:
+    """What a finished (or resumed) run did."""
+
+    store: str
+    n_perturbations: int
+    n_computed: int
+    n_units: int
+    seconds: float
+    resumed: bool
+    workers: list[str] = field(default_factory=list)
+    retries: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _regions(spec: ScreenSpec, chrom_sizes: dict[str, int]) -> list[Region]:
+    regions = [validate_region(r, chrom_sizes, source="regions") for r in spec.parsed_regions()]
+    if spec.bed is not None:
+        regions += [validate_region(r, chrom_sizes, source=f"bed {spec.bed}") for r in read_bed(spec.bed)]
+    return regions
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import ray
+    import torch
+    import zarr
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "zarr": zarr.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
+    """Open and check every input, load the model once, and plan the screen.
+
+    Raises
+    ------
+    SpecError, RegionError, GenomeError, TrackError, ModelError
+        On any bad input, before anything is written.
+    """
+    from workers.screen_worker import open_inputs
+
+    genome, tracks = open_inputs(spec)
+    chrom_sizes = genome.chrom_sizes
+    regions = _regions(spec, chrom_sizes)
+    tracks.check({r.chrom: chrom_sizes[r.chrom] for r in regions})
+    adapter = load_model(spec.model, "cpu")
+    expected = tuple(adapter.track_names)
+    if tuple(tracks.names) != expected:
+        raise ModelError(
+            f"tracks: the model takes tracks {list(expected)} in this order, the spec gives {list(tracks.names)}"
+        )
+    plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry)
+    provenance = {
+        "package_version": screening.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        **_versions(),
+        "model": {
+            "kind": spec.model.kind,
+            "name": adapter.name,
+            "checksum": adapter.checksum,
+            "window_length": adapter.geometry.window_length,
+            "bin_size": adapter.geometry.bin_size,
+            "n_bins": adapter.geometry.n_bins,
+        },
+        "genome": {"name": genome.name, "path": str(spec.genome.fasta), "sha256": genome.sha256()},
+        "tracks": [
+            {"name": t.name, "path": t.path, "transform": t.transform, "sha256": track.sha256()}
+            for t, track in zip(spec.tracks, tracks.tracks)
+        ],
+    }
+    return PreparedScreen(spec, regions, plan, provenance, adapter, genome, tracks)
+
+
+def _init_ray(spec: ScreenSpec) -> bool:
+    """Connect to the spec's Ray address or start an embedded local Ray; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    execution = spec.execution
+    address = execution.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        return True
+    needed = execution.num_workers * execution.cpus_per_worker
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))),
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        configure_logging=True,
+    )
+    return True
+
+
+class _Dispatcher:
+    """Keeps a bounded number of units in flight per worker and redoes units whose worker died."""
+
+    def __init__(self, spec: ScreenSpec, plan: ScreenPlan, on_done: Callable[[dict[str, Any]], None]):
+        import ray
+
+        from workers.screen_worker import ScreenWorker
+
+        execution = spec.execution
+        self.ray = ray
+        self.spec_json = spec.model_dump(mode="json")
+        self.plan = plan
+        self.on_done = on_done
+        self.max_retries = execution.max_retries
+        self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
+        self.remote_cls = ray.remote(ScreenWorker).options(
+            num_cpus=execution.cpus_per_worker,
+            num_gpus=execution.gpus_per_worker,
+            max_restarts=-1,
+            max_task_retries=0,
+        )
+        self.threads = max(1, int(execution.cpus_per_worker))
+        self.workers = [self._start() for _ in range(execution.num_workers)]
+        self.names = ray.get([w.ready.remote() for w in self.workers])
+        self.retries = 0
+
+    def _start(self):
+        return self.remote_cls.remote(self.spec_json, self.threads)
+
+    def _submit(self, worker, unit: WorkUnit):
+        layout = self.plan.layout(unit.chrom, unit.analysis)
+        sl = slice(unit.lo, unit.hi)
+        return worker.run.remote(unit, layout.start[sl], layout.window_start[sl])
+
+    def run(self, units: list[WorkUnit]) -> None:
+        ray = self.ray
+        queue = deque(units)
+        attempts: dict[WorkUnit, int] = {}
+        pending: dict[Any, tuple[int, WorkUnit]] = {}
+        load = [0] * len(self.workers)
+        while queue or pending:
+            for index, worker in enumerate(self.workers):
+                while queue and load[index] < self.in_flight_per_worker:
+                    unit = queue.popleft()
+                    pending[self._submit(worker, unit)] = (index, unit)
+                    load[index] += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            index, unit = pending.pop(ref)
+            load[index] -= 1
+            try:
+                self.on_done(ray.get(ref))
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                attempts[unit] = attempts.get(unit, 0) + 1
+                if attempts[unit] > self.max_retries:
+                    raise RuntimeError(f"work unit {unit} failed {attempts[unit]} times; last error: {err}") from err
+                self.retries += 1
+                queue.appendleft(unit)
+
+
+def run_screen(
+    spec: ScreenSpec,
+    progress: bool = True,
+    prepared: PreparedScreen | None = None,
+) -> ScreenSummary:
+    """Run (or resume) a screen end to end and return its summary.
+
+    Parameters
+    ----------
+    spec
+        A validated spec.
+    progress
+        Show a progress bar over perturbations.
+    prepared
+        A result of :func:`prepare_screen` to reuse.
+    """
+    from tqdm.auto import tqdm
+
+    prepared = prepared or prepare_screen(spec)
+    plan = prepared.plan
+    store, resumed = open_or_create_store(
+        spec.output.store,
+        spec.model_dump(mode="json"),
+        spec.science_hash(),
+        prepared.provenance,
+        plan.layouts,
+        overwrite=spec.output.overwrite,
+    )
+    pending = _pending_units(store, plan)
+    n_todo = sum(u.size for u in pending)
+    began = time.perf_counter()
+    names: list[str] = []
+    retries = 0
+    if pending:
+        started_ray = _init_ray(spec)
+        try:
+            with tqdm(total=n_todo, unit="pert", desc=spec.name, disable=not progress, dynamic_ncols=True) as bar:
+                dispatcher = _Dispatcher(spec, plan, lambda result: bar.update(result["n"]))
+                names = dispatcher.names
+                dispatcher.run(pending)
+                retries = dispatcher.retries
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    store.mark_complete()
+    return ScreenSummary(
+        store=str(spec.output.store),
+        n_perturbations=plan.n_perturbations,
+        n_computed=n_todo,
+        n_units=len(pending),
+        seconds=time.perf_counter() - began,
+        resumed=resumed,
+        workers=names,
+        retries=retries,
+    )
+
+
+def _pending_units(store: ResultStore, plan: ScreenPlan) -> list[WorkUnit]:
+    pending = []
+    for layout in plan.layouts:
+        done = store.done_mask(layout.chrom, layout.analysis)
+        pending += [u for u in plan.units if u.chrom == layout.chrom and u.analysis == layout.analysis and not done[u.chunk]]
+    return pending

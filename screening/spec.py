@@ -1,0 +1,270 @@
+"""The screen spec: one validated document spoken by the CLI, the service and the client.
+
+A spec is YAML or JSON. Relative paths inside it are resolved against the
+directory of the spec file (or the working directory for an in-memory spec).
+Region strings are 0-based, half-open (``chr1:1,400,000-1,420,000`` covers
+bases 1,400,000 .. 1,419,999).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from screening.regions import Region, RegionError, parse_region
+
+__all__ = [
+    "SpecError",
+    "ScreenSpec",
+    "ModelSpec",
+    "GenomeSpec",
+    "TrackSpec",
+    "DeletionSpec",
+    "ExecutionSpec",
+    "OutputSpec",
+    "SCORE_NAMES",
+    "load_spec",
+    "parse_spec",
+]
+
+#: Scores a deletion screen can record (see :mod:`screening.score`).
+SCORE_NAMES = ("impact_mean_abs", "impact_abs_mean")
+
+
+class SpecError(ValueError):
+    """A spec that does not validate; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Which model to run.
+
+    Exactly one of ``checkpoint`` (a trained model file) or ``random_seed`` (a
+    random-initialised model, for smoke tests only) is given.
+    """
+
+    kind: Literal["corigami"] = "corigami"
+    checkpoint: str | None = None
+    random_seed: int | None = None
+    config: dict[str, Any] = Field(default_factory=dict, description="architecture overrides")
+    track_names: tuple[str, ...] | None = Field(
+        None, description="names of the model's input tracks, in order (C.Origami: ctcf, atac)"
+    )
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.checkpoint is None) == (self.random_seed is None):
+            raise ValueError("give exactly one of 'checkpoint' or 'random_seed'")
+        return self
+
+
+class GenomeSpec(_Strict):
+    """A FASTA file (plain or bgzip) or a folder of per-chromosome ``<chrom>.fa.gz``."""
+
+    fasta: str
+    name: str | None = None
+
+
+class TrackSpec(_Strict):
+    """One bigWig input track and the transform applied after NaN → 0."""
+
+    name: str
+    path: str
+    transform: Literal["none", "log1p"] = "none"
+
+
+class DeletionSpec(_Strict):
+    """Tile deletions of ``width`` bp every ``step`` bp over the screen's regions.
+
+    Each model window is centred on its deletion, as in C.Origami's screen;
+    ``padding`` fills the window's tail after the deletion shifts it: ``zero``
+    (N and 0 tracks, the original's default) or ``follow`` (real downstream
+    sequence).
+    """
+
+    kind: Literal["deletion"] = "deletion"
+    name: str | None = None
+    width: Annotated[int, Field(gt=0)]
+    step: Annotated[int, Field(gt=0)]
+    padding: Literal["zero", "follow"] = "zero"
+    scores: tuple[Literal["impact_mean_abs", "impact_abs_mean"], ...] = SCORE_NAMES
+
+    @property
+    def label(self) -> str:
+        return self.name or f"deletion_{self.width}bp"
+
+    @field_validator("scores")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one score")
+        if len(set(value)) != len(value):
+            raise ValueError("scores are listed twice")
+        return value
+
+
+Perturbation = Annotated[Union[DeletionSpec], Field(discriminator="kind")]
+
+
+class ExecutionSpec(_Strict):
+    """How to run: Ray address, workers, devices and batching. Not part of the science."""
+
+    address: str | None = Field(None, description="Ray address; None starts an embedded local Ray")
+    num_workers: Annotated[int, Field(ge=1)] = 1
+    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    chunk_size: Annotated[int, Field(ge=1)] = 16
+    max_retries: Annotated[int, Field(ge=0)] = 2
+
+
+class OutputSpec(_Strict):
+    """Where the result store goes."""
+
+    store: str
+    overwrite: bool = False
+    plots: bool = True
+
+
+class ScreenSpec(_Strict):
+    """A whole screen: model, genome, tracks, regions, perturbations, execution, output."""
+
+    name: str = "screen"
+    model: ModelSpec
+    genome: GenomeSpec
+    tracks: list[TrackSpec] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    bed: str | None = None
+    perturbations: Annotated[list[Perturbation], Field(min_length=1)]
+    edge_policy: Literal["fail", "skip"] = Field(
+        "fail",
+        description="a perturbation whose model window leaves the chromosome: fail the screen, "
+        "or skip it and list the skipped ones in the store's metadata",
+    )
+    execution: ExecutionSpec = ExecutionSpec()
+    output: OutputSpec
+
+    @field_validator("regions")
+    @classmethod
+    def _parse_regions(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                parse_region(text)
+            except RegionError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScreenSpec":
+        if not self.regions and self.bed is None:
+            raise ValueError("give 'regions' (e.g. ['chr1:1,400,000-1,420,000']) or a 'bed' file")
+        labels = [p.label for p in self.perturbations]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"perturbation names must be unique, got {labels}")
+        names = [t.name for t in self.tracks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"track names must be unique, got {names}")
+        return self
+
+    def parsed_regions(self) -> list[Region]:
+        """Regions from ``regions`` (BED regions are read by the planner)."""
+        return [parse_region(text) for text in self.regions]
+
+    def science_hash(self) -> str:
+        """sha256 of everything that determines the results (not execution or output)."""
+        science = self.model_dump(mode="json", exclude={"execution", "output"})
+        canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid screen spec {source}:"]
+    for item in err.errors():
+        field = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-")) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve(path: str | None, base: Path) -> str | None:
+    if path is None or "://" in path:
+        return path
+    candidate = Path(path).expanduser()
+    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))  # deep copy, JSON-typed
+    if isinstance(raw.get("model"), dict):
+        raw["model"]["checkpoint"] = _resolve(raw["model"].get("checkpoint"), base)
+    if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
+        raw["genome"]["fasta"] = _resolve(raw["genome"]["fasta"], base)
+    for track in raw.get("tracks") or []:
+        if isinstance(track, dict) and "path" in track:
+            track["path"] = _resolve(track["path"], base)
+    if raw.get("bed") is not None:
+        raw["bed"] = _resolve(raw["bed"], base)
+    if isinstance(raw.get("output"), dict) and "store" in raw["output"]:
+        raw["output"]["store"] = _resolve(raw["output"]["store"], base)
+    return raw
+
+
+def parse_spec(raw: dict[str, Any], base_dir: str | Path | None = None, source: str = "<spec>") -> ScreenSpec:
+    """Validate a spec given as a mapping; relative paths resolve against ``base_dir``.
+
+    Raises
+    ------
+    SpecError
+        Naming every invalid field.
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(f"invalid screen spec {source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        resolved = _resolve_paths(raw, Path(base_dir or Path.cwd()))
+        return ScreenSpec.model_validate(resolved)
+    except ValidationError as err:
+        raise SpecError(_format_error(err, source)) from None
+    except (TypeError, AttributeError) as err:
+        raise SpecError(f"invalid screen spec {source}: {err}") from None
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ScreenSpec:
+    """Read and validate a YAML or JSON spec file.
+
+    Parameters
+    ----------
+    path
+        The spec file.
+    overrides
+        Dotted-key overrides applied before validation, e.g.
+        ``{"execution.num_workers": 2, "output.store": "x.zarr"}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path} is not valid YAML/JSON: {err}") from None
+    if isinstance(raw, dict):
+        for key, value in (overrides or {}).items():
+            _set_dotted(raw, key, value)
+    return parse_spec(raw, base_dir=path.parent.resolve(), source=str(path))
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value

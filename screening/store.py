@@ -1,0 +1,688 @@
+"""The result store, writer side: one Zarr v3 store per screen.
+
+The layout is specified in ``docs/store.md``. In short: the driver builds every group,
+array and coordinate up front (into a temporary sibling path that is renamed into place),
+so Ray workers only ever write score chunks and their ``chunk_done`` flag. A *work unit*
+is one chunk ``(chrom, analysis, k)``; no two writers ever touch the same chunk.
+
+All coordinates are 0-based, half-open.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import zarr
+import zarr.errors
+from zarr.storage import LocalStore
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GroupLayout",
+    "ResultStore",
+    "StoreError",
+    "StoreNotFoundError",
+    "create_store",
+    "open_or_create_store",
+    "read_store_attrs",
+]
+
+FORMAT_VERSION = 1
+ATTRS_KEY = "screening"
+DIM = "perturbation"
+CHUNK_DIM = "chunk"
+COORDS = ("start", "end", "window_start")
+DONE = "chunk_done"
+# Names a score may not take: they are arrays of the layout or variables of a query result.
+RESERVED_NAMES = frozenset({*COORDS, DONE, "done", DIM, "chrom"})
+COORD_SHARD = 1 << 20  # perturbations per shard of a coordinate array (rounded to whole chunks)
+
+
+class StoreError(RuntimeError):
+    """A result store that cannot be created, opened, resumed or written as asked."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No result store at the given path."""
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _check_name(name: str, what: str) -> None:
+    # Zarr v3 node names: no "/", not "." / "..", no leading "__" (reserved by the spec).
+    if not isinstance(name, str) or not name or "/" in name or name in {".", ".."} or name.startswith("__"):
+        raise StoreError(f"{what} name {name!r} cannot be used as a Zarr group/array name")
+
+
+@dataclass(eq=False)  # numpy fields: compare with check_layouts, not ==
+class GroupLayout:
+    """Everything the driver knows up front about one ``(chrom, analysis)`` group.
+
+    Parameters
+    ----------
+    chrom, chrom_length
+        Chromosome name and length.
+    analysis, kind, params
+        Analysis name (one per perturbation entry of the spec), its kind and parameters.
+    start, end
+        Perturbed intervals, 0-based half-open, sorted by ``start``.
+    window_start
+        Start of the model window used for each perturbation (may be negative with padding).
+    scores
+        Names of the score arrays, one float32 value per perturbation each.
+    chunk_size
+        Perturbations per chunk, i.e. per work unit.
+    """
+
+    chrom: str
+    chrom_length: int
+    analysis: str
+    kind: str
+    params: dict
+    start: np.ndarray
+    end: np.ndarray
+    window_start: np.ndarray
+    scores: list[str]
+    chunk_size: int
+
+    def __post_init__(self) -> None:
+        self.start = np.ascontiguousarray(self.start, dtype=np.int64)
+        self.end = np.ascontiguousarray(self.end, dtype=np.int64)
+        self.window_start = np.ascontiguousarray(self.window_start, dtype=np.int64)
+        self.scores = list(self.scores)
+        self.chrom_length = int(self.chrom_length)
+        self.chunk_size = int(self.chunk_size)
+        self.params = dict(self.params)
+        self._validate()
+
+    def _validate(self) -> None:
+        where = f"layout {self.chrom}/{self.analysis}"
+        _check_name(self.chrom, "chromosome")
+        _check_name(self.analysis, "analysis")
+        if self.chunk_size < 1:
+            raise StoreError(f"{where}: chunk_size must be >= 1, got {self.chunk_size}")
+        if self.chrom_length < 1:
+            raise StoreError(f"{where}: chromosome length must be >= 1, got {self.chrom_length}")
+        arrays = {"start": self.start, "end": self.end, "window_start": self.window_start}
+        for name, arr in arrays.items():
+            if arr.ndim != 1 or arr.shape != self.start.shape:
+                raise StoreError(f"{where}: {name} must be 1-D with the length of start ({self.start.shape})")
+        if self.n:
+            if np.any(np.diff(self.start) < 0):
+                raise StoreError(f"{where}: start must be sorted ascending")
+            if np.any(self.end <= self.start):
+                raise StoreError(f"{where}: every perturbation needs end > start")
+            if self.start[0] < 0 or self.end.max() > self.chrom_length:
+                raise StoreError(f"{where}: perturbations must lie within [0, {self.chrom_length:,})")
+        if not self.scores:
+            raise StoreError(f"{where}: at least one score is needed")
+        if len(set(self.scores)) != len(self.scores):
+            raise StoreError(f"{where}: duplicate score names in {self.scores}")
+        for score in self.scores:
+            _check_name(score, "score")
+            if score in RESERVED_NAMES:
+                raise StoreError(f"{where}: score name {score!r} is reserved ({sorted(RESERVED_NAMES)})")
+
+    @property
+    def n(self) -> int:
+        """Number of perturbations."""
+        return int(self.start.shape[0])
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks, i.e. of work units, of this group."""
+        return math.ceil(self.n / self.chunk_size)
+
+    def chunk_slice(self, k: int) -> slice:
+        """Perturbations ``[k·chunk_size, min((k+1)·chunk_size, n))`` of chunk ``k``."""
+        return _chunk_slice(k, self.n, self.chunk_size)
+
+    def group_attrs(self) -> dict[str, Any]:
+        """Attributes of the analysis group (see ``docs/store.md``)."""
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "scores": self.scores,
+            "dim": DIM,
+            "chunk_size": self.chunk_size,
+            "n_chunks": self.n_chunks,
+            "n": self.n,
+        }
+
+
+def _chunk_slice(k: int, n: int, chunk_size: int) -> slice:
+    n_chunks = math.ceil(n / chunk_size)
+    if not isinstance(k, (int, np.integer)) or not 0 <= k < n_chunks:
+        raise StoreError(f"chunk index {k!r} out of range (group has {n_chunks} chunks)")
+    return slice(int(k) * chunk_size, min((int(k) + 1) * chunk_size, n))
+
+
+def _check_layouts(layouts: Iterable[GroupLayout]) -> list[GroupLayout]:
+    layouts = list(layouts)
+    if not layouts:
+        raise StoreError("a result store needs at least one (chromosome, analysis) layout")
+    seen: set[tuple[str, str]] = set()
+    lengths: dict[str, int] = {}
+    for layout in layouts:
+        if not isinstance(layout, GroupLayout):
+            raise StoreError(f"expected GroupLayout, got {type(layout).__name__}")
+        key = (layout.chrom, layout.analysis)
+        if key in seen:
+            raise StoreError(f"duplicate layout for {layout.chrom}/{layout.analysis}")
+        seen.add(key)
+        if lengths.setdefault(layout.chrom, layout.chrom_length) != layout.chrom_length:
+            raise StoreError(f"layouts disagree on the length of {layout.chrom}")
+    return layouts
+
+
+# --------------------------------------------------------------------------- paths & attrs
+
+
+def _local_path(path: str | os.PathLike) -> Path:
+    """The one place paths are interpreted; remote (fsspec) URLs plug in here later."""
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif "://" in text:
+        raise StoreError(f"{text}: only local result stores are supported for now")
+    return Path(text).expanduser().absolute()
+
+
+def _zarr_store(path: Path, read_only: bool) -> LocalStore:
+    return LocalStore(path, read_only=read_only)
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    """Round-trip through JSON so attrs hold plain types (numpy scalars and paths allowed)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, os.PathLike):
+            return os.fspath(obj)
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    try:
+        return json.loads(json.dumps(value, default=default, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The root ``screening`` attributes of a result store, or ``None`` if ``path`` is not one.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If nothing exists at ``path``.
+    """
+    local = _local_path(path)
+    if not local.exists():
+        raise StoreNotFoundError(f"no result store at {local}")
+    try:
+        root = zarr.open_group(_zarr_store(local, read_only=True), mode="r")
+    except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
+        return None
+    attrs = root.attrs.get(ATTRS_KEY)
+    if not isinstance(attrs, dict) or "format_version" not in attrs:
+        return None
+    return attrs
+
+
+def _check_format(attrs: Mapping[str, Any], path: Path) -> None:
+    version = attrs.get("format_version")
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: result store format version {version!r}, this package reads version {FORMAT_VERSION}"
+        )
+
+
+def _state(path: Path) -> str:
+    """``absent``, ``empty`` (an empty directory), ``screening`` or ``foreign``."""
+    if not path.exists() and not path.is_symlink():
+        return "absent"
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return "empty"
+    return "screening" if path.is_dir() and read_store_attrs(path) is not None else "foreign"
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def _build(tmp: Path, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
+    chromosomes: dict[str, int] = {}
+    analyses: list[str] = []
+    for layout in layouts:
+        chromosomes.setdefault(layout.chrom, layout.chrom_length)
+        if layout.analysis not in analyses:
+            analyses.append(layout.analysis)
+    root = zarr.open_group(_zarr_store(tmp, read_only=False), mode="w-")
+    root.attrs.update(
+        {
+            ATTRS_KEY: {
+                "format_version": FORMAT_VERSION,
+                "spec": _jsonable(spec, "spec"),
+                "spec_sha256": str(spec_sha256),
+                "provenance": _jsonable(provenance, "provenance"),
+                "analyses": analyses,
+                "chromosomes": chromosomes,
+                "complete": False,
+            }
+        }
+    )
+    for chrom, length in chromosomes.items():
+        root.create_group(chrom, attributes={"chrom": chrom, "length": length})
+    for layout in layouts:
+        _write_layout(root, layout)
+
+
+def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
+    attrs = _jsonable(layout.group_attrs(), f"params of {layout.chrom}/{layout.analysis}")
+    group = root[layout.chrom].create_group(layout.analysis, attributes=attrs)
+    chunks = (layout.chunk_size,)
+    # Coordinates are written once, here, so whole shards of chunks can share one object:
+    # a genome-scale screen then needs no file per chunk per coordinate.
+    shards = (layout.chunk_size * max(1, COORD_SHARD // layout.chunk_size),)
+    for name in COORDS:
+        arr = group.create_array(
+            name, shape=(layout.n,), chunks=chunks, shards=shards, dtype="int64", fill_value=0,
+            dimension_names=[DIM],
+        )
+        if layout.n:
+            arr[:] = getattr(layout, name)
+    for score in layout.scores:
+        group.create_array(
+            score, shape=(layout.n,), chunks=chunks, dtype="float32", fill_value=np.nan, dimension_names=[DIM]
+        )
+    # One chunk per flag: each unit's completion record is its own object, like its data.
+    group.create_array(
+        DONE, shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM]
+    )
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f"{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+def _create(
+    path: Path,
+    spec: dict,
+    spec_sha256: str,
+    provenance: dict,
+    layouts: list[GroupLayout],
+    replace: bool,
+) -> ResultStore:
+    """Build into a sibling temp path, then rename; ``replace`` swaps out an existing store."""
+    layouts = _check_layouts(layouts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "partial")
+    old: Path | None = None
+    try:
+        _build(tmp, spec, spec_sha256, provenance, layouts)
+        if replace and _state(path) == "screening":
+            old = _sibling(path, "old")
+            os.rename(path, old)
+        try:
+            # Atomic on POSIX; succeeds over an empty directory, fails over a non-empty one.
+            os.rename(tmp, path)
+        except OSError as exc:
+            if old is not None:
+                os.rename(old, path)
+                old = None
+            raise StoreError(f"{path} appeared while the result store was being created: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return ResultStore(path)
+
+
+def create_store(
+    path: str | os.PathLike,
+    spec: dict,
+    spec_sha256: str,
+    provenance: dict,
+    layouts: list[GroupLayout],
+) -> ResultStore:
+    """Create a new result store with every group, array and coordinate in place.
+
+    The store is built at ``<path>.partial-<id>`` and renamed to ``path`` at the end, so a
+    failure never leaves a half-built store at ``path``.
+
+    Parameters
+    ----------
+    path
+        Where the store goes; must not exist (an empty directory is fine).
+    spec
+        The validated screen spec, as JSON-compatible data.
+    spec_sha256
+        Hash of the spec's science fields; decides whether a later run may resume.
+    provenance
+        Versions, model, genome and track checksums (see ``docs/store.md``).
+    layouts
+        One :class:`GroupLayout` per ``(chrom, analysis)``; order sets the order of
+        ``chromosomes`` and ``analyses`` in the root attributes.
+
+    Returns
+    -------
+    ResultStore
+
+    Raises
+    ------
+    StoreError
+        If ``path`` exists (and is not an empty directory) or a layout is invalid.
+    """
+    local = _local_path(path)
+    state = _state(local)
+    if state not in {"absent", "empty"}:
+        raise StoreError(f"{local} already exists; use open_or_create_store to resume or overwrite it")
+    return _create(local, spec, spec_sha256, provenance, layouts, replace=False)
+
+
+def open_or_create_store(
+    path: str | os.PathLike,
+    spec: dict,
+    spec_sha256: str,
+    provenance: dict,
+    layouts: list[GroupLayout],
+    *,
+    overwrite: bool = False,
+) -> tuple[ResultStore, bool]:
+    """Create a result store, or reopen one written by the same spec to resume it.
+
+    Parameters
+    ----------
+    path, spec, spec_sha256, provenance, layouts
+        As for :func:`create_store`.
+    overwrite
+        Replace an existing *result store* (never any other directory). The new store is
+        built first, so a failure leaves the old one in place.
+
+    Returns
+    -------
+    store : ResultStore
+    resumed : bool
+        ``True`` when an existing store of the same spec was reopened.
+
+    Raises
+    ------
+    StoreError
+        If ``path`` holds something that is not a result store, a store of another spec, or a
+        store of the same spec whose layout differs. The existing store is never modified.
+    """
+    local = _local_path(path)
+    state = _state(local)
+    if state == "foreign":
+        raise StoreError(
+            f"{local} exists and is not a screening result store; refusing to touch it "
+            "(choose another output path)"
+        )
+    if state in {"absent", "empty"}:
+        return _create(local, spec, spec_sha256, provenance, layouts, replace=False), False
+    if overwrite:
+        return _create(local, spec, spec_sha256, provenance, layouts, replace=True), False
+    attrs = read_store_attrs(local)
+    assert attrs is not None  # _state said "screening"
+    _check_format(attrs, local)
+    if attrs.get("spec_sha256") != spec_sha256:
+        stored_name = (attrs.get("spec") or {}).get("name", "?")
+        raise StoreError(
+            f"{local} belongs to another screen spec (stored spec {stored_name!r}, "
+            f"sha256 {attrs.get('spec_sha256')}; this spec {spec.get('name', '?')!r}, sha256 {spec_sha256}). "
+            "Write to another output path, or pass --overwrite to replace it."
+        )
+    store = ResultStore(local)
+    store.check_layouts(_check_layouts(layouts))
+    return store, True
+
+
+# --------------------------------------------------------------------------- the store handle
+
+
+class _Group:
+    """Open array handles and attrs of one analysis group (metadata never changes)."""
+
+    def __init__(self, group: zarr.Group, scores: list[str]) -> None:
+        self.attrs = group.attrs.asdict()
+        self.n = int(self.attrs["n"])
+        self.chunk_size = int(self.attrs["chunk_size"])
+        self.n_chunks = int(self.attrs["n_chunks"])
+        self.scores = list(self.attrs["scores"])
+        self.arrays = {name: group[name] for name in (*COORDS, *scores, DONE)}
+
+
+class ResultStore:
+    """Picklable handle on a result store, for the driver and for Ray workers.
+
+    Holds only the path; Zarr handles are opened lazily in each process and dropped when
+    pickled. Workers call :meth:`write_chunk` only; root attributes are written by the
+    driver alone (:meth:`mark_complete`).
+
+    Parameters
+    ----------
+    path
+        A result store made by :func:`create_store` / :func:`open_or_create_store`.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(_local_path(path))
+        self._root: zarr.Group | None = None
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._attrs: dict[str, Any] | None = None
+        self._group_keys: list[tuple[str, str]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self.path!r})"
+
+    # -- internals
+    def _open_root(self) -> zarr.Group:
+        if self._root is None:
+            path = Path(self.path)
+            attrs = read_store_attrs(path)
+            if attrs is None:
+                raise StoreError(f"{path} is not a screening result store")
+            _check_format(attrs, path)
+            self._root = zarr.open_group(_zarr_store(path, read_only=False), mode="r+")
+            self._attrs = attrs
+        return self._root
+
+    def _group(self, chrom: str, analysis: str) -> _Group:
+        key = (chrom, analysis)
+        if key not in self._groups:
+            root = self._open_root()
+            try:
+                group = root[f"{chrom}/{analysis}"]
+            except KeyError:
+                raise StoreError(
+                    f"{self.path} has no group {chrom}/{analysis} "
+                    f"(chromosomes: {list(self._static_attrs['chromosomes'])}, "
+                    f"analyses: {self._static_attrs['analyses']})"
+                ) from None
+            self._groups[key] = _Group(group, list(group.attrs["scores"]))
+        return self._groups[key]
+
+    @property
+    def _static_attrs(self) -> dict[str, Any]:
+        self._open_root()
+        assert self._attrs is not None
+        return self._attrs
+
+    # -- public
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root ``screening`` attributes, read fresh."""
+        self._open_root()
+        attrs = read_store_attrs(self.path)
+        assert attrs is not None
+        return attrs
+
+    def groups(self) -> list[tuple[str, str]]:
+        """Every ``(chrom, analysis)`` group, in chromosome then analysis order."""
+        if self._group_keys is None:
+            root = self._open_root()
+            attrs = self._static_attrs
+            self._group_keys = [
+                (chrom, analysis)
+                for chrom in attrs["chromosomes"]
+                for analysis in attrs["analyses"]
+                if analysis in root[chrom]
+            ]
+        return list(self._group_keys)
+
+    def layout(self, chrom: str, analysis: str) -> GroupLayout:
+        """The :class:`GroupLayout` of one group, read back from the store."""
+        group = self._group(chrom, analysis)
+        coords = {name: group.arrays[name][:] for name in COORDS}
+        return GroupLayout(
+            chrom=chrom,
+            chrom_length=int(self._static_attrs["chromosomes"][chrom]),
+            analysis=analysis,
+            kind=group.attrs["kind"],
+            params=group.attrs["params"],
+            scores=group.scores,
+            chunk_size=group.chunk_size,
+            **coords,
+        )
+
+    def unit_coords(self, chrom: str, analysis: str, k: int) -> dict[str, np.ndarray]:
+        """``start``, ``end`` and ``window_start`` of the perturbations of chunk ``k``."""
+        group = self._group(chrom, analysis)
+        sl = _chunk_slice(k, group.n, group.chunk_size)
+        return {name: group.arrays[name][sl] for name in COORDS}
+
+    def check_layouts(self, layouts: Iterable[GroupLayout]) -> None:
+        """Raise :class:`StoreError` unless the store was laid out exactly as ``layouts``."""
+        layouts = list(layouts)
+        want = {(lay.chrom, lay.analysis) for lay in layouts}
+        have = set(self.groups())
+        if want != have:
+            raise StoreError(
+                f"{self.path} was created by the same spec but holds different groups "
+                f"(missing: {sorted(want - have)}, unexpected: {sorted(have - want)}); "
+                "pass --overwrite to start again"
+            )
+        for lay in layouts:
+            group = self._group(lay.chrom, lay.analysis)
+            stored = (group.n, group.chunk_size, group.scores)
+            if stored != (lay.n, lay.chunk_size, lay.scores) or not (
+                np.array_equal(group.arrays["start"][:], lay.start) and np.array_equal(group.arrays["end"][:], lay.end)
+            ):
+                raise StoreError(
+                    f"{self.path}: group {lay.chrom}/{lay.analysis} does not match this run's layout "
+                    f"(stored n={group.n}, chunk_size={group.chunk_size}, scores={group.scores}; "
+                    f"now n={lay.n}, chunk_size={lay.chunk_size}, scores={lay.scores}, or different "
+                    "coordinates); pass --overwrite to start again"
+                )
+
+    def write_chunk(self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write every score of chunk ``k``, then its ``chunk_done`` flag.
+
+        Parameters
+        ----------
+        chrom, analysis
+            The group.
+        k
+            Chunk index; the unit covers :meth:`GroupLayout.chunk_slice` ``(k)``.
+        values
+            One 1-D array per score name of the group, each as long as the chunk.
+
+        Raises
+        ------
+        StoreError
+            On an unknown group, chunk index, score name set or array length.
+        """
+        group = self._group(chrom, analysis)
+        sl = _chunk_slice(k, group.n, group.chunk_size)
+        missing = [s for s in group.scores if s not in values]
+        extra = [s for s in values if s not in group.scores]
+        if missing or extra:
+            raise StoreError(
+                f"{chrom}/{analysis} chunk {k}: scores must be exactly {group.scores} "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        length = sl.stop - sl.start
+        arrays = {}
+        for score in group.scores:
+            arr = np.asarray(values[score], dtype=np.float32)
+            if arr.shape != (length,):
+                raise StoreError(
+                    f"{chrom}/{analysis} chunk {k}: score {score!r} has shape {arr.shape}, expected ({length},)"
+                )
+            arrays[score] = arr
+        for score, arr in arrays.items():
+            group.arrays[score][sl] = arr
+        # The flag goes last: a unit without it is recomputed on resume.
+        group.arrays[DONE][k] = 1
+
+    def done_mask(self, chrom: str, analysis: str) -> np.ndarray:
+        """Boolean array over the chunks of a group: ``True`` once chunk *k* is complete."""
+        group = self._group(chrom, analysis)
+        flags = group.arrays[DONE]
+        if group.n_chunks == 0:
+            return np.zeros(0, dtype=bool)
+        # Flags equal to the fill value are never stored, so a listing settles the common
+        # all-done / none-done cases without reading thousands of one-byte objects.
+        stored = flags.nchunks_initialized
+        if stored == 0:
+            return np.zeros(group.n_chunks, dtype=bool)
+        if stored == group.n_chunks:
+            return np.ones(group.n_chunks, dtype=bool)
+        return flags[:] != 0
+
+    def pending_units(self) -> list[tuple[str, str, int]]:
+        """Every ``(chrom, analysis, k)`` whose ``chunk_done`` flag is not set yet."""
+        units = []
+        for chrom, analysis in self.groups():
+            mask = self.done_mask(chrom, analysis)
+            units.extend((chrom, analysis, int(k)) for k in np.flatnonzero(~mask))
+        return units
+
+    def progress(self) -> tuple[int, int]:
+        """``(done, total)`` work units over the whole store."""
+        done = total = 0
+        for chrom, analysis in self.groups():
+            group = self._group(chrom, analysis)
+            total += group.n_chunks
+            if group.n_chunks:
+                done += group.arrays[DONE].nchunks_initialized
+        return done, total
+
+    def mark_complete(self) -> None:
+        """Record in the root attributes that every unit is done (driver only).
+
+        Raises
+        ------
+        StoreError
+            If some unit has no ``chunk_done`` flag yet.
+        """
+        done, total = self.progress()
+        if done != total:
+            raise StoreError(f"{self.path}: {total - done} of {total} work units are not done yet")
+        root = self._open_root()
+        attrs = dict(root.attrs[ATTRS_KEY])
+        attrs.update(complete=True, finished=_now())
+        root.attrs[ATTRS_KEY] = attrs
+        self._attrs = attrs

@@ -1,0 +1,107 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ``shared`` folder beside the repository (reference data and notes).
+
+    Skipped when absent, unless ``SCREENING_REQUIRE_SHARED=1``, which turns its absence
+    into a failure (for CI that must exercise the reference comparisons).
+    """
+    path = Path(__file__).resolve().parents[2] / "shared"
+    if not path.is_dir():
+        message = f"shared reference data not found at {path}"
+        if os.environ.get("SCREENING_REQUIRE_SHARED") == "1":
+            pytest.fail(f"{message} (SCREENING_REQUIRE_SHARED=1)")
+        pytest.skip(message)
+    return path
+
+
+# --- toy inputs shared by engine, worker, runner and CLI tests -------------------------------
+
+#: A tiny C.Origami-architecture configuration: 4 encoder blocks (bins of 32 bp), 16 bins, 512 bp window.
+TOY_CONFIG = {
+    "mid_hidden": 16,
+    "stem_width": 4,
+    "block_widths": [4, 4, 8, 8],
+    "n_layers": 1,
+    "n_heads": 2,
+    "ff_hidden": 16,
+    "decoder_hidden": 8,
+    "decoder_blocks": 2,
+    "window_length": 512,
+}
+
+
+def write_toy_genome(directory: Path, sizes: dict[str, int] | None = None, seed: int = 3) -> dict[str, Path]:
+    """A random FASTA and CTCF/ATAC bigWigs (50 bp steps) over the same chromosomes."""
+    import numpy as np
+    import pyBigWig
+
+    sizes = sizes or {"chr1": 6_000, "chr2": 3_000}
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    fasta = directory / "toy.fa"
+    with fasta.open("w") as handle:
+        for chrom, size in sizes.items():
+            seq = "".join(rng.choice(list("ACGT"), size))
+            handle.write(f">{chrom}\n" + "\n".join(seq[i : i + 60] for i in range(0, size, 60)) + "\n")
+    paths = {"fasta": fasta}
+    for name in ("ctcf", "atac"):
+        path = directory / f"{name}.bw"
+        bw = pyBigWig.open(str(path), "w")
+        bw.addHeader(list(sizes.items()))
+        for chrom, size in sizes.items():
+            starts = list(range(0, size, 50))
+            values = rng.gamma(1.0, 2.0, len(starts)).astype(float).tolist()
+            bw.addEntries([chrom] * len(starts), starts, ends=[s + 50 for s in starts], values=values)
+        bw.close()
+        paths[name] = path
+    return paths
+
+
+def toy_spec_dict(paths: dict[str, Path], store: Path, **changes) -> dict:
+    """A spec over the toy genome with the toy model (random weights, seed 0)."""
+    spec = {
+        "name": "toy",
+        "model": {"kind": "corigami", "random_seed": 0, "config": TOY_CONFIG},
+        "genome": {"fasta": str(paths["fasta"]), "name": "toy"},
+        "tracks": [
+            {"name": "ctcf", "path": str(paths["ctcf"]), "transform": "none"},
+            {"name": "atac", "path": str(paths["atac"]), "transform": "log1p"},
+        ],
+        "regions": ["chr1:2,000-2,400", "chr2:1,000-1,200"],
+        "perturbations": [{"kind": "deletion", "name": "del20", "width": 20, "step": 20}],
+        "execution": {"num_workers": 1, "batch_size": 4, "chunk_size": 4, "device": "cpu"},
+        "output": {"store": str(store)},
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture(scope="session")
+def toy_paths(tmp_path_factory) -> dict[str, Path]:
+    return write_toy_genome(tmp_path_factory.mktemp("toy"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu``-marked tests when torch sees no CUDA device."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

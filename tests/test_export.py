@@ -1,0 +1,204 @@
+"""bedGraph and bigWig exports (screening.export)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyBigWig
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from screening import export as export_mod
+from screening.export import bigwig_intervals, to_bedgraph, to_bigwig
+from screening.regions import RegionError
+from screening.results import ResultsError, open_results
+from screening.store import GroupLayout, create_store
+
+SCORES = ["insulation", "dist"]
+
+
+def layout(chrom, length, analysis, n, step, width, chunk_size=8) -> GroupLayout:
+    start = np.arange(n, dtype=np.int64) * step + 10
+    return GroupLayout(
+        chrom=chrom, chrom_length=length, analysis=analysis, kind="deletion", params={"width": width},
+        start=start, end=start + width, window_start=start - 1_000, scores=list(SCORES), chunk_size=chunk_size,
+    )
+
+
+def values(lay: GroupLayout, score: str) -> np.ndarray:
+    base = np.arange(lay.n, dtype=np.float32) / 4 - 2  # negative, fractional, exact in float32
+    return base + (100 if score == "dist" else 0) + (0.125 if lay.chrom == "chr10" else 0)
+
+
+@pytest.fixture
+def results(tmp_path):
+    """Store order chr2, chr10, chr1 (not sorted either way); "del" overlapping, "tile" not.
+
+    chr1/del chunk 1 is left unwritten (NaN).
+    """
+    lays = []
+    for chrom, length in (("chr2", 9_000), ("chr10", 6_000), ("chr1", 10_000)):
+        lays.append(layout(chrom, length, "del", 37, step=100, width=250))
+        lays.append(layout(chrom, length, "tile", 20, step=300, width=200))
+    path = tmp_path / "screen.zarr"
+    store = create_store(path, {"name": "toy"}, "a" * 64, {}, lays)
+    for lay in lays:
+        for k in range(lay.n_chunks):
+            if (lay.chrom, lay.analysis, k) == ("chr1", "del", 1):
+                continue
+            sl = lay.chunk_slice(k)
+            store.write_chunk(lay.chrom, lay.analysis, k, {s: values(lay, s)[sl] for s in SCORES})
+    return open_results(path), {(lay.chrom, lay.analysis): lay for lay in lays}
+
+
+def read_bedgraph(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", header=None, names=["chrom", "start", "end", "score"],
+                       dtype={"chrom": str})
+
+
+# --------------------------------------------------------------------------- bedGraph
+
+
+def test_bedgraph_content(results, tmp_path):
+    res, lays = results
+    out = to_bedgraph(res, tmp_path / "del.bedgraph", "insulation", "del")
+    assert out == tmp_path / "del.bedgraph"
+    text = out.read_text()
+    assert not text.startswith(("track", "#", "chrom"))
+    assert all(len(line.split("\t")) == 4 for line in text.splitlines())
+    df = read_bedgraph(out)
+    # sort -k1,1 -k2,2n order: chromosomes in byte order.
+    assert list(dict.fromkeys(df["chrom"])) == ["chr1", "chr10", "chr2"]
+    for chrom, rows in df.groupby("chrom", sort=False):
+        lay = lays[(chrom, "del")]
+        keep = np.ones(lay.n, bool)
+        if chrom == "chr1":
+            keep[8:16] = False  # unwritten chunk: skipped
+        np.testing.assert_array_equal(rows["start"], lay.start[keep])
+        np.testing.assert_array_equal(rows["end"], lay.end[keep])
+        np.testing.assert_array_equal(rows["score"].to_numpy(np.float32), values(lay, "insulation")[keep])
+        assert (np.diff(rows["start"]) > 0).all()
+    assert "\t-2.0\n" in text and "\t0.25\n" in text  # shortest float repr
+
+
+def test_bedgraph_region(results, tmp_path):
+    res, lays = results
+    out = to_bedgraph(res.path, tmp_path / "r.bg", "dist", "tile", region="chr10:400-1,000")
+    df = read_bedgraph(out)
+    lay = lays[("chr10", "tile")]
+    idx = np.flatnonzero((lay.start < 1000) & (lay.end > 400))
+    assert (df["chrom"] == "chr10").all()
+    np.testing.assert_array_equal(df["start"], lay.start[idx])
+    np.testing.assert_array_equal(df["score"].to_numpy(np.float32), values(lay, "dist")[idx])
+
+
+@pytest.mark.parametrize("writer", [to_bedgraph, to_bigwig])
+def test_export_errors_write_nothing(results, tmp_path, writer):
+    res, _ = results
+    out = tmp_path / "x.out"
+    with pytest.raises(ResultsError, match=r"unknown score 'nope'; available: \['insulation', 'dist'\]"):
+        writer(res, out, "nope", "del")
+    with pytest.raises(ResultsError, match=r"unknown analysis 'x'"):
+        writer(res, out, "dist", "x")
+    with pytest.raises(ResultsError, match="several analyses"):
+        writer(res, out, "dist")
+    with pytest.raises(RegionError, match="chrY"):
+        writer(res, out, "dist", "del", region="chrY:1-5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["screen.zarr"]
+
+
+@pytest.mark.parametrize("writer", [to_bedgraph, to_bigwig])
+def test_export_failure_leaves_previous_file(results, tmp_path, monkeypatch, writer):
+    res, _ = results
+    out = tmp_path / "track.out"
+    out.write_text("previous export")
+    real = export_mod._rows
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return real(*args)
+
+    monkeypatch.setattr(export_mod, "_rows", failing)
+    with pytest.raises(OSError, match="simulated"):
+        writer(res, out, "dist", "del")
+    assert out.read_text() == "previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["screen.zarr", "track.out"]
+
+
+# --------------------------------------------------------------------------- bigWig
+
+
+def bw_intervals(path, chrom):
+    with pyBigWig.open(str(path)) as bw:
+        return bw.chroms(), bw.intervals(chrom) or ()
+
+
+def test_bigwig_non_overlapping_keeps_intervals(results, tmp_path):
+    res, lays = results
+    out = to_bigwig(res, tmp_path / "tile.bw", "insulation", "tile")
+    for chrom in ("chr2", "chr10", "chr1"):
+        chroms, got = bw_intervals(out, chrom)
+        assert chroms == {"chr2": 9_000, "chr10": 6_000, "chr1": 10_000}
+        lay = lays[(chrom, "tile")]
+        assert [(s, e) for s, e, _ in got] == list(zip(lay.start.tolist(), lay.end.tolist()))
+        np.testing.assert_allclose([v for _, _, v in got], values(lay, "insulation"))
+
+
+def test_bigwig_overlapping_uses_step_wide_intervals(results, tmp_path):
+    res, lays = results
+    out = to_bigwig(res, tmp_path / "del.bw", "dist", "del")
+    lay = lays[("chr2", "del")]  # start = 10 + 100 i, width 250 → centre 135 + 100 i
+    _, got = bw_intervals(out, "chr2")
+    assert len(got) == lay.n
+    assert got[0][:2] == (10, 185)  # first reaches its own start
+    assert got[-1][:2] == (3_685, 3_860)  # last reaches its own end
+    for i, (s, e, v) in enumerate(got[1:-1], 1):
+        assert (s, e) == (85 + 100 * i, 185 + 100 * i)  # step-wide, centred on start + 125
+        assert v == pytest.approx(values(lay, "dist")[i])
+    # Unwritten chunk on chr1: a gap, neighbours do not spread into it.
+    _, got1 = bw_intervals(out, "chr1")
+    assert len(got1) == lay.n - 8
+    assert got1[7][1] == 85 + 100 * 8 and got1[8][0] == 85 + 100 * 16
+
+
+def test_bigwig_region(results, tmp_path):
+    res, lays = results
+    out = to_bigwig(res, tmp_path / "r.bw", "dist", "tile", region="chr10:400-1,000")
+    with pyBigWig.open(str(out)) as bw:
+        assert set(bw.chroms()) == {"chr1", "chr2", "chr10"}
+        assert bw.intervals("chr1") is None
+        got = bw.intervals("chr10")
+    lay = lays[("chr10", "tile")]
+    idx = np.flatnonzero((lay.start < 1000) & (lay.end > 400))
+    assert [(s, e) for s, e, _ in got] == list(zip(lay.start[idx].tolist(), lay.end[idx].tolist()))
+
+
+def test_bigwig_intervals_examples():
+    lo, hi, index = bigwig_intervals(np.array([0, 100, 200]), np.array([250, 350, 450]))
+    assert lo.tolist() == [0, 175, 275] and hi.tolist() == [175, 275, 450] and index.tolist() == [0, 1, 2]
+    lo, hi, index = bigwig_intervals(np.array([0, 500]), np.array([100, 600]))
+    assert (lo.tolist(), hi.tolist()) == ([0, 500], [100, 600])
+    lo, hi, index = bigwig_intervals(np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert lo.size == hi.size == index.size == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 2_000)), min_size=1, max_size=60))
+def test_bigwig_intervals_properties(pairs):
+    start = np.array(sorted(s for s, _ in pairs), dtype=np.int64)
+    end = start + np.array([w for _, w in pairs], dtype=np.int64)
+    lo, hi, index = bigwig_intervals(start, end)
+    assert (lo < hi).all()
+    assert (lo[1:] >= hi[:-1]).all()  # sorted, disjoint
+    assert (lo >= start[index]).all() and (hi <= end[index]).all()  # inside own perturbation
+    assert len(set(index.tolist())) == index.size
+    # Perturbations that overlap nothing keep their exact interval.
+    for i in range(start.size):
+        alone = not np.any((start < end[i]) & (end > start[i]) & (np.arange(start.size) != i))
+        if alone:
+            j = np.flatnonzero(index == i)
+            assert j.size == 1 and (lo[j[0]], hi[j[0]]) == (start[i], end[i])

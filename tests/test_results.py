@@ -1,0 +1,292 @@
+"""Reader side of the result store (screening.results)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.storage import LocalStore
+
+import screening
+from screening.regions import Region, RegionError
+from screening.results import Results, ResultsError, open_results
+from screening.store import GroupLayout, StoreError, StoreNotFoundError, create_store
+
+SPEC = {"name": "toy-screen"}
+SHA = "a" * 64
+PROV = {"package_version": "0.1.0"}
+SCORES = ["insulation", "dist"]
+N, CHUNK, STEP, WIDTH = 37, 8, 100, 250
+
+
+def layout(chrom, analysis, start, end, length=10_000, chunk_size=CHUNK) -> GroupLayout:
+    start = np.asarray(start, dtype=np.int64)
+    return GroupLayout(
+        chrom=chrom, chrom_length=length, analysis=analysis, kind="deletion", params={"width": WIDTH},
+        start=start, end=np.asarray(end, dtype=np.int64), window_start=start - 1_000,
+        scores=list(SCORES), chunk_size=chunk_size,
+    )
+
+
+def regular(chrom="chr1", analysis="del", n=N, length=10_000) -> GroupLayout:
+    start = np.arange(n) * STEP
+    return layout(chrom, analysis, start, start + WIDTH, length)
+
+
+def irregular(chrom="chr2", analysis="del", seed=0) -> GroupLayout:
+    """Sorted starts, variable widths: ends are not sorted, overlaps are not contiguous."""
+    rng = np.random.default_rng(seed)
+    start = np.sort(rng.integers(0, 7_000, N))
+    return layout(chrom, analysis, start, start + rng.integers(1, 900, N), length=8_000)
+
+
+def expected_values(lay: GroupLayout, score_i: int) -> np.ndarray:
+    return np.arange(lay.n, dtype=np.float32) + 1000 * score_i
+
+
+def write_all(store, lay: GroupLayout, chunks=None) -> None:
+    for k in range(lay.n_chunks) if chunks is None else chunks:
+        sl = lay.chunk_slice(k)
+        store.write_chunk(lay.chrom, lay.analysis, k, {s: expected_values(lay, i)[sl] for i, s in enumerate(SCORES)})
+
+
+@pytest.fixture(scope="module")
+def full_store(tmp_path_factory):
+    """chr1 regular + chr2 irregular for analysis "del" (single analysis), every chunk written."""
+    path = tmp_path_factory.mktemp("full") / "screen.zarr"
+    lays = [regular(), irregular()]
+    store = create_store(path, SPEC, SHA, PROV, lays)
+    for lay in lays:
+        write_all(store, lay)
+    store.mark_complete()
+    return path, lays
+
+
+@pytest.fixture
+def partial_store(tmp_path):
+    """Two analyses; only chunks 1 and 4 of chr1/del are done."""
+    path = tmp_path / "screen.zarr"
+    lays = [regular(), regular(analysis="ins"), regular("chr2", "del", n=20, length=8_000)]
+    store = create_store(path, SPEC, SHA, PROV, lays)
+    write_all(store, lays[0], chunks=[1, 4])
+    return path, lays
+
+
+def brute_force(lay: GroupLayout, start: int, end: int) -> np.ndarray:
+    return np.flatnonzero((lay.start < end) & (lay.end > start))
+
+
+# --------------------------------------------------------------------------- opening & metadata
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(StoreNotFoundError, match="no result store"):
+        open_results(tmp_path / "missing.zarr")
+    with pytest.raises(FileNotFoundError):
+        open_results(tmp_path / "missing.zarr")
+    with pytest.raises(StoreError, match="not a screening result store"):
+        open_results(tmp_path)
+    zarr.open_group(tmp_path / "plain.zarr", mode="w").attrs["x"] = 1
+    with pytest.raises(StoreError, match="not a screening result store"):
+        open_results(tmp_path / "plain.zarr")
+
+
+def test_metadata(partial_store):
+    path, _ = partial_store
+    res = screening.open_results(path)
+    assert isinstance(res, Results)
+    assert res.spec == SPEC and res.spec_sha256 == SHA and res.provenance == PROV
+    assert res.analyses == ["del", "ins"]
+    assert res.chromosomes == {"chr1": 10_000, "chr2": 8_000}
+    assert res.scores("ins") == SCORES
+    assert res.is_complete is False
+    assert res.progress == (2, 5 + 5 + 3)
+    assert "2/13 units done" in repr(res)
+
+
+def test_completion_is_read_fresh(full_store):
+    path, _ = full_store
+    res = open_results(path)
+    assert res.is_complete is True
+    assert res.progress == (10, 10)
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def test_query_dataset_shape(full_store):
+    path, (lay, _) = full_store
+    ds = open_results(path).query("chr1:1,050-1,650")
+    idx = brute_force(lay, 1050, 1650)
+    np.testing.assert_array_equal(ds["perturbation"], idx)
+    np.testing.assert_array_equal(ds["start"], lay.start[idx])
+    np.testing.assert_array_equal(ds["end"], lay.end[idx])
+    np.testing.assert_array_equal(ds["window_start"], lay.window_start[idx])
+    for name in ("start", "end", "window_start"):
+        assert isinstance(ds[name].data, np.ndarray)  # loaded, not lazy
+    for i, score in enumerate(SCORES):
+        assert isinstance(ds[score].data, da.Array)
+        assert ds[score].dtype == np.float32
+        np.testing.assert_array_equal(ds[score].values, expected_values(lay, i)[idx])
+    assert ds["done"].dtype == bool and ds["done"].values.all()
+    assert ds.attrs == {
+        "analysis": "del", "chrom": "chr1", "region": "chr1:1,050-1,650", "kind": "deletion",
+        "params": {"width": WIDTH},
+    }
+
+
+def test_query_half_open_edges(full_store):
+    path, (lay, _) = full_store
+    res = open_results(path)
+    # Perturbation 10 is [1000, 1250); 9 is [900, 1150); 12 is [1200, 1450).
+    ds = res.query(Region("chr1", 1150, 1200))  # touches 9's end and 12's start: both excluded
+    assert list(ds["perturbation"].values) == [10, 11]
+    ds = res.query("chr1:1249-1250")  # last base of 10
+    assert list(ds["perturbation"].values) == [10, 11, 12]
+    ds = res.query("chr1:3850-10000")  # starts exactly at the last end
+    assert ds.sizes["perturbation"] == 0
+    assert ds["insulation"].values.shape == (0,)
+    ds = res.query("chr1:0-1")
+    assert list(ds["perturbation"].values) == [0]
+
+
+def test_query_whole_chromosome_and_irregular(full_store):
+    path, (lay1, lay2) = full_store
+    res = open_results(path)
+    ds = res.query("chr1")
+    assert ds.sizes["perturbation"] == N and ds.attrs["region"] == "chr1:0-10,000"
+    # A region whose overlapping perturbations are not contiguous (a long one further left).
+    gappy = [
+        s for s in range(0, 7_990, 10)
+        if (idx := brute_force(lay2, s, s + 10)).size and idx.size != idx[-1] - idx[0] + 1
+    ]
+    assert gappy
+    start = gappy[0]
+    ds = res.query(Region("chr2", start, start + 10))
+    idx = brute_force(lay2, start, start + 10)
+    np.testing.assert_array_equal(ds["perturbation"], idx)
+    np.testing.assert_array_equal(ds["insulation"].values, expected_values(lay2, 0)[idx])
+    assert ds["done"].values.all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_query_matches_brute_force(full_store, data):
+    path, lays = full_store
+    res = open_results(path)
+    lay = data.draw(st.sampled_from(lays))
+    start = data.draw(st.integers(0, lay.chrom_length - 1))
+    end = data.draw(st.integers(start + 1, lay.chrom_length))
+    ds = res.query(Region(lay.chrom, start, end))
+    idx = brute_force(lay, start, end)
+    np.testing.assert_array_equal(ds["perturbation"].values, idx)
+    np.testing.assert_array_equal(ds["dist"].values, expected_values(lay, 1)[idx])
+    touched = np.unique(idx // CHUNK)
+    # Chunk count of the lazy array: a contiguous slice has one partition per overlapping chunk.
+    if idx.size and idx.size == idx[-1] - idx[0] + 1:
+        assert ds["dist"].data.npartitions == touched.size
+
+
+def test_query_reads_only_overlapping_chunks(full_store, monkeypatch):
+    path, (lay, _) = full_store
+    res = open_results(path)
+    ds = res.query("chr1:1,640-2,050")  # perturbations 14..20 → chunks 1 and 2
+    idx = brute_force(lay, 1640, 2050)
+    assert list(idx) == list(range(14, 21))
+    assert ds["insulation"].data.npartitions == 2
+
+    reads: list[str] = []
+    original = LocalStore.get
+
+    async def counting_get(self, key, *args, **kwargs):
+        reads.append(key)
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counting_get)
+    values = ds["insulation"].values
+    np.testing.assert_array_equal(values, np.arange(14, 21))
+    chunk_reads = sorted(k for k in reads if re.search(r"insulation/c/\d+$", k))
+    assert chunk_reads == ["chr1/del/insulation/c/1", "chr1/del/insulation/c/2"]
+    assert not any("dist/c/" in k for k in reads)
+
+
+def test_unfinished_chunks_read_as_nan(partial_store):
+    path, (lay, _, _) = partial_store
+    # A worker that died after writing chunk 2's scores but before its flag.
+    zarr.open_group(path, mode="r+")["chr1/del/insulation"][16:24] = np.ones(8, np.float32)
+    res = open_results(path)
+    ds = res.query("chr1", "del")
+    done = np.zeros(N, bool)
+    done[8:16] = done[32:] = True
+    np.testing.assert_array_equal(ds["done"].values, done)
+    got = ds["insulation"].values
+    np.testing.assert_array_equal(got[done], expected_values(lay, 0)[done])
+    assert np.isnan(got[~done]).all()
+    assert np.isnan(res.query("chr1", "ins")["dist"].values).all()
+
+
+def test_analysis_selection(partial_store, full_store):
+    path, _ = partial_store
+    res = open_results(path)
+    with pytest.raises(ResultsError, match=r"several analyses; pick one of \['del', 'ins'\]"):
+        res.query("chr1:0-100")
+    with pytest.raises(ResultsError, match=r"unknown analysis 'nope'.*\['del', 'ins'\]"):
+        res.query("chr1:0-100", "nope")
+    with pytest.raises(ResultsError):
+        res.scores("nope")
+    assert open_results(full_store[0]).query("chr1:0-100").attrs["analysis"] == "del"
+
+
+def test_region_errors(full_store):
+    res = open_results(full_store[0])
+    with pytest.raises(RegionError, match="'chrX'.*chr1, chr2"):
+        res.query("chrX:0-100")
+    with pytest.raises(RegionError, match="runs past the end"):
+        res.query("chr2:7,000-9,000")
+    with pytest.raises(RegionError):
+        res.query("chr1:500-100")
+
+
+def test_analysis_absent_on_chromosome(tmp_path):
+    path = tmp_path / "s.zarr"
+    create_store(path, SPEC, SHA, PROV, [regular(), regular(analysis="ins"), regular("chr2", "del", n=5)])
+    ds = open_results(path).query("chr2", "ins")
+    assert ds.sizes["perturbation"] == 0
+    assert set(ds.data_vars) == {"insulation", "dist", "done"}
+
+
+def test_to_dataframe(partial_store):
+    path, (lay, _, _) = partial_store
+    df = open_results(path).to_dataframe("chr1:800-1,700", "del")
+    assert list(df.columns) == ["chrom", "start", "end", "insulation", "dist"]
+    idx = brute_force(lay, 800, 1700)
+    assert (df["chrom"] == "chr1").all()
+    np.testing.assert_array_equal(df["start"], lay.start[idx])
+    chunk1 = (idx >= 8) & (idx < 16)
+    np.testing.assert_array_equal(df["dist"].to_numpy()[chunk1], expected_values(lay, 1)[idx[chunk1]])
+    assert df["dist"].isna().to_numpy()[~chunk1].all()
+    assert isinstance(df, pd.DataFrame) and df.index.equals(pd.RangeIndex(len(idx)))
+
+
+def test_results_pickle(full_store):
+    res = open_results(full_store[0])
+    res.query("chr1:0-500")  # populate caches and handles
+    clone = pickle.loads(pickle.dumps(res))
+    assert clone.__getstate__() == {"path": res.path}
+    xr.testing.assert_identical(clone.query("chr1:0-500").compute(), res.query("chr1:0-500").compute())
+
+
+def test_xarray_open_zarr_compatible(full_store):
+    path, (lay, _) = full_store
+    ds = xr.open_zarr(path, group="chr1/del", consolidated=False)
+    assert ds["insulation"].dims == ("perturbation",)
+    assert ds["chunk_done"].dims == ("chunk",)
+    np.testing.assert_array_equal(ds["insulation"].values, expected_values(lay, 0))
