@@ -21,11 +21,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.io.tracks import TrackError
     from screening.models.base import ModelError
     from screening.regions import RegionError
+    from screening.evaluate import EvaluationError
     from screening.results import ResultsError
     from screening.spec import SpecError
     from screening.store import StoreError
 
-    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, FileNotFoundError)
+    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, FileNotFoundError)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -131,6 +132,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """AUROC/AUPR of a store's scores against truth elements, as a table and a picture."""
+    from screening.evaluate import evaluate, plot_evaluation, read_truth_bed
+    from screening.report import plots_dir
+    from screening.results import open_results
+
+    results = open_results(args.store)
+    metrics, by_role = evaluate(results, read_truth_bed(args.truth), positive_role=args.positive_role)
+    print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nmean score by truth role:")
+    print(by_role.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    out = Path(args.out) if args.out else plots_dir(args.store) / "evaluation.png"
+    print(f"\npicture: {plot_evaluation(metrics, out)}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a spec and all its inputs without running anything."""
     from screening.runner import prepare_screen
@@ -189,6 +206,13 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a spec and its inputs without running")
     validate.add_argument("config")
     validate.set_defaults(func=cmd_validate)
+
+    evaluate = sub.add_parser("evaluate", help="AUROC/AUPR of a store's scores against truth elements (BED)")
+    evaluate.add_argument("store")
+    evaluate.add_argument("truth", help="BED of known elements; a 7th column is the role (e.g. truth.bed of the demo)")
+    evaluate.add_argument("--positive-role", help="role counted as positive (default: ctcf_site, else every element)")
+    evaluate.add_argument("--out", help="picture path (default: beside the store)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="run the bundled demo screen (synthetic genome, small model)")
     demo.add_argument("--workdir", default="demo", help="where demo data, store and pictures go (default: ./demo)")

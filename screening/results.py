@@ -252,15 +252,21 @@ class Results:
         """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
         ds = self.query(region, analysis).compute()
         scores = [name for name in ds.data_vars if name != "done"]
-        frame = pd.DataFrame(
+        labels = [name for name in ds.coords if name not in (DIM, "start", "end", "window_start", "base")]
+        extra = [dim for dim in ds.dims if dim != DIM]
+        if extra:  # e.g. mutagenesis [position, base]: one row per (perturbation, base)
+            frame = ds[scores].to_dataframe().reset_index()
+            frame.insert(0, "chrom", ds.attrs["chrom"])
+            return frame[["chrom", "start", "end", *extra, *scores]]
+        return pd.DataFrame(
             {
                 "chrom": pd.Series([ds.attrs["chrom"]] * ds.sizes[DIM], dtype=object),
                 "start": ds["start"].values,
                 "end": ds["end"].values,
+                **{name: ds[name].values for name in labels},
                 **{name: ds[name].values for name in scores},
             }
         )
-        return frame
 
 
 def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
@@ -274,14 +280,20 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Da
     for name in COORDS:
         values = group[name][lo:hi]
         coords[name] = (DIM, values if contiguous else values[idx - lo])
+    for name in group.attrs.get("labels", []):
+        values = group[name][lo:hi]
+        coords[name] = (DIM, values if contiguous else values[idx - lo])
+    extra_dims = dict(group.attrs.get("extra_dims", {}))
+    if extra_dims.get("base") == 4:
+        coords["base"] = ("base", np.array(list("ACGT")))
     data_vars: dict[str, Any] = {}
     for score in group.attrs["scores"]:
         # from_zarr then slice: the graph only holds getters for the overlapping chunks.
         lazy = da.from_zarr(group[score])[lo:hi]
         if not contiguous:
             lazy = lazy[idx - lo]
-        mask = da.from_array(done, chunks=lazy.chunks)
-        data_vars[score] = (DIM, da.where(mask, lazy, np.float32(np.nan)))
+        mask = da.from_array(done.reshape(-1, *[1] * len(extra_dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in extra_dims))
+        data_vars[score] = ((DIM, *extra_dims), da.where(mask, lazy, np.float32(np.nan)))
     data_vars["done"] = (DIM, done)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

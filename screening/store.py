@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -79,9 +79,16 @@ class GroupLayout:
     window_start
         Start of the model window used for each perturbation (may be negative with padding).
     scores
-        Names of the score arrays, one float32 value per perturbation each.
+        Names of the score arrays, one float32 value per perturbation each (times
+        ``extra_dims``).
     chunk_size
         Perturbations per chunk, i.e. per work unit.
+    extra_dims
+        Trailing dimensions of every score array, e.g. ``{"base": 4}`` for saturation
+        mutagenesis stored as ``[position, 4]``.
+    labels
+        Extra per-perturbation coordinates (integers or strings), e.g. a variant's
+        ``id``, ``ref`` and ``alt``.
     """
 
     chrom: str
@@ -94,6 +101,8 @@ class GroupLayout:
     window_start: np.ndarray
     scores: list[str]
     chunk_size: int
+    extra_dims: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.start = np.ascontiguousarray(self.start, dtype=np.int64)
@@ -103,6 +112,8 @@ class GroupLayout:
         self.chrom_length = int(self.chrom_length)
         self.chunk_size = int(self.chunk_size)
         self.params = dict(self.params)
+        self.extra_dims = {str(k): int(v) for k, v in self.extra_dims.items()}
+        self.labels = {str(k): np.asarray(v) for k, v in self.labels.items()}
         self._validate()
 
     def _validate(self) -> None:
@@ -124,6 +135,12 @@ class GroupLayout:
                 raise StoreError(f"{where}: every perturbation needs end > start")
             if self.start[0] < 0 or self.end.max() > self.chrom_length:
                 raise StoreError(f"{where}: perturbations must lie within [0, {self.chrom_length:,})")
+        for name, values in self.labels.items():
+            _check_name(name, "label")
+            if name in RESERVED_NAMES or name in self.scores or values.shape != self.start.shape:
+                raise StoreError(f"{where}: label {name!r} must be a new name with one value per perturbation")
+        if any(size < 1 for size in self.extra_dims.values()):
+            raise StoreError(f"{where}: extra dimensions need positive sizes, got {self.extra_dims}")
         if not self.scores:
             raise StoreError(f"{where}: at least one score is needed")
         if len(set(self.scores)) != len(self.scores):
@@ -132,6 +149,11 @@ class GroupLayout:
             _check_name(score, "score")
             if score in RESERVED_NAMES:
                 raise StoreError(f"{where}: score name {score!r} is reserved ({sorted(RESERVED_NAMES)})")
+
+    @property
+    def score_shape(self) -> tuple[int, ...]:
+        """Trailing shape of every score array (``()`` for one value per perturbation)."""
+        return tuple(self.extra_dims.values())
 
     @property
     def n(self) -> int:
@@ -154,6 +176,8 @@ class GroupLayout:
             "params": self.params,
             "scores": self.scores,
             "dim": DIM,
+            "extra_dims": self.extra_dims,
+            "labels": sorted(self.labels),
             "chunk_size": self.chunk_size,
             "n_chunks": self.n_chunks,
             "n": self.n,
@@ -306,9 +330,19 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         )
         if layout.n:
             arr[:] = getattr(layout, name)
+    for name, values in layout.labels.items():
+        text = values.dtype.kind in "USO"
+        arr = group.create_array(
+            name, shape=(layout.n,), chunks=chunks, shards=None if text else shards,
+            dtype=str if text else values.dtype, fill_value="" if text else 0, dimension_names=[DIM],
+        )
+        if layout.n:
+            arr[:] = values.astype(str) if text else values
+    extra = layout.score_shape
     for score in layout.scores:
         group.create_array(
-            score, shape=(layout.n,), chunks=chunks, dtype="float32", fill_value=np.nan, dimension_names=[DIM]
+            score, shape=(layout.n, *extra), chunks=(layout.chunk_size, *extra), dtype="float32",
+            fill_value=np.nan, dimension_names=[DIM, *layout.extra_dims],
         )
     # One chunk per flag: each unit's completion record is its own object, like its data.
     group.create_array(
@@ -465,6 +499,7 @@ class _Group:
         self.chunk_size = int(self.attrs["chunk_size"])
         self.n_chunks = int(self.attrs["n_chunks"])
         self.scores = list(self.attrs["scores"])
+        self.score_shape = tuple(int(v) for v in self.attrs.get("extra_dims", {}).values())
         self.arrays = {name: group[name] for name in (*COORDS, *scores, DONE)}
 
 
@@ -623,13 +658,13 @@ class ResultStore:
                 f"{chrom}/{analysis} chunk {k}: scores must be exactly {group.scores} "
                 f"(missing {missing}, unexpected {extra})"
             )
-        length = sl.stop - sl.start
+        expected = (sl.stop - sl.start, *group.score_shape)
         arrays = {}
         for score in group.scores:
             arr = np.asarray(values[score], dtype=np.float32)
-            if arr.shape != (length,):
+            if arr.shape != expected:
                 raise StoreError(
-                    f"{chrom}/{analysis} chunk {k}: score {score!r} has shape {arr.shape}, expected ({length},)"
+                    f"{chrom}/{analysis} chunk {k}: score {score!r} has shape {arr.shape}, expected {expected}"
                 )
             arrays[score] = arr
         for score, arr in arrays.items():

@@ -1,7 +1,31 @@
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from screening.score import impact_abs_mean, impact_mean_abs, score_maps
+from screening.align import apply, bin_alignment, identity
+from screening.score import (
+    SCORES,
+    available_scores,
+    impact_abs_mean,
+    impact_mean_abs,
+    insulation,
+    insulation_delta,
+    mse,
+    pearson,
+    roi_mean_delta,
+    scd,
+    score_maps,
+    spearman,
+    ssd,
+)
+from screening.score import _average_ranks
+
+
+def maps(*rows) -> np.ndarray:
+    return np.array([rows], np.float32)
 
 
 def test_scores_by_hand():
@@ -9,18 +33,174 @@ def test_scores_by_hand():
     perturbed = np.array([[[1.0, -1.0], [2.0, 0.0]]], np.float32)
     assert impact_mean_abs(reference, perturbed).tolist() == [1.0]  # (1+1+2+0)/4
     assert impact_abs_mean(reference, perturbed).tolist() == [0.5]  # |(1-1+2+0)/4|
+    assert mse(reference, perturbed).tolist() == [1.5]  # (1+1+4+0)/4
+    # Upper triangle with the diagonal: pixels 1, -1, 0; above it: -1 only; Akita's offset 2: none.
+    assert scd(reference, perturbed, diagonal_offset=0).tolist() == [math.sqrt(2)]
+    assert scd(reference, perturbed, diagonal_offset=1).tolist() == [1.0]
+    assert np.isnan(scd(reference, perturbed)).all()
+    assert ssd(reference, perturbed, diagonal_offset=0).tolist() == [math.sqrt(2)]
+    assert ssd(perturbed, reference, diagonal_offset=0).tolist() == [-math.sqrt(2)]
+
+
+def test_akita_scores_use_pixels_two_off_the_diagonal():
+    reference = np.arange(9, dtype=np.float32).reshape(1, 3, 3)  # reference[0, 2] = 2
+    perturbed = reference.copy()
+    perturbed[0, 1:, :] += 100  # below the first row: nothing Akita counts
+    perturbed[0, 0, 2] = -4
+    assert scd(reference, perturbed).tolist() == [6.0]  # |-4 - 2|
+    assert ssd(reference, perturbed).tolist() == [2.0]  # 4 - 2
+
+
+def test_correlations_known_cases():
+    reference = np.arange(16, dtype=np.float32).reshape(1, 4, 4) ** 1.5
+    for score in (pearson, spearman):
+        assert score(reference, 2 * reference + 1) == pytest.approx([1.0])
+        assert score(reference, -reference) == pytest.approx([-1.0])
+        assert np.isnan(score(reference, np.full_like(reference, 3.0))).all()
+    curved = np.exp(reference / 10)
+    assert spearman(reference, curved) == pytest.approx([1.0])
+    assert pearson(reference, curved)[0] < 0.99
+
+
+def test_spearman_ties_by_hand():
+    # Ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): r = 4.5 / sqrt(4.5 · 5) = sqrt(0.9).
+    assert spearman(maps([1, 3], [2, 4]), maps([1, 2], [2, 3])) == pytest.approx([math.sqrt(0.9)])
+    assert pearson(maps([1, 3], [2, 4]), maps([1, 2], [2, 3])) == pytest.approx([math.sqrt(0.9)])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), min_size=7, max_size=7), min_size=1, max_size=3))
+def test_average_ranks_match_a_direct_count(rows):
+    x = np.array(rows, np.float64)
+    x[0, 0] = np.nan
+    got = _average_ranks(x)
+    for row, ranks in zip(x, got):
+        valid = row[~np.isnan(row)]
+        for value, rank in zip(row, ranks):
+            if np.isnan(value):
+                assert np.isnan(rank)
+            else:  # mean position (1-based) of the tied run
+                assert rank == (valid < value).sum() + ((valid == value).sum() + 1) / 2
+
+
+def test_insulation_by_hand():
+    m = np.zeros((1, 4, 4))
+    m[0, [0, 0, 1, 1], [1, 2, 1, 2]] = 1  # square of bin 1: rows 0-1, cols 1-2
+    m[0, [1, 2, 2], [3, 2, 3]] = 5  # square of bin 2: rows 1-2, cols 2-3 (shares m[1, 2] = 1)
+    track = insulation(m, window=2, ignore_diags=0)  # raw 1 and 16/4 = 4, mean 2.5
+    np.testing.assert_allclose(track[0, 1:3], np.log2([1 / 2.5, 4 / 2.5]))
+    assert np.isnan(track[0, [0, 3]]).all()  # squares leave the map
+    # ignore_diags=1 drops m[1, 1] and m[2, 2]: raw 3/3 and 11/3.
+    np.testing.assert_allclose(insulation(m, 2, 1)[0, 1:3], np.log2(np.array([1, 11 / 3]) / ((1 + 11 / 3) / 2)))
+
+
+def boundary_map(n: int = 13, boundary: int = 6) -> np.ndarray:
+    """Two domains with a non-interacting boundary bin between them."""
+    domain = (np.arange(n) > boundary).astype(int) - (np.arange(n) < boundary)
+    same = (domain[:, None] == domain[None, :]) & (domain[:, None] != 0)
+    return np.where(same, 2.0, 0.1)[None].astype(np.float32)
+
+
+def test_insulation_finds_a_planted_boundary():
+    track = insulation(boundary_map(), window=3, ignore_diags=2)[0]
+    assert np.nanargmin(track) == 6
+    assert track[6] < -1
+    # Remove the boundary: insulation at bin 6 rises; outside the map or the valid range: NaN.
+    flat = np.full_like(boundary_map(), 2.0)
+    delta = insulation_delta(np.repeat(boundary_map(), 3, 0), np.repeat(flat, 3, 0), [6, 0, 40], window=3)
+    assert delta[0] > 1 and np.isnan(delta[1:]).all()
+    assert insulation_delta(boundary_map(), boundary_map(), 6, window=3).tolist() == [0.0]
+
+
+def test_roi_mean_delta_by_hand():
+    reference = np.zeros((2, 3, 3), np.float32)
+    perturbed = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    # Block rows 0-1 × column 2: (2 + 5) / 2 and (11 + 14) / 2.
+    assert roi_mean_delta(reference, perturbed, slice(0, 2), [2]).tolist() == [3.5, 12.5]
+    # One block per sample; bins outside the map are ignored, not wrapped.
+    per_sample = roi_mean_delta(reference, perturbed, [slice(-1, 1), [2, 7]], [[0], slice(1, 9)])
+    assert per_sample.tolist() == [0.0, (16 + 17) / 2]
+    assert np.isnan(roi_mean_delta(reference, perturbed, slice(5, 9), slice(0, 3))).all()
+
+
+NAMES = available_scores()
+CONTEXT = {"position": [3, 4, 2, 5, 4], "roi": (slice(1, 3), [5, 6]), "window": 2}
+
+
+def random_batch(seed: int = 1, b: int = 5, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return np.abs(rng.normal(size=(2, b, n, n))).astype(np.float32) + 0.1
 
 
 def test_scores_batched_equal_single():
-    rng = np.random.default_rng(1)
-    reference, perturbed = rng.normal(size=(2, 5, 8, 8)).astype(np.float32)
-    batched = score_maps(reference, perturbed, ("impact_mean_abs", "impact_abs_mean"))
+    reference, perturbed = random_batch()
+    alignments = [bin_alignment(8 * i, 4 * i, 0, 4, 8) for i in range(5)]
+    batched = score_maps(reference, perturbed, NAMES, alignments, CONTEXT)
+    assert set(batched) == set(NAMES)
     for i in range(5):
-        single = score_maps(reference[i : i + 1], perturbed[i : i + 1], ("impact_mean_abs", "impact_abs_mean"))
-        for name in batched:
-            assert batched[name][i] == single[name][0]
+        context = dict(CONTEXT, position=CONTEXT["position"][i])
+        single = score_maps(reference[i : i + 1], perturbed[i : i + 1], NAMES, alignments[i : i + 1], context)
+        for name in NAMES:
+            assert batched[name].dtype == np.float64 and batched[name].shape == (5,)
+            np.testing.assert_allclose(batched[name][i], single[name][0], rtol=1e-12, equal_nan=True)
 
 
-def test_score_shape_mismatch():
+def test_legacy_call_and_registry_callables():
+    reference, perturbed = random_batch()
+    got = score_maps(reference, perturbed, ("impact_mean_abs", "impact_abs_mean"))
+    assert list(got) == ["impact_mean_abs", "impact_abs_mean"]
+    # Unmasked maps give the original scores bit for bit.
+    assert np.array_equal(got["impact_mean_abs"], np.abs((perturbed - reference).astype(np.float64)).mean(axis=(-2, -1)))
+    assert np.array_equal(SCORES["impact_abs_mean"](reference, perturbed), got["impact_abs_mean"])
+    assert SCORES["insulation_delta"].needs == ("position",) and SCORES["roi_mean_delta"].needs == ("roi",)
+
+
+def test_identity_alignment_changes_nothing():
+    reference, perturbed = random_batch()
+    names = [n for n in SCORES]
+    plain = score_maps(reference, perturbed, names, context=CONTEXT)
+    aligned = score_maps(reference, perturbed, [n + "_aligned" for n in names], [identity(8)] * 5, CONTEXT)
+    for name in names:
+        np.testing.assert_allclose(aligned[name + "_aligned"], plain[name], rtol=1e-12, equal_nan=True)
+
+
+def test_aligned_scores_equal_scores_of_the_submatrices():
+    reference, perturbed = random_batch(b=3)
+    alignments = [bin_alignment(8, 8, 0, 4, 8), bin_alignment(6, 0, 4, 4, 8), bin_alignment(12, 3, 3, 4, 8)]
+    names = ("impact_mean_abs", "impact_abs_mean", "mse", "pearson", "spearman", "scd", "ssd")
+    context = {"diagonal_offset": 1}  # offsets 0 and 1 mean the same on a submatrix; 2+ count masked bins
+    aligned = score_maps(reference, perturbed, [n + "_aligned" for n in names], alignments, context)
+    for b, al in enumerate(alignments):
+        ref_sub, alt_sub = apply(al, reference[b], perturbed[b])
+        for name in names:
+            kwargs = {"diagonal_offset": 1} if name in ("scd", "ssd") else {}
+            want = SCORES[name](ref_sub[None], alt_sub[None], **kwargs)[0]
+            assert np.isfinite(aligned[name + "_aligned"][b])
+            assert aligned[name + "_aligned"][b] == pytest.approx(want, rel=1e-9)
+
+
+def test_aligned_deletion_scores_remove_the_shift():
+    """A deletion of whole bins in a map that depends only on genomic position scores 0 once aligned."""
+    n, width = 16, 2
+    coords = np.arange(n + width, dtype=np.float64)
+    genome = np.exp(-np.abs(coords[:, None] - coords[None, :]) / 3) + np.sin(coords)[:, None] * np.cos(coords)[None, :]
+    kept = np.r_[0:6, 6 + width : n + width]  # bins 6-7 deleted, downstream shifts in
+    reference = genome[None, :n, :n].astype(np.float32)
+    perturbed = genome[None][:, kept][:, :, kept].astype(np.float32)
+    al = [bin_alignment(6 * 10, width * 10, 0, 10, n)]
+    got = score_maps(reference, perturbed, ["mse", "mse_aligned", "pearson_aligned", "scd_aligned"], al)
+    assert got["mse"][0] > 0.01
+    assert got["mse_aligned"][0] == 0.0 and got["scd_aligned"][0] == 0.0
+    assert got["pearson_aligned"][0] == pytest.approx(1.0)
+
+
+def test_score_errors():
+    reference, perturbed = random_batch()
+    with pytest.raises(ValueError, match="unknown score 'nope'"):
+        score_maps(reference, perturbed, ["nope"])
+    with pytest.raises(ValueError, match="aligned scores need"):
+        score_maps(reference, perturbed, ["mse_aligned"])
+    with pytest.raises(ValueError, match=r"needs context \['position'\]"):
+        score_maps(reference, perturbed, ["insulation_delta"])
     with pytest.raises(ValueError, match="shapes differ"):
         impact_mean_abs(np.zeros((1, 2, 2)), np.zeros((1, 3, 3)))

@@ -146,7 +146,7 @@ def test_create_store_layout_on_disk(tmp_path, store, layouts):
     assert dict(root["chr2"].attrs) == {"chrom": "chr2", "length": 8_000}
     group = root["chr1/del"]
     assert dict(group.attrs) == {
-        "kind": "deletion", "params": {"width": 250}, "scores": SCORES, "dim": "perturbation",
+        "kind": "deletion", "params": {"width": 250}, "scores": SCORES, "dim": "perturbation", "extra_dims": {}, "labels": [],
         "chunk_size": 8, "n_chunks": 5, "n": 37,
     }
     for name in ("start", "end", "window_start"):
@@ -452,3 +452,29 @@ def test_concurrent_writers_from_processes(store, layouts):
             np.testing.assert_array_equal(got, np.arange(lay.n, dtype=np.float32) + 1000 * i)
     leftovers = [p for p in Path(store.path).rglob("*.partial")]
     assert leftovers == []
+
+
+def test_extra_dims_and_labels_round_trip(tmp_path):
+    """Mutagenesis-style [position, 4] scores and string labels (variant ids) are stored and queried."""
+    from screening.results import open_results
+
+    starts = np.arange(100, 110, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=1_000, analysis="ism", kind="mutagenesis", params={},
+        start=starts, end=starts + 1, window_start=starts * 0, scores=["impact_mean_abs"], chunk_size=4,
+        extra_dims={"base": 4}, labels={"ref_base": np.array(list("ACGTACGTAC")), "id": np.array([f"v{i}" for i in range(10)])},
+    )
+    store = create_store(tmp_path / "m.zarr", {"name": "m"}, "h", {}, [layout])
+    values = np.arange(40, dtype=np.float32).reshape(10, 4)
+    for k in range(layout.n_chunks):
+        sl = layout.chunk_slice(k)
+        store.write_chunk("chr1", "ism", k, {"impact_mean_abs": values[sl]})
+    with pytest.raises(StoreError, match=r"expected \(4, 4\)"):
+        store.write_chunk("chr1", "ism", 0, {"impact_mean_abs": values[:4, 0]})
+    ds = open_results(tmp_path / "m.zarr").query("chr1:102-104").compute()
+    assert ds["impact_mean_abs"].dims == ("perturbation", "base")
+    np.testing.assert_array_equal(ds["impact_mean_abs"].values, values[2:4])
+    assert ds["base"].values.tolist() == list("ACGT")
+    assert ds["ref_base"].values.tolist() == ["G", "T"] and ds["id"].values.tolist() == ["v2", "v3"]
+    frame = open_results(tmp_path / "m.zarr").to_dataframe("chr1:102-103")
+    assert frame.columns.tolist() == ["chrom", "start", "end", "base", "impact_mean_abs"] and len(frame) == 4

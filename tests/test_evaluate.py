@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from screening.cli import main
+from screening.evaluate import EvaluationError, auroc, average_precision, evaluate, read_truth_bed
+from screening.results import open_results
+from screening.store import GroupLayout, create_store
+
+
+def test_auroc_by_hand():
+    assert auroc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]) == 1.0
+    assert auroc([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0]) == 0.0
+    assert auroc([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0]) == 0.5  # ties count half
+    assert auroc([0.9, 0.3, 0.5], [1, 0, 1]) == 1.0
+    assert np.isnan(auroc([0.1, 0.2], [0, 0]))
+
+
+def test_average_precision_by_hand():
+    # ranking: pos, neg, pos -> precision at the hits 1/1 and 2/3
+    assert average_precision([0.9, 0.5, 0.4], [1, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
+    # a tie between a positive and a negative is broken against the method
+    assert average_precision([0.5, 0.5], [1, 0]) == 0.5
+
+
+@pytest.fixture()
+def store(tmp_path):
+    starts = np.arange(0, 10_000, 1_000, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=20_000, analysis="del", kind="deletion", params={},
+        start=starts, end=starts + 1_000, window_start=starts, scores=["good", "bad"], chunk_size=4,
+    )
+    path = tmp_path / "s.zarr"
+    writer = create_store(path, {"name": "t"}, "h", {}, [layout])
+    good = np.where((starts == 2_000) | (starts == 7_000), 1.0, 0.1).astype(np.float32)
+    bad = np.where(starts == 4_000, 1.0, 0.1).astype(np.float32)
+    for k in range(layout.n_chunks):
+        sl = layout.chunk_slice(k)
+        writer.write_chunk("chr1", "del", k, {"good": good[sl], "bad": bad[sl]})
+    truth = tmp_path / "truth.bed"
+    truth.write_text(
+        "#chrom\tstart\tend\tname\tscore\tstrand\trole\tstrength\n"
+        "chr1\t2100\t2119\ts1\t1\t+\tctcf_site\t1\n"
+        "chr1\t7500\t7519\ts2\t1\t-\tctcf_site\t1\n"
+        "chr1\t4200\t4219\td1\t1\t.\tdecoy_peak\t1\n"
+    )
+    return path, truth
+
+
+def test_evaluate_store(store):
+    path, truth = store
+    metrics, by_role = evaluate(open_results(path), read_truth_bed(truth))
+    row = metrics.set_index("score")
+    assert row.loc["good", "auroc"] == 1.0 and row.loc["good", "aupr"] == 1.0
+    assert row.loc["bad", "auroc"] < 0.5
+    assert row.loc["good", "n_positive"] == 2 and row.loc["good", "aupr_random"] == pytest.approx(0.2)
+    decoy = by_role[(by_role["score"] == "bad") & (by_role["role"] == "decoy_peak")]
+    assert decoy["mean"].iloc[0] == pytest.approx(1.0)
+
+
+def test_plain_bed_counts_every_element_positive(store, tmp_path):
+    path, _ = store
+    bed = tmp_path / "plain.bed"
+    bed.write_text("chr1\t2100\t2119\nchr1\t7500\t7519\n")
+    metrics, _ = evaluate(open_results(path), read_truth_bed(bed))
+    assert metrics.set_index("score").loc["good", "auroc"] == 1.0
+
+
+def test_cli_evaluate_writes_picture(store, tmp_path, capsys):
+    path, truth = store
+    assert main(["evaluate", str(path), str(truth), "--out", str(tmp_path / "e.png")]) == 0
+    assert "auroc" in capsys.readouterr().out
+    assert (tmp_path / "e.png").stat().st_size > 5_000
+
+
+def test_truth_on_other_chromosomes_is_refused(store, tmp_path, capsys):
+    path, _ = store
+    bed = tmp_path / "other.bed"
+    bed.write_text("chrX\t1\t10\n2\t5\t8\n")
+    assert main(["evaluate", str(path), str(bed), "--out", str(tmp_path / "e.png")]) == 2
+    assert "none of the truth chromosomes (2, chrX)" in capsys.readouterr().err
+    assert not (tmp_path / "e.png").exists()
+
+
+def test_bad_truth_files(store, tmp_path):
+    path, truth = store
+    with pytest.raises(EvaluationError, match="does not exist"):
+        read_truth_bed(tmp_path / "missing.bed")
+    bad = tmp_path / "bad.bed"
+    bad.write_text("chr1\tx\t10\n")
+    with pytest.raises(EvaluationError, match="bad.bed:1"):
+        read_truth_bed(bad)
+    with pytest.raises(EvaluationError, match="role 'enhancer'"):
+        evaluate(open_results(path), read_truth_bed(truth), positive_role="enhancer")
