@@ -19,6 +19,7 @@ COORDS_NOTE = "Regions are 0-based, half-open: chr1:1,400,000-1,410,000 covers b
 def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.io.genome import GenomeError
     from screening.io.tracks import TrackError
+    from screening.io.vcf import VcfError
     from screening.models.base import ModelError
     from screening.regions import RegionError
     from screening.evaluate import EvaluationError
@@ -26,7 +27,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.spec import SpecError
     from screening.store import StoreError
 
-    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, FileNotFoundError)
+    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, VcfError, FileNotFoundError)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -52,8 +53,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_and_report(spec, progress=not args.no_progress, plots=not args.no_plots)
 
 
-def run_and_report(spec, progress: bool = True, plots: bool = True) -> int:
-    """Run a spec, then print the summary and top hits and write the pictures."""
+def run_and_report(spec, progress: bool = True, plots: bool = True, truth: Path | None = None) -> int:
+    """Run a spec, then print the summary and top hits and write the pictures.
+
+    With ``truth`` (a BED of known elements), the pictures mark them and the scores are
+    evaluated against them (AUROC/AUPR).
+    """
     from screening.report import plots_dir, top_hits, write_plots
     from screening.results import open_results
     from screening.runner import prepare_screen, run_screen
@@ -71,16 +76,39 @@ def run_and_report(spec, progress: bool = True, plots: bool = True) -> int:
         f"({summary.rate:.2f}/s) on {len(summary.workers) or 0} worker(s)"
         + (f", {summary.retries} unit(s) retried" if summary.retries else "")
     )
-    hits = top_hits(results, n=5)
+    hits = top_hits(results, n=5, per_analysis=True)
     if len(hits):
         print("\ntop hits:")
         print(hits.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
     print(f"\nresults: {summary.store}")
     if plots and spec.output.plots:
-        written = write_plots(results, prepared.adapter, prepared.genome, prepared.tracks, spec, plots_dir(summary.store))
+        written = write_plots(
+            results, prepared.adapter, prepared.genome, prepared.tracks, spec, plots_dir(summary.store), prepared.plan,
+            marks=_marks(truth),
+        )
         for path in written:
             print(f"picture: {path}")
+    if truth is not None:
+        from screening.evaluate import evaluate, plot_evaluation, read_truth_bed
+
+        metrics, _ = evaluate(results, read_truth_bed(truth))
+        print("\nagainst the planted truth:")
+        print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"picture: {plot_evaluation(metrics, plots_dir(summary.store) / 'evaluation.png')}")
     return 0
+
+
+def _marks(truth: Path | None) -> dict[str, list[tuple[int, str]]]:
+    """Functional truth elements per chromosome, to mark on impact tracks."""
+    if truth is None:
+        return {}
+    from screening.evaluate import read_truth_bed
+
+    marks: dict[str, list[tuple[int, str]]] = {}
+    for element in read_truth_bed(truth):
+        if element.role in ("ctcf_site", "positive"):
+            marks.setdefault(element.chrom, []).append(((element.start + element.end) // 2, ""))
+    return marks
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -164,7 +192,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from screening.demo import prepare_demo
 
     spec = prepare_demo(Path(args.workdir), overwrite=args.overwrite)
-    return run_and_report(spec, progress=not args.no_progress)
+    truth = Path(args.workdir).resolve() / "data" / "truth.bed"
+    return run_and_report(spec, progress=not args.no_progress, truth=truth)
 
 
 def _parser() -> argparse.ArgumentParser:

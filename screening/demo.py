@@ -70,6 +70,15 @@ def _ensure_data(data_dir: Path, overwrite: bool) -> None:
     tmp.rename(data_dir)
 
 
+def strongest_site(truth_bed: Path, chrom: str, flank: int) -> str:
+    """Region string of the strongest functional CTCF site on ``chrom``, ± ``flank`` bp."""
+    from screening.synthetic import read_truth
+
+    sites = [s for s in read_truth(truth_bed) if s.chrom == chrom and s.role == "ctcf_site"]
+    site = max(sites, key=lambda s: s.strength)
+    return f"{chrom}:{site.start - flank}-{site.end + flank}"
+
+
 def prepare_demo(workdir: Path, overwrite: bool = False) -> ScreenSpec:
     """Build the demo data (once), write ``demo.yaml`` into ``workdir`` and return its spec."""
     workdir = Path(workdir).resolve()
@@ -81,6 +90,9 @@ def prepare_demo(workdir: Path, overwrite: bool = False) -> ScreenSpec:
     else:  # a source tree without the trained weights: same architecture, random weights
         print("note: the trained demo model is not installed; using a random-weight model of the same size")
         raw["model"] = {"kind": "corigami", "random_seed": 0, "config": _FALLBACK_CONFIG}
+    for perturbation in raw["perturbations"]:
+        if perturbation.get("regions") == ["PLANTED_SITE"]:
+            perturbation["regions"] = [strongest_site(workdir / "data" / "truth.bed", "chr2", flank=10)]
     spec_path = workdir / "demo.yaml"
     spec_path.write_text(
         "# Written by `screening demo`; re-run with `screening run demo.yaml` (it resumes the store).\n"

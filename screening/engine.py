@@ -2,22 +2,42 @@
 
 The engine reads through :class:`~screening.io.genome.Genome` and
 :class:`~screening.io.tracks.TrackSet` handles and calls the model adapter's one
-batched ``predict``; perturbations and scores are the pure functions of
-:mod:`screening.perturb` and :mod:`screening.score`. Nothing here writes files.
+batched ``predict``; perturbations, alignment and scores are the pure functions
+of :mod:`screening.perturb`, :mod:`screening.align` and :mod:`screening.score`.
+Nothing here writes files.
+
+Every perturbation is an :class:`~screening.perturb.Edit` inside one model
+window. Reference windows are predicted once and shared by every perturbation
+that uses them; each forward pass holds at most ``batch_size`` inputs
+(references and perturbed windows together), so memory stays flat however many
+perturbations a unit has.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
+from screening.align import bin_alignment, centre_bin
 from screening.models.base import ModelAdapter
-from screening.perturb import centered_window_start, delete
+from screening.perturb import Edit, apply_edit, centered_window_start, dinucleotide_shuffle, duplicate, invert, mask, mutate
+from screening.regions import parse_region
 from screening.score import score_maps
 
-__all__ = ["Span", "load_span", "deletion_pair", "run_deletions", "predict_deletion"]
+__all__ = [
+    "Span",
+    "Perturbed",
+    "load_span",
+    "perturbed_items",
+    "score_items",
+    "run_unit",
+    "run_deletions",
+    "predict_pair",
+    "predict_deletion",
+]
 
 
 @dataclass
@@ -27,6 +47,19 @@ class Span:
     codes: np.ndarray
     tracks: np.ndarray | None
 
+    def window(self, length: int) -> "Span":
+        return Span(self.codes[:length], None if self.tracks is None else self.tracks[:, :length])
+
+
+@dataclass
+class Perturbed:
+    """One perturbed model input: its window, the edit inside it, and the input itself."""
+
+    window_start: int
+    edit: Edit
+    span: Span
+    base: int = -1  # mutagenesis: the alternative base code (A0 C1 G2 T3)
+
 
 def load_span(genome, tracks, chrom: str, start: int, end: int) -> Span:
     """Read sequence and transformed tracks of ``chrom:[start, end)``."""
@@ -35,15 +68,83 @@ def load_span(genome, tracks, chrom: str, start: int, end: int) -> Span:
     return Span(codes, values)
 
 
-def deletion_pair(span: Span, window_start: int, start: int, width: int, window: int, padding: str) -> tuple[Span, Span]:
-    """Reference and deleted inputs for one deletion from its loaded span.
+def _segment(span: Span, offset: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    tracks = None if span.tracks is None else span.tracks[:, offset : offset + width]
+    return span.codes[offset : offset + width], tracks
 
-    The span starts at ``window_start`` and holds ``window + width`` bp; the
-    reference is its first ``window`` bp.
+
+def _replacement(spec, span: Span, offset: int, width: int, start: int, variant=None):
+    """``(ref_length, alt_codes, alt_tracks)`` of one perturbation of the given kind."""
+    kind = spec.kind
+    if kind == "insertion":
+        return 0, spec.inserted_codes(), None
+    if kind == "variants":
+        edit = variant.edit()
+        ref_length = edit.ref_length
+        if edit.op == "replace":
+            # substitutions keep the measured tracks; inserted bases get 0 (no signal measured there)
+            same_length = edit.alt_length == ref_length and span.tracks is not None
+            return ref_length, edit.alt_codes, _segment(span, offset, ref_length)[1] if same_length else None
+        operation = duplicate if edit.op == "duplicate" else invert
+        return (ref_length, *operation(*_segment(span, offset, ref_length)))
+    segment_codes, segment_tracks = _segment(span, offset, width)
+    if kind == "deletion":
+        return width, np.zeros(0, np.uint8), None
+    if kind == "mask":
+        return (width, *mask(segment_codes, segment_tracks, spec.mask_tracks))
+    if kind == "shuffle":
+        # seeded by the spec's seed and the position: the same result whatever the chunking
+        return width, dinucleotide_shuffle(segment_codes, np.random.default_rng([spec.seed, start])), segment_tracks
+    if kind == "inversion":
+        return (width, *invert(segment_codes, segment_tracks))
+    if kind == "duplication":
+        return (width, *duplicate(segment_codes, segment_tracks))
+    raise ValueError(f"unknown perturbation kind {kind!r}")
+
+
+def _span_extra(spec, width: int, variant=None) -> int:
+    """bp beyond the window that a net deletion pulls in (loaded so ``follow`` padding has it)."""
+    if spec.kind == "deletion":
+        return width
+    if spec.kind == "variants":
+        return max(0, variant.ref_length - variant.alt_length)
+    return 0
+
+
+def perturbed_items(
+    spec, genome, tracks, chrom: str, payload: dict[str, Any], window: int
+) -> Iterator[tuple[Perturbed, Span]]:
+    """Yield ``(perturbed input, reference window)`` for every perturbation of a unit.
+
+    ``payload`` holds the unit's ``start``, ``end`` and ``window_start`` arrays (and
+    ``variants`` for VCF screens), as the plan made them.
     """
-    reference = Span(span.codes[:window], None if span.tracks is None else span.tracks[:, :window])
-    codes, values = delete(span.codes, span.tracks, start - window_start, width, window, padding)
-    return reference, Span(codes, values)
+    if spec.kind == "mutagenesis":
+        yield from _mutagenesis_items(genome, tracks, chrom, payload, window)
+        return
+    padding = getattr(spec, "padding", "zero")
+    variants = payload.get("variants")
+    for i, (start, end, window_start) in enumerate(zip(payload["start"].tolist(), payload["end"].tolist(), payload["window_start"].tolist())):
+        variant = variants[i] if variants is not None else None
+        width = getattr(spec, "width", end - start)
+        span = load_span(genome, tracks, chrom, window_start, window_start + window + _span_extra(spec, width, variant))
+        offset = start - window_start
+        ref_length, alt_codes, alt_tracks = _replacement(spec, span, offset, width, start, variant)
+        codes, values = apply_edit(span.codes, span.tracks, offset, ref_length, alt_codes, alt_tracks, window, padding)
+        edit = Edit(offset, ref_length, len(alt_codes))
+        yield Perturbed(window_start, edit, Span(codes, values)), span.window(window)
+
+
+def _mutagenesis_items(genome, tracks, chrom: str, payload: dict[str, Any], window: int):
+    starts, window_starts = payload["start"], payload["window_start"]
+    for window_start in np.unique(window_starts).tolist():
+        reference = load_span(genome, tracks, chrom, window_start, window_start + window)
+        positions = starts[window_starts == window_start] - window_start
+        ref_bases = reference.codes[positions]
+        for position, ref_base in zip(positions.tolist(), ref_bases.tolist()):
+            alternatives = [b for b in range(4) if b != ref_base]  # N positions get all 4 bases
+            for base, codes in zip(alternatives, mutate(reference.codes, [position] * len(alternatives), alternatives)):
+                yield Perturbed(window_start, Edit(position, 1, 1), Span(codes, reference.tracks), base), reference
 
 
 def _stack(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -52,16 +153,118 @@ def _stack(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
     return codes, tracks
 
 
-def _predict(adapter: ModelAdapter, spans: list[Span], batch_size: int) -> np.ndarray:
-    maps = []
-    for i in range(0, len(spans), batch_size):
-        maps.append(adapter.predict(*_stack(spans[i : i + batch_size])))
-    return np.concatenate(maps)
+def _context(spec, items: list[Perturbed], adapter: ModelAdapter) -> dict[str, Any]:
+    geometry = adapter.geometry
+    context: dict[str, Any] = {
+        "position": np.array([centre_bin(p.edit.offset, max(p.edit.ref_length, 1), geometry.bin_size, geometry.map_offset) for p in items]),
+        "window": spec.insulation_window,
+    }
+    if spec.roi is not None:
+        context["roi"] = tuple(
+            [_bins(parse_region(text), p.window_start, geometry) for p in items] for text in (spec.roi.rows, spec.roi.cols)
+        )
+    return context
 
 
-def _groups(n: int, size: int) -> Iterator[slice]:
-    for lo in range(0, n, size):
-        yield slice(lo, min(lo + size, n))
+def _bins(region, window_start: int, geometry) -> np.ndarray:
+    """Map bins of this window covered by ``region`` (empty when it lies outside)."""
+    first = window_start + geometry.map_offset
+    lo = max(0, (region.start - first) // geometry.bin_size)
+    hi = min(geometry.n_bins, -(-(region.end - first) // geometry.bin_size))
+    return np.arange(lo, hi) if hi > lo else np.zeros(0, np.int64)
+
+
+def score_items(
+    adapter: ModelAdapter, spec, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False
+) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], np.ndarray | None]]:
+    """Predict and score perturbations in groups; yield ``(items, scores, Δ maps or None)`` per group.
+
+    References are cached by window start, so a window shared by many
+    perturbations (mutagenesis) is predicted once.
+    """
+    geometry = adapter.geometry
+    cache: OrderedDict[int, np.ndarray] = OrderedDict()
+    group: list[Perturbed] = []
+    pending_refs: dict[int, Span] = {}
+
+    def flush():
+        spans = list(pending_refs.values()) + [p.span for p in group]
+        maps = np.concatenate([adapter.predict(*_stack(spans[i : i + batch_size])) for i in range(0, len(spans), batch_size)])
+        for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
+            cache[key] = ref_map
+        while len(cache) > 2 * batch_size + len(pending_refs):
+            cache.popitem(last=False)
+        reference = np.stack([cache[p.window_start] for p in group])
+        alignments = [bin_alignment(p.edit.offset, p.edit.ref_length, p.edit.alt_length, geometry.bin_size, geometry.n_bins, geometry.map_offset) for p in group]
+        perturbed = maps[len(pending_refs) :]
+        scores = score_maps(reference, perturbed, spec.scores, alignments, _context(spec, group, adapter))
+        return scores, (perturbed - reference if keep_deltas else None)
+
+    for perturbed, reference in items:
+        new_ref = perturbed.window_start not in cache and perturbed.window_start not in pending_refs
+        if group and len(group) + len(pending_refs) + new_ref + 1 > batch_size:
+            yield group, *flush()
+            group, pending_refs = [], {}
+            new_ref = perturbed.window_start not in cache
+        if new_ref:
+            pending_refs[perturbed.window_start] = reference
+        group.append(perturbed)
+    if group:
+        yield group, *flush()
+
+
+class _TopMaps:
+    """The K largest-scoring Δ maps seen so far (memory: K maps, whatever the unit size)."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep, self.entries = keep, []  # (score, flat index, Δ map)
+
+    def offer(self, values: np.ndarray, index: np.ndarray, deltas: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        self.entries += list(zip(values[finite].tolist(), index[finite].tolist(), deltas[finite]))
+        self.entries = sorted(self.entries, key=lambda e: -e[0])[: self.keep]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        index = np.array([e[1] for e in self.entries], np.int64)
+        maps = np.stack([e[2] for e in self.entries]) if self.entries else np.zeros((0, 0, 0), np.float32)
+        return index, maps
+
+
+def run_unit(
+    adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any], batch_size: int = 4,
+    top: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Scores of one work unit: ``name → float32 [n]`` (``[n, 4]`` for mutagenesis, reference base NaN).
+
+    With ``spec.keep_maps = K`` and a ``top`` dict given, ``top["index"]`` and ``top["delta"]``
+    receive the K strongest perturbations (by the first score; index within the unit, times 4
+    plus the base for mutagenesis) and their Δ maps.
+    """
+    n = len(payload["start"])
+    keeper = _TopMaps(spec.keep_maps) if spec.keep_maps and top is not None else None
+    window = adapter.geometry.window_length
+    mutagenesis = spec.kind == "mutagenesis"
+    out = {name: np.full((n, 4) if mutagenesis else n, np.nan, np.float32) for name in spec.scores}
+    index = {int(s): i for i, s in enumerate(payload["start"].tolist())} if mutagenesis else None
+    done = 0
+    items = perturbed_items(spec, genome, tracks, chrom, payload, window)
+    for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None):
+        if mutagenesis:
+            rows = np.array([index[p.window_start + p.edit.offset] for p in group])
+            cols = np.array([p.base for p in group])
+            flat = rows * 4 + cols
+            for name, values in scores.items():
+                out[name][rows, cols] = values
+        else:
+            flat = np.arange(done, done + len(group))
+            for name, values in scores.items():
+                out[name][done : done + len(group)] = values
+        if keeper is not None:
+            keeper.offer(scores[spec.scores[0]], flat, deltas)
+        done += len(group)
+    if keeper is not None:
+        top["index"], top["delta"] = keeper.result()
+    return out
 
 
 def run_deletions(
@@ -76,50 +279,40 @@ def run_deletions(
     batch_size: int = 4,
     window_starts: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Score deletions ``[start, start + width)`` on ``chrom``, each in a window centred on it.
+    """Score deletions ``[start, start + width)`` on ``chrom``, each in a window centred on it (C.Origami)."""
+    from screening.spec import DeletionSpec
 
-    Work proceeds in groups of ``max(1, batch_size // 2)`` deletions so every
-    forward pass holds up to ``batch_size`` inputs (reference windows and deleted
-    windows together) and memory stays flat however many deletions there are.
-    Each reference window is predicted once, shared by every deletion that uses it.
+    spec = DeletionSpec(width=width, step=width, padding=padding, scores=tuple(scores))
+    starts = np.asarray(starts, np.int64)
+    if window_starts is None:
+        window_starts = np.array([centered_window_start(int(s), width, adapter.geometry.window_length) for s in starts], np.int64)
+    payload = {"start": starts, "end": starts + width, "window_start": np.asarray(window_starts, np.int64)}
+    return run_unit(adapter, genome, tracks, spec, chrom, payload, batch_size)
+
+
+def predict_pair(
+    adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any], base: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Reference and perturbed maps of the first perturbation in ``payload`` (for plots and checks).
+
+    ``base`` picks the alternative base of a mutagenesis position (default: the first).
 
     Returns
     -------
-    dict
-        ``score name → float32 [len(starts)]``.
+    (reference_map, perturbed_map, window_start)
     """
-    window = adapter.geometry.window_length
-    if window_starts is None:
-        window_starts = np.array([centered_window_start(int(s), width, window) for s in starts], np.int64)
-    out = {name: np.empty(len(starts), np.float32) for name in scores}
-    for group in _groups(len(starts), max(1, batch_size // 2)):
-        references: dict[int, Span] = {}
-        deleted: list[Span] = []
-        for start, window_start in zip(starts[group].tolist(), window_starts[group].tolist()):
-            span = load_span(genome, tracks, chrom, window_start, window_start + window + width)
-            reference, perturbed = deletion_pair(span, window_start, start, width, window, padding)
-            references.setdefault(window_start, reference)
-            deleted.append(perturbed)
-        keys = list(references)
-        maps = _predict(adapter, [references[k] for k in keys] + deleted, batch_size)
-        reference_maps = maps[: len(keys)][[keys.index(w) for w in window_starts[group].tolist()]]
-        for name, values in score_maps(reference_maps, maps[len(keys) :], scores).items():
-            out[name][group] = values
-    return out
+    items = perturbed_items(spec, genome, tracks, chrom, payload, adapter.geometry.window_length)
+    perturbed, reference = next((p, r) for p, r in items if base is None or p.base == base)
+    maps = adapter.predict(*_stack([reference, perturbed.span]))
+    return maps[0], maps[1], perturbed.window_start
 
 
 def predict_deletion(
     adapter: ModelAdapter, genome, tracks, chrom: str, start: int, width: int, padding: str = "zero"
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Reference and deleted maps for one deletion (for plots and checks).
+    """Reference and deleted maps for one deletion centred in its window (C.Origami)."""
+    from screening.spec import DeletionSpec
 
-    Returns
-    -------
-    (reference_map, deleted_map, window_start)
-    """
-    window = adapter.geometry.window_length
-    window_start = centered_window_start(start, width, window)
-    span = load_span(genome, tracks, chrom, window_start, window_start + window + width)
-    reference, perturbed = deletion_pair(span, window_start, start, width, window, padding)
-    maps = _predict(adapter, [reference, perturbed], 2)
-    return maps[0], maps[1], window_start
+    window_start = centered_window_start(start, width, adapter.geometry.window_length)
+    payload = {"start": np.array([start]), "end": np.array([start + width]), "window_start": np.array([window_start])}
+    return predict_pair(adapter, genome, tracks, DeletionSpec(width=width, step=width, padding=padding), chrom, payload)

@@ -2,7 +2,9 @@
 
 For element-level analyses (deletions, masks, …) every perturbation is one
 prediction: positive when its interval overlaps a truth element of the positive
-role, negative otherwise. AUROC and AUPR (average precision) are computed per
+role, negative otherwise. For per-base analyses (saturation mutagenesis) every
+position is one prediction, scored by its strongest alternative base: motif
+positions against background. AUROC and AUPR (average precision) are computed per
 analysis and score, and the mean score per truth role says what each method
 responds to (functional sites vs decoy peaks vs motif-only sites vs background).
 """
@@ -120,6 +122,8 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
         frame = pd.concat([results.to_dataframe(c, analysis=analysis) for c in chroms], ignore_index=True)
         if frame.empty:
             continue
+        if "base" in frame:  # per-base analyses (mutagenesis): a position's score is its strongest alternative
+            frame = frame.groupby(["chrom", "start", "end"], as_index=False, sort=False)[results.scores(analysis)].max()
         frame["role"] = np.concatenate(
             [_overlap_roles(g["start"].to_numpy(), g["end"].to_numpy(), [e for e in elements if e.chrom == c])
              for c, g in frame.groupby("chrom", sort=False)]

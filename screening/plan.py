@@ -3,21 +3,30 @@
 A work unit is exactly one chunk ``k`` of one ``(chrom, analysis)`` group: one
 worker owns it at a time and writes only that chunk, so two writers never touch
 the same chunk.
+
+Window placement (0-based, half-open throughout):
+
+* tiled kinds, insertions and variants: one model window centred on each
+  perturbation, as C.Origami's deletion screen does;
+* saturation mutagenesis: the positions of one unit share a window centred on
+  them, so the unit's reference is predicted once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 
 from screening.models.base import WindowGeometry
-from screening.regions import Region, RegionError, merge_sorted
-from screening.spec import DeletionSpec, ScreenSpec
+from screening.regions import Region, RegionError, merge_sorted, validate_region
+from screening.spec import TILED_KINDS, ScreenSpec
 from screening.store import GroupLayout
 
 __all__ = ["WorkUnit", "ScreenPlan", "deletion_starts", "plan_screen"]
+
+_MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
 
 @dataclass(frozen=True, order=True)
@@ -40,10 +49,12 @@ class WorkUnit:
 
 @dataclass
 class ScreenPlan:
-    """Every group's layout and the work units that fill it."""
+    """Every group's layout, the work units that fill it, and what was skipped."""
 
     layouts: list[GroupLayout]
     units: list[WorkUnit]
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[tuple[str, str], list] = field(default_factory=dict)
 
     @property
     def n_perturbations(self) -> int:
@@ -55,39 +66,136 @@ class ScreenPlan:
                 return layout
         raise KeyError(f"no group {chrom}/{analysis} in the plan")
 
+    def payload(self, unit: WorkUnit) -> dict[str, Any]:
+        """What a worker needs to compute ``unit``: its coordinates (and variants)."""
+        layout = self.layout(unit.chrom, unit.analysis)
+        sl = slice(unit.lo, unit.hi)
+        payload = {"start": layout.start[sl], "end": layout.end[sl], "window_start": layout.window_start[sl]}
+        if (unit.chrom, unit.analysis) in self.variants:
+            payload["variants"] = self.variants[(unit.chrom, unit.analysis)][sl]
+        return payload
+
 
 def deletion_starts(regions: Iterable[Region], step: int) -> np.ndarray:
-    """Deletion starts ``start + k·step`` for ``k < (end − start) // step`` over each region.
+    """Starts ``start + k·step`` for ``k < (end − start) // step`` over each region.
 
     The region end is exclusive, as in C.Origami's screen. Overlapping regions
-    are merged first so no deletion is planned twice.
+    are merged first so nothing is planned twice.
     """
     starts = [np.arange(r.start, r.start + ((r.end - r.start) // step) * step, step, dtype=np.int64)
               for r in merge_sorted(regions)]
     return np.unique(np.concatenate(starts)) if starts else np.zeros(0, np.int64)
 
 
-def _check_windows(
-    chrom: str, starts: np.ndarray, width: int, geometry: WindowGeometry, chrom_length: int, policy: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Window starts of centred windows, and which deletions fit (their windows stay on the chromosome)."""
-    window = geometry.window_length
-    window_starts = (2 * starts + width - window) // 2
-    span_ends = window_starts + window + width
-    bad = (window_starts < 0) | (span_ends > chrom_length)
-    if bad.any() and policy == "fail":
-        first = int(np.flatnonzero(bad)[0])
-        w = int(starts[first])
-        lowest = -(-(window - width) // 2)
-        # the largest w with centered_window_start(w) + window + width <= chrom_length
-        highest = (2 * (chrom_length - window - width) + 1 - width + window) // 2
-        raise RegionError(
-            f"deletion {chrom}:{w:,}-{w + width:,} needs the model window "
-            f"{chrom}:{int(window_starts[first]):,}-{int(span_ends[first]):,}, which leaves {chrom} "
-            f"(length {chrom_length:,}); on {chrom}, {width:,} bp deletions can start from {lowest:,} to {highest:,} "
-            "(or set edge_policy: skip)"
-        )
-    return window_starts, ~bad
+def _centred(start: np.ndarray, length: np.ndarray, window: int) -> np.ndarray:
+    """Start of a window centred on ``[start, start + length)`` (C.Origami's rounding)."""
+    return (2 * start + length - window) // 2
+
+
+def _fits(window_start: np.ndarray, extra: np.ndarray, geometry: WindowGeometry, chrom_length: int) -> np.ndarray:
+    """Windows whose loaded span (window + the bp a net deletion pulls in) stays on the chromosome."""
+    return (window_start >= 0) & (window_start + geometry.window_length + extra <= chrom_length)
+
+
+def _edge_error(kind: str, chrom: str, start: int, end: int, window_start: int, span_end: int, chrom_length: int, hint: str) -> RegionError:
+    return RegionError(
+        f"{kind} {chrom}:{start:,}-{end:,} needs the model window {chrom}:{window_start:,}-{span_end:,}, "
+        f"which leaves {chrom} (length {chrom_length:,}){hint} (or set invalid_policy: skip)"
+    )
+
+
+def _deletion_range(width: int, window: int, chrom_length: int) -> str:
+    lowest = -(-(window - width) // 2)
+    # the largest w with centred start + window + width <= chrom_length
+    highest = (2 * (chrom_length - window - width) + 1 - width + window) // 2
+    return f"; {width:,} bp deletions can start from {lowest:,} to {highest:,}"
+
+
+@dataclass
+class _Candidates:
+    """Perturbations of one group before the edge check."""
+
+    start: np.ndarray
+    end: np.ndarray
+    window_start: np.ndarray
+    extra: np.ndarray  # bp of downstream sequence a net deletion pulls into the window
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    variants: list | None = None
+
+
+def _tiled(spec, regions: list[Region], window: int) -> _Candidates:
+    starts = deletion_starts(regions, spec.step)
+    width = np.full(len(starts), spec.width, np.int64)
+    extra = width if spec.kind == "deletion" else np.zeros_like(width)
+    return _Candidates(starts, starts + width, _centred(starts, width, window), extra)
+
+
+def _insertion(spec, regions: list[Region], window: int) -> _Candidates:
+    starts = deletion_starts(regions, spec.step)
+    zero = np.zeros(len(starts), np.int64)
+    # the stored interval is the 1-bp insertion point: the sequence goes in before base `start`
+    return _Candidates(starts, starts + 1, _centred(starts, zero, window), zero)
+
+
+def _mutagenesis(regions: list[Region], window: int, chunk_size: int, genome) -> _Candidates:
+    positions = np.concatenate([np.arange(r.start, r.end, dtype=np.int64) for r in merge_sorted(regions)])
+    window_start = np.empty_like(positions)
+    for lo in range(0, len(positions), chunk_size):
+        chunk = positions[lo : lo + chunk_size]
+        shared = int(_centred(np.int64(chunk[0]), np.int64(chunk[-1] + 1 - chunk[0]), window))
+        # a chunk that spans far-apart regions falls back to one window per position
+        inside = (chunk - shared >= window // 4) & (chunk - shared < window - window // 4)
+        window_start[lo : lo + chunk_size] = np.where(inside, shared, _centred(chunk, np.ones_like(chunk), window))
+    labels = {}
+    if genome is not None and len(positions):
+        chrom = regions[0].chrom
+        lo, hi = int(positions[0]), int(positions[-1]) + 1
+        codes = genome.fetch(chrom, lo, hi)[positions - lo]
+        labels["ref_base"] = np.frombuffer(b"ACGTN", np.uint8)[codes].view("S1").astype(str)
+    return _Candidates(positions, positions + 1, window_start, np.zeros_like(positions), labels)
+
+
+def _variant_candidates(variants: list, window: int) -> _Candidates:
+    start = np.array([v.start for v in variants], np.int64)
+    end = np.array([max(v.end, v.start + 1) for v in variants], np.int64)
+    ref_len = np.array([v.ref_length for v in variants], np.int64)
+    alt_len = np.array([v.alt_length for v in variants], np.int64)
+    labels = {
+        "id": np.array([v.id for v in variants], dtype=str),
+        "ref": np.array([v.vcf_ref for v in variants], dtype=str),
+        "alt": np.array([v.vcf_alt for v in variants], dtype=str),
+        "variant_kind": np.array([v.kind for v in variants], dtype=str),
+    }
+    return _Candidates(start, end, _centred(start, ref_len, window), np.maximum(ref_len - alt_len, 0), labels, list(variants))
+
+
+def _select(candidates: _Candidates, keep: np.ndarray) -> _Candidates:
+    return _Candidates(
+        candidates.start[keep], candidates.end[keep], candidates.window_start[keep], candidates.extra[keep],
+        {k: v[keep] for k, v in candidates.labels.items()},
+        None if candidates.variants is None else [v for v, k in zip(candidates.variants, keep) if k],
+    )
+
+
+def _read_variants(spec, genome, policy: str, skipped: dict[str, dict[str, Any]]) -> dict[str, list]:
+    from screening.io.vcf import read_vcf
+
+    result = read_vcf(spec.vcf, genome=genome, policy=policy)
+    if result.skipped:
+        skipped.setdefault(spec.label, {"count": 0, "items": []})
+        entry = skipped[spec.label]
+        entry["count"] += len(result.skipped)
+        entry["items"] += [f"line {s.line} {s.id}: {s.reason}" for s in result.skipped][:_MAX_LISTED]
+    by_chrom: dict[str, list] = {}
+    for variant in sorted(result.variants, key=lambda v: (v.start, v.end, v.id)):
+        by_chrom.setdefault(variant.chrom, []).append(variant)
+    return by_chrom
+
+
+def _in_regions(variants: list, regions: list[Region] | None) -> list:
+    if regions is None:
+        return variants
+    return [v for v in variants if any(r.overlaps(v.start, max(v.end, v.start + 1)) for r in regions)]
 
 
 def plan_screen(
@@ -95,63 +203,105 @@ def plan_screen(
     regions: list[Region],
     chrom_sizes: dict[str, int],
     geometry: WindowGeometry,
+    genome=None,
 ) -> ScreenPlan:
     """Lay out every perturbation of the spec over validated regions and cut work units.
+
+    Parameters
+    ----------
+    spec
+        The screen spec.
+    regions
+        Regions validated against ``chrom_sizes`` (variants are filtered by them when given).
+    chrom_sizes
+        Chromosome lengths, in genome order.
+    geometry
+        The model's window geometry.
+    genome
+        The genome, for reference bases (mutagenesis) and VCF REF checks.
 
     Raises
     ------
     RegionError
-        If a perturbation's model window leaves its chromosome.
+        If a perturbation's model window leaves its chromosome (``invalid_policy: fail``).
     """
-    chunk_size = spec.execution.chunk_size
+    window, policy = geometry.window_length, spec.invalid_policy
+    skipped: dict[str, dict[str, Any]] = {}
+    variant_sets = {p.label: _read_variants(p, genome, policy, skipped) for p in spec.perturbations if p.kind == "variants"}
+    own = {
+        p.label: [validate_region(r, chrom_sizes, source=f"perturbations[{i}].regions") for r in p.regions]
+        for i, p in enumerate(spec.perturbations)
+        if p.regions
+    }
+    chroms = {r.chrom for r in regions} | {c for sets in variant_sets.values() for c in sets}
+    chroms |= {r.chrom for rs in own.values() for r in rs}
     layouts: list[GroupLayout] = []
-    chroms = sorted({r.chrom for r in regions}, key=list(chrom_sizes).index)
-    for chrom in chroms:
-        on_chrom = [r for r in regions if r.chrom == chrom]
+    variants: dict[tuple[str, str], list] = {}
+    for chrom in [c for c in chrom_sizes if c in chroms]:
         for perturbation in spec.perturbations:
+            on_chrom = [r for r in own.get(perturbation.label, regions) if r.chrom == chrom]
+            if perturbation.kind in TILED_KINDS:
+                candidates = _tiled(perturbation, on_chrom, window)
+            elif perturbation.kind == "insertion":
+                candidates = _insertion(perturbation, on_chrom, window)
+            elif perturbation.kind == "mutagenesis":
+                candidates = _mutagenesis(on_chrom, window, spec.execution.chunk_size, genome) if on_chrom else None
+            else:
+                restricted = perturbation.label in own or bool(regions)
+                chosen = _in_regions(variant_sets[perturbation.label].get(chrom, []), on_chrom if restricted else None)
+                candidates = _variant_candidates(chosen, window) if chosen else None
+            if candidates is None or not len(candidates.start):
+                continue
+            candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_sizes[chrom], policy, skipped)
+            if not len(candidates.start):
+                continue
             layouts.append(
-                _deletion_layout(chrom, on_chrom, perturbation, chrom_sizes[chrom], geometry, chunk_size, spec.edge_policy)
+                _layout(chrom, chrom_sizes[chrom], perturbation, candidates, spec.execution.chunk_size, geometry.n_bins)
             )
-    layouts = [layout for layout in layouts if layout.n > 0]
+            if candidates.variants is not None:
+                variants[(chrom, perturbation.label)] = candidates.variants
     if not layouts:
-        raise RegionError("the regions are shorter than one step: the screen has no perturbations")
+        raise RegionError("the screen has no perturbations (regions shorter than one step, or nothing left after skipping)")
     units = [
         WorkUnit(layout.chrom, layout.analysis, k, sl.start, sl.stop)
         for layout in layouts
         for k, sl in ((k, layout.chunk_slice(k)) for k in range(layout.n_chunks))
     ]
-    return ScreenPlan(layouts, units)
+    return ScreenPlan(layouts, units, skipped, variants)
 
 
-def _deletion_layout(
-    chrom: str,
-    regions: list[Region],
-    spec: DeletionSpec,
-    chrom_length: int,
-    geometry: WindowGeometry,
-    chunk_size: int,
-    policy: str = "fail",
-) -> GroupLayout:
-    starts = deletion_starts(regions, spec.step)
-    window_starts, fits = _check_windows(chrom, starts, spec.width, geometry, chrom_length, policy)
-    params = spec.model_dump(mode="json")
-    if not fits.all():
-        skipped = starts[~fits]
-        params["skipped"] = {
-            "reason": "model window leaves the chromosome",
-            "count": int(len(skipped)),
-            "starts": skipped.tolist() if len(skipped) <= 1000 else skipped[:1000].tolist(),
-        }
-    starts, window_starts = starts[fits], window_starts[fits]
+def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_length, policy, skipped) -> _Candidates:
+    fits = _fits(candidates.window_start, candidates.extra, geometry, chrom_length)
+    if fits.all():
+        return candidates
+    first = int(np.flatnonzero(~fits)[0])
+    if policy == "fail":
+        hint = _deletion_range(perturbation.width, geometry.window_length, chrom_length) if perturbation.kind == "deletion" else ""
+        ws = int(candidates.window_start[first])
+        raise _edge_error(perturbation.kind, chrom, int(candidates.start[first]), int(candidates.end[first]), ws,
+                          ws + geometry.window_length + int(candidates.extra[first]), chrom_length, hint)
+    entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
+    bad = np.flatnonzero(~fits)
+    entry["count"] += len(bad)
+    entry["items"] += [f"{chrom}:{int(candidates.start[i])}-{int(candidates.end[i])}: model window leaves {chrom}"
+                       for i in bad[: max(0, _MAX_LISTED - len(entry["items"]))]]
+    return _select(candidates, fits)
+
+
+def _layout(chrom: str, chrom_length: int, perturbation, candidates: _Candidates, chunk_size: int, n_bins: int) -> GroupLayout:
+    mutagenesis = perturbation.kind == "mutagenesis"
     return GroupLayout(
         chrom=chrom,
         chrom_length=chrom_length,
-        analysis=spec.label,
-        kind=spec.kind,
-        params=params,
-        start=starts,
-        end=starts + spec.width,
-        window_start=window_starts.astype(np.int64),
-        scores=list(spec.scores),
+        analysis=perturbation.label,
+        kind=perturbation.kind,
+        params=perturbation.model_dump(mode="json"),
+        start=candidates.start,
+        end=candidates.end,
+        window_start=candidates.window_start,
+        scores=list(perturbation.scores),
         chunk_size=chunk_size,
+        extra_dims={"base": 4} if mutagenesis else {},
+        labels=candidates.labels,
+        top_maps=(perturbation.keep_maps, n_bins) if perturbation.keep_maps else (0, 0),
     )

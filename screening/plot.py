@@ -21,6 +21,15 @@ def _unit(span_bp: float) -> tuple[float, str]:
     return (1e3, "kb") if span_bp >= 2e3 else (1.0, "bp")
 
 
+def _break_gaps(centres: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insert NaN between regions that are not adjacent, so the line does not bridge them."""
+    if len(centres) < 3:
+        return centres, values
+    steps = np.diff(centres)
+    gaps = np.flatnonzero(steps > 1.5 * np.median(steps))
+    return np.insert(centres, gaps + 1, centres[gaps] + steps[gaps] / 2), np.insert(values, gaps + 1, np.nan)
+
+
 def plot_impact_track(
     centres: np.ndarray,
     values: np.ndarray,
@@ -29,19 +38,23 @@ def plot_impact_track(
     score: str,
     marks: Sequence[tuple[int, str]] = (),
     title: str | None = None,
+    marks_label: str = "known sites",
 ) -> Path:
     """Score along the chromosome (x: perturbation centre in Mb), with optional marked positions."""
     scale, unit = _unit(float(np.ptp(centres)) if len(centres) else 1.0)
+    centres, values = _break_gaps(np.asarray(centres, float), np.asarray(values, float))
     fig, ax = plt.subplots(figsize=(10, 2.8), constrained_layout=True)
     ax.plot(centres / scale, values, lw=1.0, color="#1f5fa8", drawstyle="steps-mid")
     ax.fill_between(centres / scale, values, step="mid", alpha=0.25, color="#1f5fa8")
-    for position, label in marks:
-        ax.axvline(position / scale, color="#d62728", lw=0.8, alpha=0.7)
+    for i, (position, label) in enumerate(marks):
+        ax.axvline(position / scale, color="#d62728", lw=0.8, alpha=0.7, label=marks_label if i == 0 else None)
         if label:
             ax.text(position / scale, ax.get_ylim()[1], label, rotation=90, va="top", ha="right", fontsize=7, color="#d62728")
     ax.set_xlabel(f"{chrom} position ({unit}, perturbation centre)")
     ax.set_ylabel(score)
     ax.set_title(title or f"{score} along {chrom}")
+    if len(marks):
+        ax.legend(loc="upper right", fontsize=8)
     ax.margins(x=0)
     return _save(fig, path)
 

@@ -248,6 +248,30 @@ class Results:
         idx = self._overlapping(region.chrom, analysis, group, region)
         return _dataset(group, idx, attrs)
 
+    def top_maps(self, region: str | Region, analysis: str | None = None) -> xr.DataArray:
+        """Stored Δ maps (perturbed − reference) of kept top perturbations overlapping ``region``.
+
+        Only analyses run with ``keep_maps: K`` have them: the K strongest perturbations of each
+        work unit. Returns ``[top, row, col]`` with coordinates ``start``, ``end`` (and ``base``
+        for mutagenesis), strongest first within each unit.
+        """
+        region = self.resolve_region(region)
+        analysis = self.resolve_analysis(analysis)
+        group = self._group(region.chrom, analysis)
+        if group is None or not group.attrs.get("top_maps", [0])[0]:
+            raise ResultsError(f"analysis {analysis!r} kept no Δ maps (run it with keep_maps: K)")
+        index = group["top_index"][:]
+        per_base = dict(group.attrs.get("extra_dims", {})).get("base") == 4
+        row = np.where(index >= 0, index // 4 if per_base else index, -1)
+        start, end = group["start"][:], group["end"][:]
+        hit = np.flatnonzero((row >= 0) & (start[row] < region.end) & (end[row] > region.start))
+        maps = group["top_delta"].get_orthogonal_selection((hit, slice(None), slice(None))) if hit.size else np.zeros((0, 0, 0), np.float32)
+        coords = {"start": ("top", start[row[hit]]), "end": ("top", end[row[hit]])}
+        if per_base:
+            coords["base"] = ("top", np.array(list("ACGT"))[index[hit] % 4])
+        return xr.DataArray(maps, dims=("top", "row", "col"), coords=coords, name="delta",
+                            attrs={"analysis": analysis, "chrom": region.chrom})
+
     def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
         """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
         ds = self.query(region, analysis).compute()

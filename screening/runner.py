@@ -102,7 +102,7 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
         raise ModelError(
             f"tracks: the model takes tracks {list(expected)} in this order, the spec gives {list(tracks.names)}"
         )
-    plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry)
+    plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry, genome)
     provenance = {
         "package_version": screening.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -121,6 +121,7 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
             {"name": t.name, "path": t.path, "transform": t.transform, "sha256": track.sha256()}
             for t, track in zip(spec.tracks, tracks.tracks)
         ],
+        "skipped": plan.skipped,
     }
     return PreparedScreen(spec, regions, plan, provenance, adapter, genome, tracks)
 
@@ -177,9 +178,7 @@ class _Dispatcher:
         return self.remote_cls.remote(self.spec_json, self.threads)
 
     def _submit(self, worker, unit: WorkUnit):
-        layout = self.plan.layout(unit.chrom, unit.analysis)
-        sl = slice(unit.lo, unit.hi)
-        return worker.run.remote(unit, layout.start[sl], layout.window_start[sl])
+        return worker.run.remote(unit, self.plan.payload(unit))
 
     def run(self, units: list[WorkUnit]) -> None:
         ray = self.ray

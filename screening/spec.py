@@ -25,6 +25,15 @@ __all__ = [
     "GenomeSpec",
     "TrackSpec",
     "DeletionSpec",
+    "MaskSpec",
+    "ShuffleSpec",
+    "InversionSpec",
+    "DuplicationSpec",
+    "InsertionSpec",
+    "MutagenesisSpec",
+    "VariantsSpec",
+    "RoiSpec",
+    "DEFAULT_SCORES",
     "ExecutionSpec",
     "OutputSpec",
     "SCORE_NAMES",
@@ -32,8 +41,9 @@ __all__ = [
     "parse_spec",
 ]
 
-#: Scores a deletion screen can record (see :mod:`screening.score`).
-SCORE_NAMES = ("impact_mean_abs", "impact_abs_mean")
+#: The default scores of every perturbation kind (C.Origami's two impact formulas).
+DEFAULT_SCORES = ("impact_mean_abs", "impact_abs_mean")
+SCORE_NAMES = DEFAULT_SCORES  # kept for callers of the first release
 
 
 class SpecError(ValueError):
@@ -82,37 +92,181 @@ class TrackSpec(_Strict):
     transform: Literal["none", "log1p"] = "none"
 
 
-class DeletionSpec(_Strict):
-    """Tile deletions of ``width`` bp every ``step`` bp over the screen's regions.
+class RoiSpec(_Strict):
+    """A block of the contact map (rows × columns, as genomic intervals) for ``roi_mean_delta``."""
 
-    Each model window is centred on its deletion, as in C.Origami's screen;
-    ``padding`` fills the window's tail after the deletion shifts it: ``zero``
-    (N and 0 tracks, the original's default) or ``follow`` (real downstream
-    sequence).
-    """
+    rows: str
+    cols: str
 
-    kind: Literal["deletion"] = "deletion"
+    @field_validator("rows", "cols")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        try:
+            parse_region(value)
+        except RegionError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+
+class _PerturbationBase(_Strict):
     name: str | None = None
-    width: Annotated[int, Field(gt=0)]
-    step: Annotated[int, Field(gt=0)]
-    padding: Literal["zero", "follow"] = "zero"
-    scores: tuple[Literal["impact_mean_abs", "impact_abs_mean"], ...] = SCORE_NAMES
+    regions: list[str] | None = Field(None, description="this analysis's own regions (default: the screen's)")
+    scores: tuple[str, ...] = DEFAULT_SCORES
+    roi: RoiSpec | None = None
+    insulation_window: Annotated[int, Field(ge=1)] = 10
+    keep_maps: Annotated[int, Field(ge=0)] = Field(
+        0, description="store the Δ maps of the K strongest perturbations (by the first score) of every work unit"
+    )
 
-    @property
-    def label(self) -> str:
-        return self.name or f"deletion_{self.width}bp"
+    @field_validator("regions")
+    @classmethod
+    def _own_regions(cls, value: list[str] | None) -> list[str] | None:
+        for text in value or []:
+            try:
+                parse_region(text)
+            except RegionError as err:
+                raise ValueError(str(err)) from None
+        return value
 
     @field_validator("scores")
     @classmethod
-    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _known_scores(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from screening.score import available_scores
+
         if not value:
             raise ValueError("list at least one score")
         if len(set(value)) != len(value):
             raise ValueError("scores are listed twice")
+        unknown = [name for name in value if name not in available_scores()]
+        if unknown:
+            raise ValueError(f"unknown score(s) {unknown}; choose from {list(available_scores())}")
         return value
 
+    @model_validator(mode="after")
+    def _roi_given(self):
+        if any(name.startswith("roi_mean_delta") for name in self.scores) and self.roi is None:
+            raise ValueError("the score roi_mean_delta needs 'roi: {rows: chr:a-b, cols: chr:c-d}'")
+        return self
 
-Perturbation = Annotated[Union[DeletionSpec], Field(discriminator="kind")]
+    @property
+    def label(self) -> str:
+        return self.name or self._default_label()
+
+    def _default_label(self) -> str:
+        return self.kind
+
+
+class _TiledSpec(_PerturbationBase):
+    """Tiled over the screen's regions: ``width`` bp at ``start + k·step`` (region end exclusive)."""
+
+    width: Annotated[int, Field(gt=0)]
+    step: Annotated[int, Field(gt=0)]
+
+    def _default_label(self) -> str:
+        return f"{self.kind}_{self.width}bp"
+
+
+class DeletionSpec(_TiledSpec):
+    """Delete ``width`` bp (sequence and tracks) in a window centred on the deletion, as C.Origami.
+
+    ``padding`` fills the window's tail after the deletion shifts it: ``zero`` (N and
+    0 tracks, the original's default) or ``follow`` (real downstream sequence).
+    """
+
+    kind: Literal["deletion"] = "deletion"
+    padding: Literal["zero", "follow"] = "zero"
+
+
+class MaskSpec(_TiledSpec):
+    """Replace ``width`` bp by N in place (no shift); tracks kept unless ``mask_tracks``."""
+
+    kind: Literal["mask"] = "mask"
+    mask_tracks: bool = False
+
+
+class ShuffleSpec(_TiledSpec):
+    """Dinucleotide-preserving shuffle of ``width`` bp, seeded by ``seed`` and the position."""
+
+    kind: Literal["shuffle"] = "shuffle"
+    seed: int = 0
+
+
+class InversionSpec(_TiledSpec):
+    """Reverse-complement ``width`` bp in place; tracks reversed."""
+
+    kind: Literal["inversion"] = "inversion"
+
+
+class DuplicationSpec(_TiledSpec):
+    """Tandem duplication of ``width`` bp (the copy follows the original; tracks copied)."""
+
+    kind: Literal["duplication"] = "duplication"
+
+
+class InsertionSpec(_PerturbationBase):
+    """Insert a sequence (or a bundled motif's consensus) before ``start + k·step``; tracks 0 over it."""
+
+    kind: Literal["insertion"] = "insertion"
+    step: Annotated[int, Field(gt=0)]
+    sequence: str | None = None
+    motif: Literal["CTCF"] | None = None
+    orientation: Literal["+", "-"] = "+"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.sequence is None) == (self.motif is None):
+            raise ValueError("give exactly one of 'sequence' or 'motif'")
+        if self.sequence is not None:
+            from screening.perturb import insertion
+
+            if not self.sequence:
+                raise ValueError("sequence: empty")
+            insertion(self.sequence)  # raises naming letters outside ACGTN
+        return self
+
+    def inserted_codes(self):
+        """The inserted bases as codes, in the chosen orientation."""
+        from screening.perturb import insertion, motif_consensus
+
+        if self.motif is not None:
+            from screening.synthetic.motif import load_ctcf
+
+            return insertion(motif_consensus(load_ctcf()), self.orientation)
+        return insertion(self.sequence, self.orientation)
+
+    def _default_label(self) -> str:
+        what = self.motif or f"{len(self.sequence)}bp"
+        return f"insertion_{what}{'_rc' if self.orientation == '-' else ''}"
+
+
+class MutagenesisSpec(_PerturbationBase):
+    """Saturation mutagenesis: every base of the regions × its 3 alternatives; stored as [position, 4].
+
+    Positions of one work unit share one window (centred on them), so its reference is
+    predicted once.
+    """
+
+    kind: Literal["mutagenesis"] = "mutagenesis"
+
+
+class VariantsSpec(_PerturbationBase):
+    """Variants from a VCF (SNV, MNV, indels, symbolic DEL/DUP/INV), each in a window centred on it."""
+
+    kind: Literal["variants"] = "variants"
+    vcf: str
+    padding: Literal["zero", "follow"] = "zero"
+
+    def _default_label(self) -> str:
+        return "variants"
+
+
+Perturbation = Annotated[
+    Union[
+        DeletionSpec, MaskSpec, ShuffleSpec, InversionSpec, DuplicationSpec, InsertionSpec, MutagenesisSpec, VariantsSpec
+    ],
+    Field(discriminator="kind"),
+]
+TILED_KINDS = ("deletion", "mask", "shuffle", "inversion", "duplication")
 
 
 class ExecutionSpec(_Strict):
@@ -146,10 +300,10 @@ class ScreenSpec(_Strict):
     regions: list[str] = Field(default_factory=list)
     bed: str | None = None
     perturbations: Annotated[list[Perturbation], Field(min_length=1)]
-    edge_policy: Literal["fail", "skip"] = Field(
+    invalid_policy: Literal["fail", "skip"] = Field(
         "fail",
-        description="a perturbation whose model window leaves the chromosome: fail the screen, "
-        "or skip it and list the skipped ones in the store's metadata",
+        description="a perturbation that cannot be made (its model window leaves the chromosome, a VCF "
+        "REF that does not match the genome, …): fail the screen, or skip it and list it in the store",
     )
     execution: ExecutionSpec = ExecutionSpec()
     output: OutputSpec
@@ -166,7 +320,8 @@ class ScreenSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "ScreenSpec":
-        if not self.regions and self.bed is None:
+        self_contained = all(p.kind == "variants" or p.regions for p in self.perturbations)
+        if not self.regions and self.bed is None and not self_contained:
             raise ValueError("give 'regions' (e.g. ['chr1:1,400,000-1,420,000']) or a 'bed' file")
         labels = [p.label for p in self.perturbations]
         if len(set(labels)) != len(labels):
@@ -212,6 +367,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for track in raw.get("tracks") or []:
         if isinstance(track, dict) and "path" in track:
             track["path"] = _resolve(track["path"], base)
+    for perturbation in raw.get("perturbations") or []:
+        if isinstance(perturbation, dict) and perturbation.get("vcf"):
+            perturbation["vcf"] = _resolve(perturbation["vcf"], base)
     if raw.get("bed") is not None:
         raw["bed"] = _resolve(raw["bed"], base)
     if isinstance(raw.get("output"), dict) and "store" in raw["output"]:

@@ -43,7 +43,8 @@ CHUNK_DIM = "chunk"
 COORDS = ("start", "end", "window_start")
 DONE = "chunk_done"
 # Names a score may not take: they are arrays of the layout or variables of a query result.
-RESERVED_NAMES = frozenset({*COORDS, DONE, "done", DIM, "chrom"})
+TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
+RESERVED_NAMES = frozenset({*COORDS, DONE, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
 COORD_SHARD = 1 << 20  # perturbations per shard of a coordinate array (rounded to whole chunks)
 
 
@@ -89,6 +90,9 @@ class GroupLayout:
     labels
         Extra per-perturbation coordinates (integers or strings), e.g. a variant's
         ``id``, ``ref`` and ``alt``.
+    top_maps
+        ``(K, n_bins)``: keep the Δ maps (perturbed − reference) of the K strongest
+        perturbations of every chunk; ``(0, 0)`` keeps none.
     """
 
     chrom: str
@@ -103,6 +107,7 @@ class GroupLayout:
     chunk_size: int
     extra_dims: dict[str, int] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
+    top_maps: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         self.start = np.ascontiguousarray(self.start, dtype=np.int64)
@@ -114,6 +119,7 @@ class GroupLayout:
         self.params = dict(self.params)
         self.extra_dims = {str(k): int(v) for k, v in self.extra_dims.items()}
         self.labels = {str(k): np.asarray(v) for k, v in self.labels.items()}
+        self.top_maps = (int(self.top_maps[0]), int(self.top_maps[1]))
         self._validate()
 
     def _validate(self) -> None:
@@ -178,6 +184,7 @@ class GroupLayout:
             "dim": DIM,
             "extra_dims": self.extra_dims,
             "labels": sorted(self.labels),
+            "top_maps": list(self.top_maps),
             "chunk_size": self.chunk_size,
             "n_chunks": self.n_chunks,
             "n": self.n,
@@ -344,6 +351,12 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
             score, shape=(layout.n, *extra), chunks=(layout.chunk_size, *extra), dtype="float32",
             fill_value=np.nan, dimension_names=[DIM, *layout.extra_dims],
         )
+    keep, n_bins = layout.top_maps
+    if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
+        rows = layout.n_chunks * keep
+        group.create_array(TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1, dimension_names=["top"])
+        group.create_array(TOP_DELTA, shape=(rows, n_bins, n_bins), chunks=(keep, n_bins, n_bins), dtype="float32",
+                           fill_value=np.nan, dimension_names=["top", "row", "col"])
     # One chunk per flag: each unit's completion record is its own object, like its data.
     group.create_array(
         DONE, shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM]
@@ -632,7 +645,9 @@ class ResultStore:
                     "coordinates); pass --overwrite to start again"
                 )
 
-    def write_chunk(self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray]) -> None:
+    def write_chunk(
+        self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
         """Write every score of chunk ``k``, then its ``chunk_done`` flag.
 
         Parameters
@@ -669,8 +684,23 @@ class ResultStore:
             arrays[score] = arr
         for score, arr in arrays.items():
             group.arrays[score][sl] = arr
+        if top is not None:
+            self._write_top(group, chrom, analysis, k, *top)
         # The flag goes last: a unit without it is recomputed on resume.
         group.arrays[DONE][k] = 1
+
+    def _write_top(self, group, chrom: str, analysis: str, k: int, index: np.ndarray, delta: np.ndarray) -> None:
+        keep = int(group.attrs.get("top_maps", [0, 0])[0])
+        if not keep:
+            raise StoreError(f"{chrom}/{analysis} keeps no top maps (top_maps is 0)")
+        index = np.full(keep, -1, np.int64) if index is None else np.asarray(index, np.int64)
+        if len(index) > keep or delta.shape[0] != len(index):
+            raise StoreError(f"{chrom}/{analysis} chunk {k}: at most {keep} top maps, got {len(index)}")
+        rows = slice(k * keep, k * keep + len(index))
+        root = self._open_root()[f"{chrom}/{analysis}"]
+        root[TOP_INDEX][k * keep : (k + 1) * keep] = np.pad(index, (0, keep - len(index)), constant_values=-1)
+        if len(index):
+            root[TOP_DELTA][rows] = delta.astype(np.float32)
 
     def done_mask(self, chrom: str, analysis: str) -> np.ndarray:
         """Boolean array over the chunks of a group: ``True`` once chunk *k* is complete."""

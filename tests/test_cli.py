@@ -212,3 +212,107 @@ def test_info_and_validate(finished, capsys):
     assert info["complete"] and info["analyses"] == {"del20": ["impact_mean_abs", "impact_abs_mean"]}
     assert main(["validate", str(spec)]) == 0
     assert "30 perturbations" in capsys.readouterr().out
+
+
+# --- several perturbation kinds in one screen ------------------------------------------------------
+
+
+def _vcf(tmp_path: Path, toy_paths, ref_ok: bool = True) -> Path:
+    genome = Genome(toy_paths["fasta"])
+    base = "ACGT"[genome.fetch("chr1", 2_100, 2_101)[0]]
+    anchor = "ACGT"[genome.fetch("chr1", 2_150, 2_151)[0]]
+    wrong = "ACGT"[("ACGT".index(base) + 1) % 4]
+    alt = "ACGT"[("ACGT".index(base) + 2) % 4]
+    path = tmp_path / "v.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        f"chr1\t2101\trs1\t{base if ref_ok else wrong}\t{alt}\t.\t.\t.\n"
+        f"chr1\t2151\tbigdel\t{anchor}\t<DEL>\t.\t.\tEND=2190\n"
+    )
+    return path
+
+
+def test_mixed_kinds_screen(ray_local, toy_paths, tmp_path, capsys):
+    raw = toy_spec_dict(toy_paths, tmp_path / "mixed.zarr", regions=["chr1:2,000-2,010"])
+    vcf = _vcf(tmp_path, toy_paths)
+    raw["perturbations"] = [
+        {"kind": "mutagenesis", "name": "ism", "scores": ["impact_mean_abs"]},
+        {"kind": "inversion", "width": 5, "step": 5, "scores": ["impact_mean_abs", "mse_aligned"]},
+        {"kind": "variants", "vcf": str(vcf), "scores": ["impact_mean_abs", "scd"]},
+    ]
+    raw["regions"] = ["chr1:2,000-2,010", "chr1:2,100-2,160"]  # variants are kept where they overlap the regions
+    assert main(["run", str(write_spec(tmp_path / "m.yaml", raw)), "--no-progress"]) == 0
+    results = open_results(tmp_path / "mixed.zarr")
+    assert sorted(results.analyses) == ["inversion_5bp", "ism", "variants"]
+    ism = results.query("chr1:2,000-2,010", analysis="ism").compute()
+    assert results.query("chr1", analysis="ism").sizes["perturbation"] == 70
+    assert ism["impact_mean_abs"].shape == (10, 4) and np.isfinite(ism["impact_mean_abs"]).sum() == 30
+    assert len(ism["ref_base"].values[0]) == 1
+    variants = results.query("chr1", analysis="variants").compute()
+    assert variants["id"].values.tolist() == ["rs1", "bigdel"]
+    assert np.isfinite(variants["scd"].values).all()
+    capsys.readouterr()
+    assert main(["query", str(tmp_path / "mixed.zarr"), "chr1:2,000-2,002", "--analysis", "ism", "--format", "tsv"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].split("\t") == ["chrom", "start", "end", "base", "impact_mean_abs"] and len(rows) == 1 + 8
+
+
+def test_vcf_ref_mismatch_fails_or_is_skipped_and_listed(toy_paths, tmp_path, capsys, ray_local):
+    vcf = _vcf(tmp_path, toy_paths, ref_ok=False)
+    raw = toy_spec_dict(toy_paths, tmp_path / "v.zarr", regions=[])
+    raw["perturbations"] = [{"kind": "variants", "vcf": str(vcf)}]
+    spec = write_spec(tmp_path / "v.yaml", raw)
+    assert main(["run", str(spec), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "rs1" in err and "does not match the genome" in err
+    assert not (tmp_path / "v.zarr").exists()
+    raw["invalid_policy"] = "skip"
+    assert main(["run", str(write_spec(spec, raw)), "--no-progress", "--no-plots"]) == 0
+    skipped = open_results(tmp_path / "v.zarr").provenance["skipped"]["variants"]
+    assert skipped["count"] == 1 and "rs1" in skipped["items"][0]
+    assert open_results(tmp_path / "v.zarr").query("chr1")["id"].values.tolist() == ["bigdel"]
+
+
+def test_insertion_with_bad_letters_is_a_spec_error(toy_paths, tmp_path, capsys):
+    raw = toy_spec_dict(toy_paths, tmp_path / "i.zarr")
+    raw["perturbations"] = [{"kind": "insertion", "step": 20, "sequence": "ACGUX"}]
+    assert main(["run", str(write_spec(tmp_path / "i.yaml", raw)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "perturbations.0.insertion" in err and "'U' at 3" in err
+    assert not (tmp_path / "i.zarr").exists()
+
+
+def test_keep_maps_stores_top_delta_maps(ray_local, toy_paths, tmp_path):
+    raw = toy_spec_dict(toy_paths, tmp_path / "k.zarr", regions=["chr1:2,000-2,160"])
+    raw["perturbations"] = [
+        {"kind": "deletion", "name": "del20", "width": 20, "step": 20, "keep_maps": 2},
+        {"kind": "mutagenesis", "name": "ism", "regions": ["chr1:2,000-2,006"], "keep_maps": 1, "scores": ["mse"]},
+    ]
+    assert main(["run", str(write_spec(tmp_path / "k.yaml", raw)), "--no-progress", "--no-plots"]) == 0
+    results = open_results(tmp_path / "k.zarr")
+    maps = results.top_maps("chr1", analysis="del20")
+    assert maps.shape == (4, 16, 16)  # 8 deletions in 2 units of 4, top 2 of each
+    scores = results.query("chr1", analysis="del20").compute()
+    for unit in range(2):
+        rows = scores.isel(perturbation=slice(4 * unit, 4 * unit + 4))
+        best = rows["impact_mean_abs"].values.argsort()[::-1][:2]
+        assert maps["start"].values[2 * unit : 2 * unit + 2].tolist() == rows["start"].values[best].tolist()
+    # the stored Δ map is the recomputed one
+    adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    genome = Genome(toy_paths["fasta"])
+    tracks = TrackSet([Track(toy_paths["ctcf"], "ctcf"), Track(toy_paths["atac"], "atac", "log1p")])
+    from screening.engine import predict_deletion
+
+    ref, deleted, _ = predict_deletion(adapter, genome, tracks, "chr1", int(maps["start"][0]), 20)
+    np.testing.assert_allclose(maps.values[0], deleted - ref, atol=1e-5)
+    assert np.abs(maps.values[0]).mean() == pytest.approx(scores["impact_mean_abs"].max().item(), rel=1e-3)
+    ism = results.top_maps("chr1:2,000-2,006", analysis="ism")
+    assert ism.shape == (2, 16, 16) and set(ism["base"].values) <= set("ACGT")  # 6 positions, 2 units, top 1 each
+
+
+
+def test_top_maps_refused_without_keep_maps(finished):
+    from screening.results import ResultsError
+
+    with pytest.raises(ResultsError, match="kept no"):
+        open_results(finished[1]).top_maps("chr1")

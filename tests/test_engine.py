@@ -92,3 +92,123 @@ def test_forward_batches_stay_bounded(toy, monkeypatch):
     monkeypatch.setattr(adapter, "predict", spy)
     run_deletions(adapter, genome, tracks, "chr1", np.arange(2_000, 2_400, 20, dtype=np.int64), 20, "zero", SCORES, batch_size=4)
     assert max(sizes) <= 4 and sum(sizes) == 40  # one reference + one deleted window per deletion
+
+
+# --- every perturbation kind through the one engine --------------------------------------------------
+
+from screening.engine import perturbed_items, run_unit  # noqa: E402
+from screening.encode import N_CODE  # noqa: E402
+from screening.spec import parse_spec  # noqa: E402
+
+KIND_SPECS = {
+    "deletion": {"kind": "deletion", "width": 20, "step": 40},
+    "deletion_follow": {"kind": "deletion", "width": 20, "step": 40, "padding": "follow"},
+    "mask": {"kind": "mask", "width": 20, "step": 40},
+    "shuffle": {"kind": "shuffle", "width": 20, "step": 40, "seed": 7},
+    "inversion": {"kind": "inversion", "width": 20, "step": 40},
+    "duplication": {"kind": "duplication", "width": 20, "step": 40},
+    "insertion": {"kind": "insertion", "step": 40, "motif": "CTCF", "orientation": "-"},
+    "mutagenesis": {"kind": "mutagenesis"},
+}
+ALL_SCORES = ("impact_mean_abs", "impact_abs_mean", "scd", "ssd", "mse", "pearson", "spearman", "insulation_delta",
+              "impact_mean_abs_aligned", "mse_aligned", "roi_mean_delta")
+
+
+def perturbation(raw: dict, regions=("chr1:2,000-2,200",)):
+    raw = {**raw, "scores": ALL_SCORES, "roi": {"rows": "chr1:1,900-2,000", "cols": "chr1:2,200-2,300"}, "insulation_window": 3}
+    return parse_spec({
+        "model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"}, "regions": list(regions),
+        "perturbations": [raw], "output": {"store": "/x.zarr"},
+    }).perturbations[0]
+
+
+def unit_payload(spec, window=512, positions=None):
+    from screening.plan import plan_screen
+    from screening.models.base import WindowGeometry
+
+    class FakeGenome:
+        def fetch(self, chrom, start, end):
+            return np.zeros(end - start, np.uint8)
+
+    full = parse_spec({"model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"}, "regions": ["chr1:2,000-2,200"] if positions is None else [positions],
+                       "perturbations": [spec.model_dump()], "execution": {"chunk_size": 1000}, "output": {"store": "/x.zarr"}})
+    plan = plan_screen(full, [__import__("screening.regions", fromlist=["parse_region"]).parse_region(full.regions[0])],
+                       {"chr1": 6_000}, WindowGeometry(window, 32, 16), FakeGenome())
+    return plan.payload(plan.units[0])
+
+
+@pytest.mark.parametrize("kind", list(KIND_SPECS))
+def test_every_kind_runs_and_is_batch_invariant(toy, kind):
+    adapter, genome, tracks = toy
+    spec = perturbation(KIND_SPECS[kind])
+    payload = unit_payload(spec, positions="chr1:2,000-2,010" if kind == "mutagenesis" else None)
+    one = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1)
+    many = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=7)
+    for name in ALL_SCORES:
+        # float32 convolutions sum in a batch-dependent order: map values agree to ~1e-7, and
+        # scores of small differences (SCD, SSD) inherit that absolute error
+        scale = np.nanmax(np.abs(one[name])) if np.isfinite(one[name]).any() else 1.0
+        np.testing.assert_allclose(many[name], one[name], rtol=1e-3, atol=1e-3 * scale + 2e-6, err_msg=f"{kind} {name}")
+    values = one["impact_mean_abs"]
+    if kind == "mutagenesis":
+        assert values.shape == (10, 4)
+        ref = genome.fetch("chr1", 2_000, 2_010)
+        assert np.isnan(values[np.arange(10), ref]).all()  # the reference base is NaN
+        assert np.isfinite(values).sum() == 30  # 3 alternatives per position
+    else:
+        assert values.shape == (5,) and np.isfinite(values).all() and (values > 0).all()
+    computed = np.isfinite(values)
+    assert np.isfinite(one["scd"][computed]).all() and np.isfinite(one["roi_mean_delta"][computed]).all()
+
+
+def test_mutagenesis_predicts_each_shared_window_once(toy, monkeypatch):
+    adapter, genome, tracks = toy
+    spec = perturbation({"kind": "mutagenesis"})
+    payload = unit_payload(spec, positions="chr1:2,000-2,010")
+    assert len(np.unique(payload["window_start"])) == 1
+    sizes = []
+    original = adapter.predict
+    monkeypatch.setattr(adapter, "predict", lambda c, t: sizes.append(len(c)) or original(c, t))
+    run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=8)
+    assert sum(sizes) == 1 + 30 and max(sizes) <= 8
+
+
+@pytest.mark.parametrize("kind, check", [
+    ("mask", lambda ref, alt, off: (alt[off : off + 20] == N_CODE).all() and (alt[:off] == ref[:off]).all()),
+    ("inversion", lambda ref, alt, off: (alt[off : off + 20] == (3 - ref[off : off + 20])[::-1]).all()),
+    ("duplication", lambda ref, alt, off: (alt[off + 20 : off + 40] == ref[off : off + 20]).all()),
+    ("deletion", lambda ref, alt, off: (alt[off : off + 20] == ref[off + 20 : off + 40]).all()),
+])
+def test_perturbed_inputs_are_placed_at_the_window_offset(toy, kind, check):
+    adapter, genome, tracks = toy
+    spec = perturbation(KIND_SPECS[kind])
+    payload = unit_payload(spec)
+    perturbed, reference = next(perturbed_items(spec, genome, tracks, "chr1", payload, 512))
+    offset = int(payload["start"][0] - payload["window_start"][0])
+    assert offset == perturbed.edit.offset == 256 - 10  # centred on the 20 bp interval
+    assert check(reference.codes, perturbed.span.codes, offset)
+
+
+def test_variants_from_vcf(toy, toy_paths, tmp_path):
+    from screening.io.vcf import read_vcf
+
+    adapter, genome, tracks = toy
+    seq = genome.fetch("chr1", 2_999, 3_010)
+    letters = "".join("ACGT"[c] for c in seq)
+    alt_snv = "ACGT"[(seq[1] + 1) % 4]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        f"chr1\t3001\tsnv\t{letters[1]}\t{alt_snv}\t.\t.\t.\n"
+        f"chr1\t3001\tdel\t{letters[1:6]}\t{letters[1]}\t.\t.\t.\n"
+        f"chr1\t3001\tins\t{letters[1]}\t{letters[1]}GGGGGGGGGG\t.\t.\t.\n"
+        f"chr1\t3001\tinv\t{letters[1]}\t<INV>\t.\t.\tEND=3040\n"
+        f"chr1\t3001\tdup\t{letters[1]}\t<DUP>\t.\t.\tSVLEN=30\n"
+    )
+    spec = perturbation({"kind": "variants", "vcf": str(vcf)})
+    variants = sorted(read_vcf(vcf, genome).variants, key=lambda v: (v.start, v.end, v.id))
+    start = np.array([v.start for v in variants])
+    payload = {"start": start, "end": np.array([max(v.end, v.start + 1) for v in variants]),
+               "window_start": np.array([(2 * v.start + v.ref_length - 512) // 2 for v in variants]), "variants": variants}
+    scores = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=3)
+    assert np.isfinite(scores["impact_mean_abs"]).all() and (scores["impact_mean_abs"] > 0).all()

@@ -92,3 +92,23 @@ def test_bad_truth_files(store, tmp_path):
         read_truth_bed(bad)
     with pytest.raises(EvaluationError, match="role 'enhancer'"):
         evaluate(open_results(path), read_truth_bed(truth), positive_role="enhancer")
+
+
+def test_mutagenesis_is_evaluated_per_position(tmp_path):
+    positions = np.arange(100, 140, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=1_000, analysis="ism", kind="mutagenesis", params={},
+        start=positions, end=positions + 1, window_start=positions * 0, scores=["impact_mean_abs"], chunk_size=16,
+        extra_dims={"base": 4},
+    )
+    store = create_store(tmp_path / "m.zarr", {"name": "m"}, "h", {}, [layout])
+    values = np.full((40, 4), 0.1, np.float32)
+    values[10:29, 2] = 1.0  # the motif's bases respond to one alternative
+    values[:, 0] = np.nan  # the reference base
+    for k in range(layout.n_chunks):
+        sl = layout.chunk_slice(k)
+        store.write_chunk("chr1", "ism", k, {"impact_mean_abs": values[sl]})
+    truth = tmp_path / "t.bed"
+    truth.write_text("chr1\t110\t129\tsite\t0\t+\tctcf_site\t1\n")
+    metrics, _ = evaluate(open_results(tmp_path / "m.zarr"), read_truth_bed(truth))
+    assert metrics.iloc[0]["n"] == 40 and metrics.iloc[0]["n_positive"] == 19 and metrics.iloc[0]["auroc"] == 1.0

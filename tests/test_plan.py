@@ -68,9 +68,21 @@ def test_region_shorter_than_step():
         plan_screen(spec(), [Region("chr1", 1_400_000, 1_400_500)], SIZES, GEOMETRY)
 
 
-def test_edge_policy_skip_drops_and_reports():
-    plan = plan_screen(spec(edge_policy="skip"), [Region("chr1", 1_046_000, 1_052_000)], SIZES, GEOMETRY)
+def test_invalid_policy_skip_drops_and_reports():
+    plan = plan_screen(spec(invalid_policy="skip"), [Region("chr1", 1_046_000, 1_052_000)], SIZES, GEOMETRY)
     (layout,) = plan.layouts
     assert layout.start.tolist() == [1_049_000, 1_050_000, 1_051_000]
-    assert layout.params["skipped"]["count"] == 3
-    assert layout.params["skipped"]["starts"] == [1_046_000, 1_047_000, 1_048_000]
+    assert plan.skipped["deletion_1000bp"]["count"] == 3
+    assert plan.skipped["deletion_1000bp"]["items"][0].startswith("chr1:1046000-1047000")
+
+
+def test_perturbation_with_its_own_regions():
+    s = spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000},
+                            {"kind": "mutagenesis", "name": "ism", "regions": ["chr2:1,200,000-1,200,010"]}])
+    plan = plan_screen(s, [Region("chr1", 1_400_000, 1_404_000)], SIZES, GEOMETRY)
+    assert [(l.chrom, l.analysis, l.n) for l in plan.layouts] == [("chr1", "deletion_1000bp", 4), ("chr2", "ism", 10)]
+    assert plan.layout("chr2", "ism").extra_dims == {"base": 4}
+    with pytest.raises(RegionError, match=r"perturbations\[1\].regions.*chr9"):
+        plan_screen(spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000},
+                                        {"kind": "mutagenesis", "regions": ["chr9:1-2"]}]),
+                    [Region("chr1", 1_400_000, 1_404_000)], SIZES, GEOMETRY)

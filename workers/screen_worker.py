@@ -11,10 +11,9 @@ import socket
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from screening.engine import run_deletions
+from screening.engine import run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.loader import load_model
@@ -56,24 +55,22 @@ class ScreenWorker:
         """Return this worker's name once the model is loaded."""
         return f"{self.name} ({self.adapter.device})"
 
-    def run(self, unit: WorkUnit, starts: np.ndarray, window_starts: np.ndarray) -> dict[str, Any]:
-        """Compute one unit and write its chunk; returns timing for progress reports."""
+    def run(self, unit: WorkUnit, payload: dict[str, Any]) -> dict[str, Any]:
+        """Compute one unit and write its chunk; returns timing for progress reports.
+
+        ``payload`` is :meth:`screening.plan.ScreenPlan.payload` of the unit.
+        """
         began = time.perf_counter()
         perturbation = self.analyses[unit.analysis]
-        values = run_deletions(
-            self.adapter,
-            self.genome,
-            self.tracks,
-            unit.chrom,
-            starts,
-            perturbation.width,
-            perturbation.padding,
-            perturbation.scores,
-            batch_size=self.spec.execution.batch_size,
-            window_starts=window_starts,
+        top: dict[str, Any] = {}
+        values = run_unit(
+            self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload, self.spec.execution.batch_size, top
         )
         computed = time.perf_counter()
-        self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values)
+        if top:  # indices within the unit → within the group (mutagenesis: row·4 + base)
+            offset = unit.lo * (4 if perturbation.kind == "mutagenesis" else 1)
+            top = (top["index"] + offset, top["delta"])
+        self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values, top=top or None)
         return {
             "unit": unit,
             "n": unit.size,

@@ -457,7 +457,7 @@ def _failure(path: Path, problems: list[str]) -> VcfError:
     listed = "\n  ".join(problems[:_MAX_LISTED])
     more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
     return VcfError(
-        f"{len(problems)} variants in {path} cannot be used (pass policy='skip' to skip and list them):\n  "
+        f"{len(problems)} variants in {path} cannot be used (set invalid_policy: skip in the spec, or policy='skip', to skip and list them):\n  "
         f"{listed}{more}"
     )
 
