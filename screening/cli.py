@@ -42,6 +42,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides["execution.batch_size"] = args.batch_size
     if args.overwrite:
         overrides["output.overwrite"] = True
+    if args.metrics_port is not None:
+        overrides["execution.metrics_port"] = args.metrics_port
     return overrides
 
 
@@ -208,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="inputs per forward pass (overrides execution.batch_size)")
     run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another spec")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="skip the pictures")
     run.set_defaults(func=cmd_run)

@@ -38,6 +38,7 @@ def top_hits(results, n: int = 5, per_analysis: bool = False) -> pd.DataFrame:
     else:
         table = table.head(n)
     extra = [c for c in ("base", "id") if c in table.columns]
+    table[extra] = table[extra].fillna("")  # analyses without bases or ids leave these blank
     return table[["analysis", "chrom", "start", "end", *extra, "score", "score_name"]].reset_index(drop=True)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 import screening
 from screening.models.base import ModelError
+from screening.metrics import ScreenMetrics
 from screening.models.loader import load_model
 from screening.plan import ScreenPlan, WorkUnit, plan_screen
 from screening.regions import Region, read_bed, validate_region
@@ -151,7 +152,13 @@ def _init_ray(spec: ScreenSpec) -> bool:
 class _Dispatcher:
     """Keeps a bounded number of units in flight per worker and redoes units whose worker died."""
 
-    def __init__(self, spec: ScreenSpec, plan: ScreenPlan, on_done: Callable[[dict[str, Any]], None]):
+    def __init__(
+        self,
+        spec: ScreenSpec,
+        plan: ScreenPlan,
+        on_done: Callable[[dict[str, Any]], None],
+        on_failure: Callable[[bool], None] = lambda retried: None,
+    ):
         import ray
 
         from workers.screen_worker import ScreenWorker
@@ -161,6 +168,7 @@ class _Dispatcher:
         self.spec_json = spec.model_dump(mode="json")
         self.plan = plan
         self.on_done = on_done
+        self.on_failure = on_failure
         self.max_retries = execution.max_retries
         self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
         self.remote_cls = ray.remote(ScreenWorker).options(
@@ -197,13 +205,17 @@ class _Dispatcher:
             index, unit = pending.pop(ref)
             load[index] -= 1
             try:
-                self.on_done(ray.get(ref))
+                result = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
                 attempts[unit] = attempts.get(unit, 0) + 1
-                if attempts[unit] > self.max_retries:
+                retry = attempts[unit] <= self.max_retries
+                self.on_failure(retry)
+                if not retry:
                     raise RuntimeError(f"work unit {unit} failed {attempts[unit]} times; last error: {err}") from err
                 self.retries += 1
                 queue.appendleft(unit)
+                continue
+            self.on_done(result)
 
 
 def run_screen(
@@ -237,17 +249,26 @@ def run_screen(
     pending = _pending_units(store, plan)
     n_todo = sum(u.size for u in pending)
     began = time.perf_counter()
+    metrics = ScreenMetrics(spec.name)
+    metrics.start(len(plan.units), len(plan.units) - len(pending))
+    if spec.execution.metrics_port is not None:
+        metrics.serve(spec.execution.metrics_port)
     names: list[str] = []
     retries = 0
     if pending:
         started_ray = _init_ray(spec)
         try:
             with tqdm(total=n_todo, unit="pert", desc=spec.name, disable=not progress, dynamic_ncols=True) as bar:
-                dispatcher = _Dispatcher(spec, plan, lambda result: bar.update(result["n"]))
+                def on_done(result: dict[str, Any]) -> None:
+                    bar.update(result["n"])
+                    metrics.unit_finished(result, time.perf_counter() - began)
+
+                dispatcher = _Dispatcher(spec, plan, on_done, metrics.unit_failed)
                 names = dispatcher.names
                 dispatcher.run(pending)
                 retries = dispatcher.retries
         finally:
+            metrics.stop()
             if started_ray:
                 import ray
 

@@ -280,6 +280,9 @@ class ExecutionSpec(_Strict):
     batch_size: Annotated[int, Field(ge=1)] = 4
     chunk_size: Annotated[int, Field(ge=1)] = 16
     max_retries: Annotated[int, Field(ge=0)] = 2
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        None, description="serve Prometheus metrics of the screen on http://127.0.0.1:<port>/metrics"
+    )
 
 
 class OutputSpec(_Strict):

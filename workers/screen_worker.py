@@ -71,10 +71,12 @@ class ScreenWorker:
             offset = unit.lo * (4 if perturbation.kind == "mutagenesis" else 1)
             top = (top["index"] + offset, top["delta"])
         self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values, top=top or None)
+        gpu = torch.cuda.max_memory_allocated(self.adapter.device) if self.adapter.device.type == "cuda" else 0
         return {
             "unit": unit,
             "n": unit.size,
             "compute_s": computed - began,
             "write_s": time.perf_counter() - computed,
             "worker": self.name,
+            "gpu_memory": int(gpu),
         }
