@@ -50,7 +50,7 @@ def plots_dir(store: str | Path) -> Path:
 
 def _base_code(hit) -> int | None:
     base = hit.get("base")
-    return "ACGT".index(base) if isinstance(base, str) and base in "ACGT" else None
+    return "ACGT".index(base) if isinstance(base, str) and len(base) == 1 and base in "ACGT" else None
 
 
 def _base(hit) -> str:
