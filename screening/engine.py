@@ -34,6 +34,7 @@ __all__ = [
     "perturbed_items",
     "score_items",
     "run_unit",
+    "run_attribution",
     "run_deletions",
     "predict_pair",
     "predict_deletion",
@@ -264,6 +265,61 @@ def run_unit(
         done += len(group)
     if keeper is not None:
         top["index"], top["delta"] = keeper.result()
+    return out
+
+
+def _target(spec, window_start: int, geometry):
+    from screening.targets import bins_of, make_target
+
+    target = spec.target
+
+    def block(rows: str, cols: str):
+        r, c = parse_region(rows), parse_region(cols)
+        return bins_of(r.start, r.end, window_start, geometry), bins_of(c.start, c.end, window_start, geometry)
+
+    if target.kind == "whole_map":
+        return make_target("whole_map")
+    if target.kind == "insulation":
+        return make_target("insulation", bin=geometry.n_bins // 2, window=target.window)
+    if target.kind == "block":
+        rows, cols = block(target.rows, target.cols)
+        return make_target("block", rows=rows, cols=cols)
+    return make_target("difference", a=block(target.rows, target.cols), b=block(target.rows_b, target.cols_b))
+
+
+def run_attribution(adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Attributions of one unit: each distinct window is computed once and keeps the positions it owns.
+
+    Returns ``attribution`` and ``attribution_corrected`` ``float32 [n, 4]`` (A, C, G, T),
+    ``track_<name> [n]``, and the window's ``target`` (and ``completeness_error``) per position.
+    """
+    from screening.attribution import attribute
+
+    window = adapter.geometry.window_length
+    starts, window_starts = payload["start"], payload["window_start"]
+    n = len(starts)
+    names = list(tracks.names) if tracks is not None else []
+    out = {"attribution": np.full((n, 4), np.nan, np.float32), "attribution_corrected": np.full((n, 4), np.nan, np.float32),
+           **{f"track_{t}": np.full(n, np.nan, np.float32) for t in names}, "target": np.full(n, np.nan, np.float32)}
+    if spec.method in ("integrated_gradients", "deeplift", "deeplift_shap"):
+        out["completeness_error"] = np.full(n, np.nan, np.float32)
+    for window_start in np.unique(window_starts).tolist():
+        rows = np.flatnonzero(window_starts == window_start)
+        span = load_span(genome, tracks, chrom, window_start, window_start + window)
+        result = attribute(
+            adapter, span.codes[None], None if span.tracks is None else span.tracks[None],
+            _target(spec, window_start, adapter.geometry), spec.method,
+            baseline=spec.baseline, track_baseline=spec.track_baseline, n_shuffles=spec.n_shuffles, seed=spec.seed,
+            n_steps=spec.n_steps, internal_batch_size=spec.internal_batch_size, checkpoint=spec.checkpoint,
+        )
+        offsets = starts[rows] - window_start
+        out["attribution"][rows] = result.sequence[0][offsets]
+        out["attribution_corrected"][rows] = result.sequence_corrected[0][offsets]
+        for i, name in enumerate(names):
+            out[f"track_{name}"][rows] = 0.0 if result.tracks is None else result.tracks[0, i][offsets]
+        out["target"][rows] = result.target[0]
+        if "completeness_error" in out and result.completeness_error is not None:
+            out["completeness_error"][rows] = result.completeness_error[0]
     return out
 
 

@@ -119,17 +119,22 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
         )
     metrics, by_role = [], []
     for analysis in results.analyses:
-        frame = pd.concat([results.to_dataframe(c, analysis=analysis) for c in chroms], ignore_index=True)
+        attribution = results.spec_kind(analysis) == "attribution"
+        frame = pd.concat(
+            [(_attribution_frame(results, c, analysis) if attribution else results.to_dataframe(c, analysis=analysis)) for c in chroms],
+            ignore_index=True,
+        )
         if frame.empty:
             continue
+        scores = [c for c in frame.columns if c not in ("chrom", "start", "end", "base", "ref_base")] if attribution else results.scores(analysis)
         if "base" in frame:  # per-base analyses (mutagenesis): a position's score is its strongest alternative
-            frame = frame.groupby(["chrom", "start", "end"], as_index=False, sort=False)[results.scores(analysis)].max()
+            frame = frame.groupby(["chrom", "start", "end"], as_index=False, sort=False)[scores].max()
         frame["role"] = np.concatenate(
             [_overlap_roles(g["start"].to_numpy(), g["end"].to_numpy(), [e for e in elements if e.chrom == c])
              for c, g in frame.groupby("chrom", sort=False)]
         ) if len(frame) else []
         frame["role"] = frame["role"].replace("", "background")
-        for score in results.scores(analysis):
+        for score in scores:
             valid = frame[np.isfinite(frame[score])]
             labels = (valid["role"] == positive_role).to_numpy()
             metrics.append({
@@ -144,6 +149,20 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
         raise EvaluationError("the store holds no computed scores on the truth chromosomes")
     by_role_frame = pd.concat(by_role, ignore_index=True)[["analysis", "score", "role", "count", "mean"]]
     return pd.DataFrame(metrics), by_role_frame
+
+
+def _attribution_frame(results, chrom: str, analysis: str) -> pd.DataFrame:
+    """Per position: |attribution at the reference base| (attribution × one-hot input), raw and corrected."""
+    ds = results.query(chrom, analysis=analysis).compute()
+    if ds.sizes["perturbation"] == 0:
+        return pd.DataFrame(columns=["chrom", "start", "end"])
+    ref = np.array(["ACGT".find(b) for b in ds["ref_base"].values])
+    rows = np.arange(len(ref))
+    frame = pd.DataFrame({"chrom": chrom, "start": ds["start"].values, "end": ds["end"].values})
+    for name in ("attribution", "attribution_corrected"):
+        values = ds[name].values[rows, np.maximum(ref, 0)]
+        frame[f"|{name}|"] = np.where(ref >= 0, np.abs(values), np.nan)
+    return frame
 
 
 def plot_evaluation(metrics: pd.DataFrame, path: str | Path) -> Path:

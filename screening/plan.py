@@ -155,6 +155,48 @@ def _mutagenesis(regions: list[Region], window: int, chunk_size: int, genome) ->
     return _Candidates(positions, positions + 1, window_start, np.zeros_like(positions), labels)
 
 
+def _contiguous_windows(regions: list[Region], window: int, step: int, genome) -> _Candidates:
+    """Every base of the regions; each ``step``-sized piece of a region gets a window centred on it.
+
+    The store's chunks are the pieces (chunk_size = step), so one unit computes one window
+    per piece and keeps exactly the positions that window owns: no seams, nothing twice.
+    """
+    if step > window:
+        raise RegionError(f"window_step {step:,} is longer than the model window {window:,}")
+    candidates = _mutagenesis(regions, window, step, genome)
+    positions = candidates.start
+    for lo in range(0, len(positions), step):
+        chunk = positions[lo : lo + step]
+        # a chunk spanning two regions: one window per contiguous run of positions
+        runs = np.split(np.arange(len(chunk)), np.flatnonzero(np.diff(chunk) > 1) + 1)
+        for run in runs:
+            first, last = chunk[run[0]], chunk[run[-1]]
+            candidates.window_start[lo + run] = _centred(np.int64(first), np.int64(last + 1 - first), window)
+    return candidates
+
+
+def _attribution_layout(chrom: str, chrom_length: int, spec, candidates: _Candidates, window: int, screen: ScreenSpec) -> GroupLayout:
+    tracks = [f"track_{t.name}" for t in screen.tracks]
+    scores = ["attribution", "attribution_corrected", *tracks, "target"]
+    if spec.method in ("integrated_gradients", "deeplift", "deeplift_shap"):
+        scores.append("completeness_error")
+    return GroupLayout(
+        chrom=chrom,
+        chrom_length=chrom_length,
+        analysis=spec.label,
+        kind=spec.kind,
+        params=spec.model_dump(mode="json"),
+        start=candidates.start,
+        end=candidates.end,
+        window_start=candidates.window_start,
+        scores=scores,
+        chunk_size=spec.window_step or window // 2,
+        extra_dims={"base": 4},
+        labels=candidates.labels,
+        score_dims={name: (["base"] if name.startswith("attribution") else []) for name in scores},
+    )
+
+
 def _variant_candidates(variants: list, window: int) -> _Candidates:
     start = np.array([v.start for v in variants], np.int64)
     end = np.array([max(v.end, v.start + 1) for v in variants], np.int64)
@@ -246,6 +288,9 @@ def plan_screen(
                 candidates = _insertion(perturbation, on_chrom, window)
             elif perturbation.kind == "mutagenesis":
                 candidates = _mutagenesis(on_chrom, window, spec.execution.chunk_size, genome) if on_chrom else None
+            elif perturbation.kind == "attribution":
+                step = perturbation.window_step or window // 2
+                candidates = _contiguous_windows(on_chrom, window, step, genome) if on_chrom else None
             else:
                 restricted = perturbation.label in own or bool(regions)
                 chosen = _in_regions(variant_sets[perturbation.label].get(chrom, []), on_chrom if restricted else None)
@@ -255,9 +300,12 @@ def plan_screen(
             candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_sizes[chrom], policy, skipped)
             if not len(candidates.start):
                 continue
-            layouts.append(
-                _layout(chrom, chrom_sizes[chrom], perturbation, candidates, spec.execution.chunk_size, geometry.n_bins)
-            )
+            if perturbation.kind == "attribution":
+                layouts.append(_attribution_layout(chrom, chrom_sizes[chrom], perturbation, candidates, window, spec))
+            else:
+                layouts.append(
+                    _layout(chrom, chrom_sizes[chrom], perturbation, candidates, spec.execution.chunk_size, geometry.n_bins)
+                )
             if candidates.variants is not None:
                 variants[(chrom, perturbation.label)] = candidates.variants
     if not layouts:

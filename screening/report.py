@@ -90,6 +90,8 @@ def write_plots(results, adapter, genome, tracks, spec, outdir: str | Path, plan
         if plan is None:
             break
         perturbation = {p.label: p for p in spec.perturbations}[hit["analysis"]]
+        if perturbation.kind == "attribution":
+            continue  # no perturbed map to show
         start, end = int(hit["start"]), int(hit["end"])
         payload = _hit_payload(plan, hit)
         reference, perturbed, window_start = predict_pair(

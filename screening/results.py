@@ -248,6 +248,18 @@ class Results:
         idx = self._overlapping(region.chrom, analysis, group, region)
         return _dataset(group, idx, attrs)
 
+    def spec_kind(self, analysis: str) -> str:
+        """The perturbation kind of an analysis, from the stored spec."""
+        for entry in self.spec.get("perturbations", []):
+            label = entry.get("name") or None
+            if label == analysis:
+                return entry["kind"]
+        for chrom in self.chromosomes:
+            group = self._group(chrom, analysis)
+            if group is not None:
+                return group.attrs["kind"]
+        raise ResultsError(f"unknown analysis {analysis!r}; the store holds {self.analyses}")
+
     def top_maps(self, region: str | Region, analysis: str | None = None) -> xr.DataArray:
         """Stored Δ maps (perturbed − reference) of kept top perturbations overlapping ``region``.
 
@@ -308,16 +320,18 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Da
         values = group[name][lo:hi]
         coords[name] = (DIM, values if contiguous else values[idx - lo])
     extra_dims = dict(group.attrs.get("extra_dims", {}))
+    score_dims = group.attrs.get("score_dims", {})
     if extra_dims.get("base") == 4:
         coords["base"] = ("base", np.array(list("ACGT")))
     data_vars: dict[str, Any] = {}
     for score in group.attrs["scores"]:
+        dims = list(score_dims.get(score, list(extra_dims)))
         # from_zarr then slice: the graph only holds getters for the overlapping chunks.
         lazy = da.from_zarr(group[score])[lo:hi]
         if not contiguous:
             lazy = lazy[idx - lo]
-        mask = da.from_array(done.reshape(-1, *[1] * len(extra_dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in extra_dims))
-        data_vars[score] = ((DIM, *extra_dims), da.where(mask, lazy, np.float32(np.nan)))
+        mask = da.from_array(done.reshape(-1, *[1] * len(dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in dims))
+        data_vars[score] = ((DIM, *dims), da.where(mask, lazy, np.float32(np.nan)))
     data_vars["done"] = (DIM, done)
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

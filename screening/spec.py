@@ -33,6 +33,8 @@ __all__ = [
     "MutagenesisSpec",
     "VariantsSpec",
     "RoiSpec",
+    "AttributionSpec",
+    "TargetSpec",
     "DEFAULT_SCORES",
     "ExecutionSpec",
     "OutputSpec",
@@ -260,9 +262,82 @@ class VariantsSpec(_PerturbationBase):
         return "variants"
 
 
+class TargetSpec(_Strict):
+    """The scalar of the predicted map that attribution explains.
+
+    ``whole_map``: the sum of the map; ``insulation``: insulation at the window's centre
+    bin (lower = stronger boundary); ``block``: mean over the bins of ``rows`` × ``cols``
+    (genomic intervals, e.g. a loop's anchors); ``difference``: block ``rows × cols`` minus
+    block ``rows_b × cols_b``.
+    """
+
+    kind: Literal["whole_map", "insulation", "block", "difference"] = "whole_map"
+    rows: str | None = None
+    cols: str | None = None
+    rows_b: str | None = None
+    cols_b: str | None = None
+    window: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _blocks(self):
+        needed = {"block": ("rows", "cols"), "difference": ("rows", "cols", "rows_b", "cols_b")}.get(self.kind, ())
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"target {self.kind} needs {missing}")
+        for name in ("rows", "cols", "rows_b", "cols_b"):
+            if getattr(self, name) is not None:
+                try:
+                    parse_region(getattr(self, name))
+                except RegionError as err:
+                    raise ValueError(f"{name}: {err}") from None
+        return self
+
+
+class AttributionSpec(_Strict):
+    """Gradient attribution of a map target to every base (× 4) and track over the regions.
+
+    Windows are tiled every ``window_step`` bp; each keeps only the positions it owns
+    (those closest to its centre), so the stitched track has no seams. Stored as
+    ``attribution`` and ``attribution_corrected`` ``[position, 4]`` (the correction
+    subtracts the mean over the 4 bases), ``track_<name>`` per input track, and each
+    position's window ``target`` value and integrated-gradients ``completeness_error``.
+    """
+
+    kind: Literal["attribution"] = "attribution"
+    name: str | None = None
+    regions: list[str] | None = None
+    method: Literal["saliency", "input_x_gradient", "integrated_gradients", "deeplift", "deeplift_shap"] = "saliency"
+    baseline: Literal["zeros", "uniform", "shuffle"] = "zeros"
+    track_baseline: Literal["unchanged", "zeros"] = "zeros"
+    n_steps: Annotated[int, Field(ge=1)] = 50
+    n_shuffles: Annotated[int, Field(ge=1)] = 10
+    seed: int = 0
+    internal_batch_size: Annotated[int, Field(ge=1)] | None = None
+    checkpoint: bool = False
+    window_step: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="bp between window centres (default: half the model window)"
+    )
+    target: TargetSpec = TargetSpec()
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.method}"
+
+    @field_validator("regions")
+    @classmethod
+    def _own_regions(cls, value):
+        for text in value or []:
+            try:
+                parse_region(text)
+            except RegionError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+
 Perturbation = Annotated[
     Union[
-        DeletionSpec, MaskSpec, ShuffleSpec, InversionSpec, DuplicationSpec, InsertionSpec, MutagenesisSpec, VariantsSpec
+        DeletionSpec, MaskSpec, ShuffleSpec, InversionSpec, DuplicationSpec, InsertionSpec, MutagenesisSpec,
+        VariantsSpec, AttributionSpec,
     ],
     Field(discriminator="kind"),
 ]

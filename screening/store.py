@@ -90,6 +90,9 @@ class GroupLayout:
     labels
         Extra per-perturbation coordinates (integers or strings), e.g. a variant's
         ``id``, ``ref`` and ``alt``.
+    score_dims
+        Trailing dimensions of particular scores (names from ``extra_dims``); scores not
+        listed have all of ``extra_dims``.
     top_maps
         ``(K, n_bins)``: keep the Δ maps (perturbed − reference) of the K strongest
         perturbations of every chunk; ``(0, 0)`` keeps none.
@@ -108,6 +111,7 @@ class GroupLayout:
     extra_dims: dict[str, int] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     top_maps: tuple[int, int] = (0, 0)
+    score_dims: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.start = np.ascontiguousarray(self.start, dtype=np.int64)
@@ -161,6 +165,10 @@ class GroupLayout:
         """Trailing shape of every score array (``()`` for one value per perturbation)."""
         return tuple(self.extra_dims.values())
 
+    def dims_of(self, score: str) -> list[str]:
+        """Trailing dimension names of one score array."""
+        return list(self.score_dims.get(score, list(self.extra_dims)))
+
     @property
     def n(self) -> int:
         """Number of perturbations."""
@@ -185,6 +193,7 @@ class GroupLayout:
             "extra_dims": self.extra_dims,
             "labels": sorted(self.labels),
             "top_maps": list(self.top_maps),
+            "score_dims": {score: self.dims_of(score) for score in self.scores},
             "chunk_size": self.chunk_size,
             "n_chunks": self.n_chunks,
             "n": self.n,
@@ -345,11 +354,12 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         )
         if layout.n:
             arr[:] = values.astype(str) if text else values
-    extra = layout.score_shape
     for score in layout.scores:
+        dims = layout.dims_of(score)
+        extra = tuple(layout.extra_dims[d] for d in dims)
         group.create_array(
             score, shape=(layout.n, *extra), chunks=(layout.chunk_size, *extra), dtype="float32",
-            fill_value=np.nan, dimension_names=[DIM, *layout.extra_dims],
+            fill_value=np.nan, dimension_names=[DIM, *dims],
         )
     keep, n_bins = layout.top_maps
     if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
@@ -512,7 +522,9 @@ class _Group:
         self.chunk_size = int(self.attrs["chunk_size"])
         self.n_chunks = int(self.attrs["n_chunks"])
         self.scores = list(self.attrs["scores"])
-        self.score_shape = tuple(int(v) for v in self.attrs.get("extra_dims", {}).values())
+        extra = {k: int(v) for k, v in self.attrs.get("extra_dims", {}).items()}
+        dims = self.attrs.get("score_dims", {})
+        self.score_shapes = {s: tuple(extra[d] for d in dims.get(s, list(extra))) for s in self.scores}
         self.arrays = {name: group[name] for name in (*COORDS, *scores, DONE)}
 
 
@@ -673,9 +685,9 @@ class ResultStore:
                 f"{chrom}/{analysis} chunk {k}: scores must be exactly {group.scores} "
                 f"(missing {missing}, unexpected {extra})"
             )
-        expected = (sl.stop - sl.start, *group.score_shape)
         arrays = {}
         for score in group.scores:
+            expected = (sl.stop - sl.start, *group.score_shapes[score])
             arr = np.asarray(values[score], dtype=np.float32)
             if arr.shape != expected:
                 raise StoreError(

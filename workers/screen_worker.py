@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from screening.engine import run_unit
+from screening.engine import run_attribution, run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.loader import load_model
@@ -63,9 +63,12 @@ class ScreenWorker:
         began = time.perf_counter()
         perturbation = self.analyses[unit.analysis]
         top: dict[str, Any] = {}
-        values = run_unit(
-            self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload, self.spec.execution.batch_size, top
-        )
+        if perturbation.kind == "attribution":
+            values = run_attribution(self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload)
+        else:
+            values = run_unit(
+                self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload, self.spec.execution.batch_size, top
+            )
         computed = time.perf_counter()
         if top:  # indices within the unit → within the group (mutagenesis: row·4 + base)
             offset = unit.lo * (4 if perturbation.kind == "mutagenesis" else 1)
