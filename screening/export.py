@@ -52,11 +52,29 @@ def _prepare(
     return results, analysis, regions
 
 
+def _one_value_per_row(ds, score: str) -> np.ndarray:
+    """Per-base scores ``[n, 4]`` become one track: the value at the reference base (score × one-hot
+    input, as an attribution or a mutagenesis track is usually shown); when no reference base is
+    stored, the largest absolute value over the bases, with its sign."""
+    values = ds[score].values
+    if values.ndim == 1:
+        return values
+    if "ref_base" in ds.coords:
+        ref = np.array(["ACGT".find(b) for b in ds["ref_base"].values])
+        picked = values[np.arange(len(ref)), np.maximum(ref, 0)]
+        if np.isnan(picked[ref >= 0]).all() and np.isfinite(values).any():
+            # mutagenesis: the reference base is NaN by definition; use the strongest alternative
+            return np.nanmax(values, axis=1)
+        return np.where(ref >= 0, picked, np.nan)
+    strongest = np.nanargmax(np.nan_to_num(np.abs(values), nan=-1), axis=1)
+    return values[np.arange(len(values)), strongest]
+
+
 def _rows(results: Results, region: Region, analysis: str, score: str) -> tuple[np.ndarray, ...]:
     """``start, end, value`` of every perturbation overlapping ``region``, sorted by (start, end)."""
     ds = results.query(region, analysis)
     start, end = ds["start"].values, ds["end"].values
-    values = ds[score].values
+    values = _one_value_per_row(ds, score)
     order = np.lexsort((end, start))
     return start[order], end[order], values[order]
 

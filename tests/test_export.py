@@ -202,3 +202,22 @@ def test_bigwig_intervals_properties(pairs):
         if alone:
             j = np.flatnonzero(index == i)
             assert j.size == 1 and (lo[j[0]], hi[j[0]]) == (start[i], end[i])
+
+
+def test_per_base_scores_export_one_track(tmp_path):
+    """[position, 4] arrays export the value at the reference base (attribution × input)."""
+    from screening.export import to_bedgraph
+    from screening.store import GroupLayout, create_store
+
+    positions = np.arange(10, 14, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=100, analysis="sal", kind="attribution", params={},
+        start=positions, end=positions + 1, window_start=positions * 0, scores=["attribution"], chunk_size=4,
+        extra_dims={"base": 4}, labels={"ref_base": np.array(list("ACGT"))},
+    )
+    store = create_store(tmp_path / "a.zarr", {"name": "a"}, "h", {}, [layout])
+    values = np.arange(16, dtype=np.float32).reshape(4, 4)
+    store.write_chunk("chr1", "sal", 0, {"attribution": values})
+    to_bedgraph(tmp_path / "a.zarr", tmp_path / "a.bedGraph", score="attribution")
+    rows = [line.split("\t") for line in (tmp_path / "a.bedGraph").read_text().splitlines()]
+    assert [float(r[3]) for r in rows] == [0.0, 5.0, 10.0, 15.0]  # the diagonal: A, C, G, T reference bases
