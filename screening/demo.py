@@ -90,9 +90,12 @@ def prepare_demo(workdir: Path, overwrite: bool = False) -> ScreenSpec:
     else:  # a source tree without the trained weights: same architecture, random weights
         print("note: the trained demo model is not installed; using a random-weight model of the same size")
         raw["model"] = {"kind": "corigami", "random_seed": 0, "config": _FALLBACK_CONFIG}
+    truth = workdir / "data" / "truth.bed"
+    flanks = {"PLANTED_SITE": 10, "PLANTED_SITE_WIDE": 2000}
     for perturbation in raw["perturbations"]:
-        if perturbation.get("regions") == ["PLANTED_SITE"]:
-            perturbation["regions"] = [strongest_site(workdir / "data" / "truth.bed", "chr2", flank=10)]
+        placeholder = (perturbation.get("regions") or [None])[0]
+        if placeholder in flanks:
+            perturbation["regions"] = [strongest_site(truth, "chr2", flank=flanks[placeholder])]
     spec_path = workdir / "demo.yaml"
     spec_path.write_text(
         "# Written by `screening demo`; re-run with `screening run demo.yaml` (it resumes the store).\n"
