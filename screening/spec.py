@@ -48,6 +48,16 @@ DEFAULT_SCORES = ("impact_mean_abs", "impact_abs_mean")
 SCORE_NAMES = DEFAULT_SCORES  # kept for callers of the first release
 
 
+def _checked_regions(value: list[str] | None) -> list[str] | None:
+    """Validate region strings, raising the region module's message as a field error."""
+    for text in value or []:
+        try:
+            parse_region(text)
+        except RegionError as err:
+            raise ValueError(str(err)) from None
+    return value
+
+
 class SpecError(ValueError):
     """A spec that does not validate; the message names the field."""
 
@@ -123,12 +133,7 @@ class _PerturbationBase(_Strict):
     @field_validator("regions")
     @classmethod
     def _own_regions(cls, value: list[str] | None) -> list[str] | None:
-        for text in value or []:
-            try:
-                parse_region(text)
-            except RegionError as err:
-                raise ValueError(str(err)) from None
-        return value
+        return _checked_regions(value)
 
     @field_validator("scores")
     @classmethod
@@ -325,13 +330,8 @@ class AttributionSpec(_Strict):
 
     @field_validator("regions")
     @classmethod
-    def _own_regions(cls, value):
-        for text in value or []:
-            try:
-                parse_region(text)
-            except RegionError as err:
-                raise ValueError(str(err)) from None
-        return value
+    def _own_regions(cls, value: list[str] | None) -> list[str] | None:
+        return _checked_regions(value)
 
 
 Perturbation = Annotated[
@@ -389,12 +389,7 @@ class ScreenSpec(_Strict):
     @field_validator("regions")
     @classmethod
     def _parse_regions(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                parse_region(text)
-            except RegionError as err:
-                raise ValueError(str(err)) from None
-        return value
+        return _checked_regions(value)
 
     @model_validator(mode="after")
     def _check(self) -> "ScreenSpec":
