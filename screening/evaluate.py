@@ -136,6 +136,8 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
         frame["role"] = frame["role"].replace("", "background")
         for score in scores:
             valid = frame[np.isfinite(frame[score])]
+            if valid.empty:  # not computed (yet): nothing to evaluate
+                continue
             labels = (valid["role"] == positive_role).to_numpy()
             metrics.append({
                 "analysis": analysis, "score": score, "n": len(valid), "n_positive": int(labels.sum()),

@@ -112,3 +112,17 @@ def test_mutagenesis_is_evaluated_per_position(tmp_path):
     truth.write_text("chr1\t110\t129\tsite\t0\t+\tctcf_site\t1\n")
     metrics, _ = evaluate(open_results(tmp_path / "m.zarr"), read_truth_bed(truth))
     assert metrics.iloc[0]["n"] == 40 and metrics.iloc[0]["n_positive"] == 19 and metrics.iloc[0]["auroc"] == 1.0
+
+
+def test_store_without_computed_scores_is_refused(tmp_path, capsys):
+    starts = np.arange(0, 4_000, 1_000, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=20_000, analysis="del", kind="deletion", params={},
+        start=starts, end=starts + 1_000, window_start=starts, scores=["impact_mean_abs"], chunk_size=4,
+    )
+    create_store(tmp_path / "empty.zarr", {"name": "t"}, "h", {}, [layout])  # nothing computed yet
+    truth = tmp_path / "t.bed"
+    truth.write_text("chr1\t100\t120\n")
+    assert main(["evaluate", str(tmp_path / "empty.zarr"), str(truth), "--out", str(tmp_path / "e.png")]) == 2
+    assert "no computed scores" in capsys.readouterr().err
+    assert not (tmp_path / "e.png").exists()
