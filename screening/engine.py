@@ -301,7 +301,7 @@ def run_attribution(adapter: ModelAdapter, genome, tracks, spec, chrom: str, pay
     names = list(tracks.names) if tracks is not None else []
     out = {"attribution": np.full((n, 4), np.nan, np.float32), "attribution_corrected": np.full((n, 4), np.nan, np.float32),
            **{f"track_{t}": np.full(n, np.nan, np.float32) for t in names}, "target": np.full(n, np.nan, np.float32)}
-    if spec.method in ("integrated_gradients", "deeplift", "deeplift_shap"):
+    if spec.reports_completeness:
         out["completeness_error"] = np.full(n, np.nan, np.float32)
     for window_start in np.unique(window_starts).tolist():
         rows = np.flatnonzero(window_starts == window_start)

@@ -178,7 +178,7 @@ def _contiguous_windows(regions: list[Region], window: int, step: int, genome) -
 def _attribution_layout(chrom: str, chrom_length: int, spec, candidates: _Candidates, window: int, screen: ScreenSpec) -> GroupLayout:
     tracks = [f"track_{t.name}" for t in screen.tracks]
     scores = ["attribution", "attribution_corrected", *tracks, "target"]
-    if spec.method in ("integrated_gradients", "deeplift", "deeplift_shap"):
+    if spec.reports_completeness:
         scores.append("completeness_error")
     return GroupLayout(
         chrom=chrom,

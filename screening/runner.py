@@ -287,8 +287,5 @@ def run_screen(
 
 
 def _pending_units(store: ResultStore, plan: ScreenPlan) -> list[WorkUnit]:
-    pending = []
-    for layout in plan.layouts:
-        done = store.done_mask(layout.chrom, layout.analysis)
-        pending += [u for u in plan.units if u.chrom == layout.chrom and u.analysis == layout.analysis and not done[u.chunk]]
-    return pending
+    done = {(layout.chrom, layout.analysis): store.done_mask(layout.chrom, layout.analysis) for layout in plan.layouts}
+    return [u for u in plan.units if not done[(u.chrom, u.analysis)][u.chunk]]

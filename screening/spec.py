@@ -38,14 +38,12 @@ __all__ = [
     "DEFAULT_SCORES",
     "ExecutionSpec",
     "OutputSpec",
-    "SCORE_NAMES",
     "load_spec",
     "parse_spec",
 ]
 
 #: The default scores of every perturbation kind (C.Origami's two impact formulas).
 DEFAULT_SCORES = ("impact_mean_abs", "impact_abs_mean")
-SCORE_NAMES = DEFAULT_SCORES  # kept for callers of the first release
 
 
 def _checked_regions(value: list[str] | None) -> list[str] | None:
@@ -327,6 +325,11 @@ class AttributionSpec(_Strict):
     @property
     def label(self) -> str:
         return self.name or f"{self.method}"
+
+    @property
+    def reports_completeness(self) -> bool:
+        """Whether the method has a completeness error (integrated gradients and DeepLIFT do)."""
+        return self.method in ("integrated_gradients", "deeplift", "deeplift_shap")
 
     @field_validator("regions")
     @classmethod

@@ -21,14 +21,7 @@ from screening.targets import (
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread for these tiny models (at most the 2 allowed): on the shared 2-core machine two
-    threads spin-wait on each other under load (14.5 s against 3.9 s for the same tests, measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _maps(batch: int = 2, n: int = 6, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
