@@ -71,7 +71,9 @@ class ModelSpec(_Strict):
     random-initialised model, for smoke tests only) is given.
     """
 
-    kind: Literal["corigami"] = "corigami"
+    kind: Literal["corigami", "orca", "user"] = Field(
+        "corigami", description="corigami, orca (the 1 Mb model) or user (your own PyTorch/TorchScript model)"
+    )
     checkpoint: str | None = None
     random_seed: int | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="architecture overrides")

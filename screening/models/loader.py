@@ -27,9 +27,21 @@ def load_model(spec: ModelSpec, device: str = "cpu") -> ModelAdapter:
     ModelError
         For a missing, corrupt or mismatching checkpoint, naming the file and keys.
     """
+    device = resolve_device(device)
+    if spec.kind == "orca":
+        from screening.models.orca import load_orca
+
+        return load_orca(spec, device)
+    if spec.kind == "user":
+        from screening.models.user import load_user_model
+
+        return load_user_model(spec, device)
+    return _load_corigami(spec, device)
+
+
+def _load_corigami(spec: ModelSpec, device: str) -> ModelAdapter:
     from screening.models.corigami import CorigamiAdapter, CorigamiConfig
 
-    device = resolve_device(device)
     try:
         config = CorigamiConfig(**spec.config) if spec.config else None
     except TypeError as err:
