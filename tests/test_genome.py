@@ -8,6 +8,7 @@ import hashlib
 import os
 import pickle
 import re
+import sys
 import struct
 import zlib
 from pathlib import Path
@@ -217,9 +218,11 @@ def test_bgzip_fasta(tmp_path, records, read_only):
     assert (beside, cached) == ((["toy.fa.gz"], index) if read_only else (["toy.fa.gz", *index], []))
 
 
-@pytest.mark.skipif(HAVE_BIO, reason="Biopython is installed: bgzip FASTAs are readable")
-def test_bgzip_without_biopython_is_a_clear_error(tmp_path, records):
+def test_bgzip_without_biopython_is_a_clear_error(tmp_path, records, monkeypatch):
     path = write_bgzf(tmp_path / "toy.fa.gz", fasta_text(records).encode())
+    # Biopython is a dependency; hide it to check the message a broken install gets.
+    monkeypatch.setitem(sys.modules, "Bio", None)
+    monkeypatch.setitem(sys.modules, "Bio.bgzf", None)
     with pytest.raises(GenomeError, match="(?i)biopython"):
         Genome(path)
 
