@@ -8,8 +8,8 @@ import hashlib
 import os
 import pickle
 import re
-import sys
 import struct
+import sys
 import zlib
 from pathlib import Path
 
