@@ -27,7 +27,7 @@ from screening.regions import Region, read_bed, validate_region
 from screening.spec import ScreenSpec
 from screening.store import ResultStore, open_or_create_store
 
-__all__ = ["PreparedScreen", "ScreenSummary", "prepare_screen", "run_screen"]
+__all__ = ["PreparedScreen", "ScreenCancelled", "ScreenProgress", "ScreenSummary", "prepare_screen", "run_screen"]
 
 
 @dataclass
@@ -59,6 +59,81 @@ class ScreenSummary:
     @property
     def rate(self) -> float:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class ScreenProgress:
+    """Where a running screen stands, passed to ``run_screen(on_progress=...)`` after every unit.
+
+    Counts include units and perturbations finished by earlier (resumed) runs; ``rate`` and
+    ``eta_s`` are over this run only (perturbations computed per second since it started).
+    """
+
+    units_done: int
+    units_total: int
+    perturbations_done: int
+    perturbations_total: int
+    elapsed_s: float
+    rate: float
+    eta_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (NaN rate as ``None``)."""
+        rate = self.rate if np.isfinite(self.rate) else None
+        return {**self.__dict__, "rate": rate}
+
+
+class ScreenCancelled(RuntimeError):
+    """``run_screen`` stopped because its ``cancel`` hook fired; finished chunks stay done, the store
+    is not marked complete, and running the same spec again resumes it."""
+
+    def __init__(self, progress: ScreenProgress | None = None) -> None:
+        done = f" after {progress.units_done} of {progress.units_total} units" if progress else ""
+        super().__init__(f"screen cancelled{done}; run it again to resume")
+        self.progress = progress
+
+
+class _Tracker:
+    """Counts finished units and perturbations for progress reports (rate and ETA over this run)."""
+
+    def __init__(self, plan: ScreenPlan, pending: list[WorkUnit], callback: Callable[[ScreenProgress], None] | None):
+        self.callback = callback
+        self.units_total = len(plan.units)
+        self.perturbations_total = plan.n_perturbations
+        self.units_done = self.units_total - len(pending)
+        self.perturbations_done = self.perturbations_total - sum(u.size for u in pending)
+        self.computed = 0
+        self.began = time.perf_counter()
+
+    def snapshot(self) -> ScreenProgress:
+        elapsed = time.perf_counter() - self.began
+        rate = self.computed / elapsed if elapsed > 0 and self.computed else float("nan")
+        remaining = self.perturbations_total - self.perturbations_done
+        eta = 0.0 if remaining == 0 else (remaining / rate if np.isfinite(rate) and rate > 0 else None)
+        return ScreenProgress(
+            self.units_done, self.units_total, self.perturbations_done, self.perturbations_total, elapsed, rate, eta
+        )
+
+    def unit_done(self, n: int) -> None:
+        self.units_done += 1
+        self.perturbations_done += n
+        self.computed += n
+        self.report()
+
+    def report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.snapshot())
+
+
+def _cancel_check(cancel: Any) -> Callable[[], bool]:
+    """A ``threading.Event`` (or anything with ``is_set``), a callable returning True, or None."""
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a threading.Event or a callable, got {type(cancel).__name__}")
 
 
 def _regions(spec: ScreenSpec, chrom_sizes: dict[str, int]) -> list[Region]:
@@ -158,6 +233,7 @@ class _Dispatcher:
         plan: ScreenPlan,
         on_done: Callable[[dict[str, Any]], None],
         on_failure: Callable[[bool], None] = lambda retried: None,
+        cancelled: Callable[[], bool] = lambda: False,
     ):
         import ray
 
@@ -169,6 +245,8 @@ class _Dispatcher:
         self.plan = plan
         self.on_done = on_done
         self.on_failure = on_failure
+        self.cancelled = cancelled
+        self.poll_s = 0.2  # how often a wait for results looks at the cancel hook
         self.max_retries = execution.max_retries
         self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
         self.remote_cls = ray.remote(ScreenWorker).options(
@@ -195,12 +273,17 @@ class _Dispatcher:
         pending: dict[Any, tuple[int, WorkUnit]] = {}
         load = [0] * len(self.workers)
         while queue or pending:
+            if self.cancelled():
+                self.stop()
+                raise ScreenCancelled()
             for index, worker in enumerate(self.workers):
                 while queue and load[index] < self.in_flight_per_worker:
                     unit = queue.popleft()
                     pending[self._submit(worker, unit)] = (index, unit)
                     load[index] += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+            if not ready:
+                continue
             ref = ready[0]
             index, unit = pending.pop(ref)
             load[index] -= 1
@@ -217,11 +300,20 @@ class _Dispatcher:
                 continue
             self.on_done(result)
 
+    def stop(self) -> None:
+        """Kill the workers: in-flight units end without their ``chunk_done`` flag and are redone on resume."""
+        for worker in self.workers:
+            self.ray.kill(worker, no_restart=True)
+        self.workers = []
+
 
 def run_screen(
     spec: ScreenSpec,
     progress: bool = True,
     prepared: PreparedScreen | None = None,
+    *,
+    on_progress: Callable[[ScreenProgress], None] | None = None,
+    cancel: Any = None,
 ) -> ScreenSummary:
     """Run (or resume) a screen end to end and return its summary.
 
@@ -233,9 +325,23 @@ def run_screen(
         Show a progress bar over perturbations.
     prepared
         A result of :func:`prepare_screen` to reuse.
+    on_progress
+        Called with a :class:`ScreenProgress` once the store is open and after every finished
+        unit (on the calling thread; an exception it raises stops the screen).
+    cancel
+        A ``threading.Event`` or a callable returning True to stop: no unit is dispatched
+        after it fires, in-flight units are stopped (their workers killed) within
+        about 0.2 s, and :class:`ScreenCancelled` is raised. Completed chunks keep their
+        ``chunk_done`` flags, the store is not marked complete, and the same spec resumes it.
+
+    Raises
+    ------
+    ScreenCancelled
+        When ``cancel`` fired before every unit was done.
     """
     from tqdm.auto import tqdm
 
+    cancelled = _cancel_check(cancel)  # a bad hook is refused before the store is created
     prepared = prepared or prepare_screen(spec)
     plan = prepared.plan
     store, resumed = open_or_create_store(
@@ -248,6 +354,8 @@ def run_screen(
     )
     pending = _pending_units(store, plan)
     n_todo = sum(u.size for u in pending)
+    tracker = _Tracker(plan, pending, on_progress)
+    tracker.report()
     began = time.perf_counter()
     metrics = ScreenMetrics(spec.name)
     metrics.start(len(plan.units), len(plan.units) - len(pending))
@@ -262,10 +370,16 @@ def run_screen(
                 def on_done(result: dict[str, Any]) -> None:
                     bar.update(result["n"])
                     metrics.unit_finished(result, time.perf_counter() - began)
+                    tracker.unit_done(result["n"])
 
-                dispatcher = _Dispatcher(spec, plan, on_done, metrics.unit_failed)
+                dispatcher = _Dispatcher(spec, plan, on_done, metrics.unit_failed, cancelled)
                 names = dispatcher.names
-                dispatcher.run(pending)
+                try:
+                    dispatcher.run(pending)
+                except ScreenCancelled:
+                    raise ScreenCancelled(tracker.snapshot()) from None
+                finally:
+                    dispatcher.stop()
                 retries = dispatcher.retries
         finally:
             metrics.stop()

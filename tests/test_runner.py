@@ -69,3 +69,87 @@ def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(toy_paths
     np.testing.assert_array_equal(redone["start"].values, clean["start"].values)
     np.testing.assert_allclose(redone["impact_mean_abs"].values, clean["impact_mean_abs"].values, rtol=1e-6)
     assert reference.n_perturbations == summary.n_perturbations == 175
+
+
+# --- progress reports and cancellation ---------------------------------------------------------
+
+import pytest
+
+from screening.runner import ScreenCancelled, ScreenProgress
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def wait_for_no_workers(timeout: float = 20.0) -> list[int]:
+    deadline = time.time() + timeout
+    while worker_pids() and time.time() < deadline:
+        time.sleep(0.1)
+    return worker_pids()
+
+
+def test_progress_reports_counts_rate_and_eta(ray_local, toy_paths, tmp_path):
+    spec = spec_file(toy_paths, tmp_path, "progress")
+    reports: list[ScreenProgress] = []
+    summary = run_screen(spec, progress=False, on_progress=reports.append)
+    total_units = -(-175 // 8)
+    assert reports[0].units_done == 0 and reports[0].perturbations_done == 0 and reports[0].eta_s is None
+    assert [r.units_done for r in reports] == list(range(total_units + 1))
+    assert all(r.units_total == total_units and r.perturbations_total == 175 for r in reports)
+    assert np.all(np.diff([r.perturbations_done for r in reports]) > 0)
+    middle, last = reports[len(reports) // 2], reports[-1]
+    assert middle.rate > 0 and middle.eta_s is not None and middle.eta_s > 0
+    assert last.perturbations_done == summary.n_perturbations == 175 and last.eta_s == 0.0
+    assert last.as_dict()["rate"] == pytest.approx(last.rate)
+
+
+def test_cancel_stops_promptly_and_the_store_resumes(ray_local, toy_paths, tmp_path):
+    spec = spec_file(toy_paths, tmp_path, "cancel")
+    cancel = threading.Event()
+    fired: list[float] = []
+
+    def on_progress(report: ScreenProgress) -> None:
+        if report.units_done == 3 and not cancel.is_set():
+            cancel.set()
+            fired.append(time.perf_counter())
+
+    with pytest.raises(ScreenCancelled) as caught:
+        run_screen(spec, progress=False, on_progress=on_progress, cancel=cancel)
+    stopped = time.perf_counter() - fired[0]
+    assert stopped < 2.0, f"took {stopped:.2f} s to stop after the cancel hook fired"
+    assert caught.value.progress.units_done == 3
+    assert wait_for_no_workers() == [], "workers still running after cancel"
+    results = open_results(tmp_path / "cancel.zarr")
+    done, total = results.progress
+    assert 3 <= done < total and not results.is_complete
+    before = results.query("chr1").compute()
+    kept = before["done"].values
+    # Resume: only the missing chunks are computed, finished ones are left as they were.
+    summary = run_screen(spec, progress=False)
+    assert summary.resumed and summary.n_computed == 175 - int(kept.sum())
+    after = open_results(tmp_path / "cancel.zarr")
+    assert after.is_complete
+    values = after.query("chr1").compute()["impact_mean_abs"].values
+    np.testing.assert_array_equal(values[kept], before["impact_mean_abs"].values[kept])
+    assert np.isfinite(values).all()
+
+
+def test_cancel_hook_already_set_runs_nothing(ray_local, toy_paths, tmp_path):
+    spec = spec_file(toy_paths, tmp_path, "precancelled")
+    with pytest.raises(ScreenCancelled):
+        run_screen(spec, progress=False, cancel=lambda: True)
+    results = open_results(tmp_path / "precancelled.zarr")
+    assert results.progress[0] == 0 and not results.is_complete
+    assert wait_for_no_workers() == []
+
+
+def test_cancel_must_be_an_event_or_callable(toy_paths, tmp_path):
+    with pytest.raises(TypeError, match="cancel must be"):
+        run_screen(spec_file(toy_paths, tmp_path, "badcancel"), progress=False, cancel="yes")
+    assert not (tmp_path / "badcancel.zarr").exists()
