@@ -8,11 +8,12 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+local"
 
 
-def open_results(path):
-    """Open a screen's result store for queries (see :class:`screening.results.Results`)."""
+def open_results(path, storage_options=None):
+    """Open a screen's result store (a path or an fsspec URL such as ``s3://bucket/x.zarr``)
+    for queries (see :class:`screening.results.Results`)."""
     from screening.results import open_results as _open
 
-    return _open(path)
+    return _open(path, storage_options)
 
 
 __all__ = ["__version__", "open_results"]

@@ -33,7 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {}
     if args.store:
-        overrides["output.store"] = str(Path(args.store).resolve())
+        overrides["output.store"] = args.store if "://" in args.store else str(Path(args.store).resolve())
     if args.workers:
         overrides["execution.num_workers"] = args.workers
     if args.address:
@@ -71,7 +71,7 @@ def run_and_report(spec, progress: bool = True, plots: bool = True, truth: Path 
         f"units on {', '.join(sorted({r.chrom for r in prepared.regions}))}; model {prepared.provenance['model']['name']}"
     )
     summary = run_screen(spec, progress=progress, prepared=prepared)
-    results = open_results(summary.store)
+    results = open_results(summary.store, spec.output.storage_options)
     verb = "resumed" if summary.resumed else "ran"
     print(
         f"\n{verb} {summary.n_computed:,} of {summary.n_perturbations:,} perturbations in {summary.seconds:.1f} s "

@@ -43,8 +43,11 @@ def top_hits(results, n: int = 5, per_analysis: bool = False) -> pd.DataFrame:
 
 
 def plots_dir(store: str | Path) -> Path:
-    """Where a store's pictures go: ``<store without suffix>_plots`` beside it."""
-    store = Path(store)
+    """Where a store's pictures go: ``<store without suffix>_plots`` beside it (in the working
+    directory for a URL store such as ``s3://bucket/screen.zarr``)."""
+    if "://" in str(store) and not str(store).startswith("file://"):
+        return Path.cwd() / (str(store).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr") + "_plots")
+    store = Path(str(store).removeprefix("file://"))
     return store.with_name(store.name.removesuffix(".zarr") + "_plots")
 
 

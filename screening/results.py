@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -26,7 +25,7 @@ from screening.store import (
     StoreError,
     StoreNotFoundError,
     _check_format,
-    _local_path,
+    _location,
     _zarr_store,
     read_store_attrs,
 )
@@ -41,22 +40,27 @@ class ResultsError(ValueError):
     """A query that names an unknown analysis or score."""
 
 
-def open_results(path: str | os.PathLike) -> Results:
+def open_results(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Results:
     """Open a result store for queries.
 
     Parameters
     ----------
     path
-        A store written by a screen (complete or still running).
+        A store written by a screen (complete or still running): a local path or an fsspec
+        URL such as ``s3://bucket/screen.zarr``.
+    storage_options
+        fsspec options of a URL; credentials and ``AWS_ENDPOINT_URL`` otherwise come from the
+        environment.
 
     Raises
     ------
     StoreNotFoundError
         If ``path`` does not exist.
     StoreError
-        If ``path`` is not a screening result store, or of an unsupported format version.
+        If ``path`` is not a screening result store, or of an unsupported format version, or
+        the object store cannot be read (the message names the URL).
     """
-    return Results(path)
+    return Results(path, storage_options)
 
 
 class Results:
@@ -65,25 +69,29 @@ class Results:
     Parameters
     ----------
     path
-        A screening result store.
+        A screening result store (local path or fsspec URL).
+    storage_options
+        fsspec options of a URL.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        local = _local_path(path)
+    def __init__(self, path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        local = _location(path, storage_options)
         attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing
         if attrs is None:
             raise StoreError(f"{local} is not a screening result store")
         _check_format(attrs, local)
+        self._location = local
         self.path = str(local)
+        self.storage_options = dict(local.storage_options)
         self._attrs = attrs
         self._root: zarr.Group | None = None
         self._coords: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state.get("storage_options"))
 
     def __repr__(self) -> str:
         done, total = self.progress
@@ -121,7 +129,7 @@ class Results:
     @property
     def is_complete(self) -> bool:
         """Whether the driver recorded the screen as finished (read fresh)."""
-        attrs = read_store_attrs(self.path) or {}
+        attrs = read_store_attrs(self._location) or {}
         return bool(attrs.get("complete", False))
 
     @property
@@ -188,7 +196,7 @@ class Results:
     # -- data
     def _open_root(self) -> zarr.Group:
         if self._root is None:
-            self._root = zarr.open_group(_zarr_store(Path(self.path), read_only=True), mode="r")
+            self._root = zarr.open_group(_zarr_store(self._location, read_only=True), mode="r")
         return self._root
 
     def _group(self, chrom: str, analysis: str) -> zarr.Group | None:

@@ -351,6 +351,7 @@ def run_screen(
         prepared.provenance,
         plan.layouts,
         overwrite=spec.output.overwrite,
+        storage_options=spec.output.storage_options,
     )
     pending = _pending_units(store, plan)
     n_todo = sum(u.size for u in pending)

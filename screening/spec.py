@@ -368,7 +368,7 @@ class ExecutionSpec(_Strict):
 class OutputSpec(_Strict):
     """Where the result store goes."""
 
-    store: str
+    store: str = Field(description="a local path or any fsspec URL, e.g. s3://bucket/screen.zarr")
     overwrite: bool = False
     plots: bool = True
 
@@ -414,7 +414,11 @@ class ScreenSpec(_Strict):
         return [parse_region(text) for text in self.regions]
 
     def science_hash(self) -> str:
-        """sha256 of everything that determines the results (not execution or output)."""
+        """sha256 of everything that determines the results (not execution or output).
+
+        A reduced precision (``execution.precision`` other than fp32) changes the results, so
+        it is part of the hash; fp32 is left out, keeping the hashes of existing stores.
+        """
         science = self.model_dump(mode="json", exclude={"execution", "output"})
         canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -448,6 +452,14 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for perturbation in raw.get("perturbations") or []:
         if isinstance(perturbation, dict) and perturbation.get("vcf"):
             perturbation["vcf"] = _resolve(perturbation["vcf"], base)
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="CUDA autocast precision of the model's forward pass; CPU workers always run fp32 (a "
+        "bf16/fp16 request there falls back with a warning). Not fp32: part of the spec hash (results differ)",
+    )
+    overlap: bool = Field(
+        True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one runs"
+    )
     if raw.get("bed") is not None:
         raw["bed"] = _resolve(raw["bed"], base)
     if isinstance(raw.get("output"), dict) and "store" in raw["output"]:
@@ -456,6 +468,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def parse_spec(raw: dict[str, Any], base_dir: str | Path | None = None, source: str = "<spec>") -> ScreenSpec:
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options of a URL store (e.g. {client_kwargs: {endpoint_url: ...}}); credentials are "
+        "better left to the environment (AWS_*), secret-looking values are redacted in the stored spec",
+    )
     """Validate a spec given as a mapping; relative paths resolve against ``base_dir``.
 
     Raises
@@ -501,6 +518,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Scre
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = raw
+        if self.execution.precision != "fp32":
+            science["precision"] = self.execution.precision
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value

@@ -25,6 +25,8 @@ import zarr
 import zarr.errors
 from zarr.storage import LocalStore
 
+from screening.storage import Location, redact_options
+
 __all__ = [
     "FORMAT_VERSION",
     "GroupLayout",
@@ -45,6 +47,7 @@ DONE = "chunk_done"
 # Names a score may not take: they are arrays of the layout or variables of a query result.
 TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
 RESERVED_NAMES = frozenset({*COORDS, DONE, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
+BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
 COORD_SHARD = 1 << 20  # perturbations per shard of a coordinate array (rounded to whole chunks)
 
 
@@ -228,18 +231,37 @@ def _check_layouts(layouts: Iterable[GroupLayout]) -> list[GroupLayout]:
 # --------------------------------------------------------------------------- paths & attrs
 
 
+def _location(path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """The one place store paths are interpreted: a local directory or an fsspec URL."""
+    return path if isinstance(path, Location) else Location(path, storage_options)
+
+
 def _local_path(path: str | os.PathLike) -> Path:
-    """The one place paths are interpreted; remote (fsspec) URLs plug in here later."""
-    text = os.fspath(path)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    elif "://" in text:
-        raise StoreError(f"{text}: only local result stores are supported for now")
-    return Path(text).expanduser().absolute()
+    """The directory of a local store path (``file://`` URLs allowed)."""
+    location = _location(path)
+    if location.remote:
+        raise StoreError(f"{location}: a local path is needed here, not a URL")
+    return location.local_path
 
 
-def _zarr_store(path: Path, read_only: bool) -> LocalStore:
+def _zarr_store(path: Path | Location, read_only: bool):
+    if isinstance(path, Location):
+        return path.zarr_store(read_only)
     return LocalStore(path, read_only=read_only)
+
+
+def _remote(location: Location, what: str, action):
+    """Run ``action()`` against an object store, turning its errors into a StoreError naming the URL.
+
+    fsspec backends raise many types (OSError subclasses, botocore errors for missing
+    credentials or an unreachable endpoint), so everything but our own errors is caught here.
+    """
+    try:
+        return action()
+    except StoreError:
+        raise
+    except Exception as err:  # noqa: BLE001  (see docstring)
+        raise StoreError(f"{location}: cannot {what}: {type(err).__name__}: {err}") from err
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -264,25 +286,59 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def read_store_attrs(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_store_attrs(
+    path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The root ``screening`` attributes of a result store, or ``None`` if ``path`` is not one.
+
+    Parameters
+    ----------
+    path
+        A local path or an fsspec URL (``s3://bucket/screen.zarr``).
+    storage_options
+        fsspec options of a URL (see :mod:`screening.storage`).
 
     Raises
     ------
     StoreNotFoundError
         If nothing exists at ``path``.
+    StoreError
+        If the object store cannot be read (missing bucket, bad credentials, no endpoint).
     """
-    local = _local_path(path)
+    location = _location(path, storage_options)
+    if location.remote:
+        meta = _remote_root(location)
+        return None if meta is None else _screening_attrs(meta.get("attributes"))
+    local = location.local_path
     if not local.exists():
         raise StoreNotFoundError(f"no result store at {local}")
     try:
         root = zarr.open_group(_zarr_store(local, read_only=True), mode="r")
     except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
         return None
-    attrs = root.attrs.get(ATTRS_KEY)
+    return _screening_attrs(root.attrs.asdict())
+
+
+def _screening_attrs(root_attrs: Any) -> dict[str, Any] | None:
+    attrs = root_attrs.get(ATTRS_KEY) if isinstance(root_attrs, dict) else None
     if not isinstance(attrs, dict) or "format_version" not in attrs:
         return None
     return attrs
+
+
+def _remote_root(location: Location) -> dict[str, Any] | None:
+    """The root ``zarr.json`` of a remote store; ``None`` when the prefix holds something else.
+
+    Raises StoreNotFoundError when nothing at all is under the prefix (or the bucket is missing).
+    """
+
+    def read():
+        meta = location.read_json("zarr.json")
+        if meta is None and not location.has_objects():
+            raise StoreNotFoundError(f"no result store at {location} (nothing under that prefix, or no such bucket)")
+        return meta
+
+    return _remote(location, "read the object store", read)
 
 
 def _check_format(attrs: Mapping[str, Any], path: Path) -> None:
@@ -293,8 +349,13 @@ def _check_format(attrs: Mapping[str, Any], path: Path) -> None:
         )
 
 
-def _state(path: Path) -> str:
-    """``absent``, ``empty`` (an empty directory), ``screening`` or ``foreign``."""
+def _state(path: Path | Location) -> str:
+    """``absent``, ``empty`` (an empty directory), ``screening``, ``partial`` (a remote build that
+    never finished) or ``foreign``."""
+    if isinstance(path, Location):
+        if path.remote:
+            return _remote_state(path)
+        path = path.local_path
     if not path.exists() and not path.is_symlink():
         return "absent"
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
@@ -302,34 +363,55 @@ def _state(path: Path) -> str:
     return "screening" if path.is_dir() and read_store_attrs(path) is not None else "foreign"
 
 
+def _remote_state(location: Location) -> str:
+    try:
+        meta = _remote_root(location)
+    except StoreNotFoundError:
+        return "absent"
+    if meta is None:
+        return "foreign"
+    attrs = meta.get("attributes") or {}
+    if _screening_attrs(attrs) is not None:
+        return "screening"
+    return "partial" if BUILDING_KEY in attrs else "foreign"
+
+
 # --------------------------------------------------------------------------- creation
 
 
-def _build(tmp: Path, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
+def _build(target: Path | Location, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
     chromosomes: dict[str, int] = {}
     analyses: list[str] = []
     for layout in layouts:
         chromosomes.setdefault(layout.chrom, layout.chrom_length)
         if layout.analysis not in analyses:
             analyses.append(layout.analysis)
-    root = zarr.open_group(_zarr_store(tmp, read_only=False), mode="w-")
-    root.attrs.update(
-        {
-            ATTRS_KEY: {
-                "format_version": FORMAT_VERSION,
-                "spec": _jsonable(spec, "spec"),
-                "spec_sha256": str(spec_sha256),
-                "provenance": _jsonable(provenance, "provenance"),
-                "analyses": analyses,
-                "chromosomes": chromosomes,
-                "complete": False,
-            }
-        }
-    )
+    attrs = {
+        "format_version": FORMAT_VERSION,
+        "spec": _jsonable(_redacted_spec(spec), "spec"),
+        "spec_sha256": str(spec_sha256),
+        "provenance": _jsonable(provenance, "provenance"),
+        "analyses": analyses,
+        "chromosomes": chromosomes,
+        "complete": False,
+    }
+    building = {BUILDING_KEY: {"started": _now(), "id": uuid.uuid4().hex}}
+    root = zarr.open_group(_zarr_store(target, read_only=False), mode="w-", attributes=building)
     for chrom, length in chromosomes.items():
         root.create_group(chrom, attributes={"chrom": chrom, "length": length})
     for layout in layouts:
         _write_layout(root, layout)
+    # Last: the root attributes turn the prefix into a result store. On an object store (no
+    # rename) this one PUT of zarr.json is what makes the store appear, complete.
+    root.attrs.put({ATTRS_KEY: attrs})
+
+
+def _redacted_spec(spec: dict) -> dict:
+    """The spec with secret-looking ``output.storage_options`` values hidden (it is stored)."""
+    output = spec.get("output") if isinstance(spec, dict) else None
+    if not isinstance(output, dict) or not output.get("storage_options"):
+        return spec
+    return {**spec, "output": {**output, "storage_options": redact_options(output["storage_options"])}}
 
 
 def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
@@ -377,8 +459,29 @@ def _sibling(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
 
 
+def _create_remote(
+    location: Location, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout], state: str
+) -> ResultStore:
+    """Build in place on an object store (no rename there); the root attributes go last.
+
+    A replaced store or the leftovers of a build that never finished are deleted first; a
+    failed build deletes what it wrote.
+    """
+    if state in {"screening", "partial"}:
+        _remote(location, "delete the old result store", location.remove)
+    try:
+        _remote(location, "write the result store", lambda: _build(location, spec, spec_sha256, provenance, layouts))
+    except BaseException:
+        try:
+            location.remove()
+        except Exception:  # noqa: BLE001  best effort: the build error is the one to report
+            pass
+        raise
+    return ResultStore(location)
+
+
 def _create(
-    path: Path,
+    path: Path | Location,
     spec: dict,
     spec_sha256: str,
     provenance: dict,
@@ -387,6 +490,10 @@ def _create(
 ) -> ResultStore:
     """Build into a sibling temp path, then rename; ``replace`` swaps out an existing store."""
     layouts = _check_layouts(layouts)
+    if isinstance(path, Location):
+        if path.remote:
+            return _create_remote(path, spec, spec_sha256, provenance, layouts, _state(path))
+        path = path.local_path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "partial")
     old: Path | None = None
@@ -417,16 +524,21 @@ def create_store(
     spec_sha256: str,
     provenance: dict,
     layouts: list[GroupLayout],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ResultStore:
     """Create a new result store with every group, array and coordinate in place.
 
-    The store is built at ``<path>.partial-<id>`` and renamed to ``path`` at the end, so a
-    failure never leaves a half-built store at ``path``.
+    A local store is built at ``<path>.partial-<id>`` and renamed to ``path`` at the end, so a
+    failure never leaves a half-built store at ``path``. On an object store (any fsspec URL,
+    e.g. ``s3://bucket/screen.zarr``) it is built in place and its root attributes are written
+    last: until then readers do not see a result store there.
 
     Parameters
     ----------
     path
-        Where the store goes; must not exist (an empty directory is fine).
+        Where the store goes (a local path or an fsspec URL); must not exist (an empty
+        directory is fine).
     spec
         The validated screen spec, as JSON-compatible data.
     spec_sha256
@@ -436,6 +548,8 @@ def create_store(
     layouts
         One :class:`GroupLayout` per ``(chrom, analysis)``; order sets the order of
         ``chromosomes`` and ``analyses`` in the root attributes.
+    storage_options
+        fsspec options for a URL (credentials and endpoint otherwise come from the environment).
 
     Returns
     -------
@@ -444,13 +558,14 @@ def create_store(
     Raises
     ------
     StoreError
-        If ``path`` exists (and is not an empty directory) or a layout is invalid.
+        If ``path`` exists (and is not an empty directory), a layout is invalid or the object
+        store cannot be written (the message names the URL).
     """
-    local = _local_path(path)
-    state = _state(local)
-    if state not in {"absent", "empty"}:
-        raise StoreError(f"{local} already exists; use open_or_create_store to resume or overwrite it")
-    return _create(local, spec, spec_sha256, provenance, layouts, replace=False)
+    location = _location(path, storage_options)
+    state = _state(location)
+    if state not in {"absent", "empty", "partial"}:
+        raise StoreError(f"{location} already exists; use open_or_create_store to resume or overwrite it")
+    return _create(location, spec, spec_sha256, provenance, layouts, replace=False)
 
 
 def open_or_create_store(
@@ -461,6 +576,7 @@ def open_or_create_store(
     layouts: list[GroupLayout],
     *,
     overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[ResultStore, bool]:
     """Create a result store, or reopen one written by the same spec to resume it.
 
@@ -469,8 +585,11 @@ def open_or_create_store(
     path, spec, spec_sha256, provenance, layouts
         As for :func:`create_store`.
     overwrite
-        Replace an existing *result store* (never any other directory). The new store is
-        built first, so a failure leaves the old one in place.
+        Replace an existing *result store* (never any other directory). A local store is
+        built first, so a failure leaves the old one in place; on an object store the old one
+        is deleted first (there is no rename).
+    storage_options
+        fsspec options for a URL.
 
     Returns
     -------
@@ -484,14 +603,14 @@ def open_or_create_store(
         If ``path`` holds something that is not a result store, a store of another spec, or a
         store of the same spec whose layout differs. The existing store is never modified.
     """
-    local = _local_path(path)
+    local = _location(path, storage_options)
     state = _state(local)
     if state == "foreign":
         raise StoreError(
             f"{local} exists and is not a screening result store; refusing to touch it "
             "(choose another output path)"
         )
-    if state in {"absent", "empty"}:
+    if state in {"absent", "empty", "partial"}:  # partial: a remote build that died; rebuilt
         return _create(local, spec, spec_sha256, provenance, layouts, replace=False), False
     if overwrite:
         return _create(local, spec, spec_sha256, provenance, layouts, replace=True), False
@@ -538,21 +657,27 @@ class ResultStore:
     Parameters
     ----------
     path
-        A result store made by :func:`create_store` / :func:`open_or_create_store`.
+        A result store made by :func:`create_store` / :func:`open_or_create_store` (a local
+        path or an fsspec URL).
+    storage_options
+        fsspec options of a URL; each process adds its own environment's (see
+        :mod:`screening.storage`).
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(_local_path(path))
+    def __init__(self, path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None) -> None:
+        self._location = _location(path, storage_options)
+        self.path = str(self._location)
+        self.storage_options = dict(self._location.storage_options)
         self._root: zarr.Group | None = None
         self._groups: dict[tuple[str, str], _Group] = {}
         self._attrs: dict[str, Any] | None = None
         self._group_keys: list[tuple[str, str]] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"], state.get("storage_options"))
 
     def __repr__(self) -> str:
         return f"ResultStore({self.path!r})"
@@ -560,7 +685,7 @@ class ResultStore:
     # -- internals
     def _open_root(self) -> zarr.Group:
         if self._root is None:
-            path = Path(self.path)
+            path = self._location
             attrs = read_store_attrs(path)
             if attrs is None:
                 raise StoreError(f"{path} is not a screening result store")
@@ -595,7 +720,7 @@ class ResultStore:
     def attrs(self) -> dict[str, Any]:
         """The root ``screening`` attributes, read fresh."""
         self._open_root()
-        attrs = read_store_attrs(self.path)
+        attrs = read_store_attrs(self._location)
         assert attrs is not None
         return attrs
 

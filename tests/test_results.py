@@ -280,7 +280,7 @@ def test_results_pickle(full_store):
     res = open_results(full_store[0])
     res.query("chr1:0-500")  # populate caches and handles
     clone = pickle.loads(pickle.dumps(res))
-    assert clone.__getstate__() == {"path": res.path}
+    assert clone.__getstate__() == {"path": res.path, "storage_options": {}}
     xr.testing.assert_identical(clone.query("chr1:0-500").compute(), res.query("chr1:0-500").compute())
 
 

@@ -414,9 +414,10 @@ def test_read_store_attrs(tmp_path, store):
         ResultStore(tmp_path / "missing").progress()
 
 
-def test_remote_urls_not_supported_yet(layouts):
-    with pytest.raises(StoreError, match="only local"):
-        create_store("s3://bucket/screen.zarr", SPEC, SHA, PROV, layouts)
+def test_url_of_unknown_protocol_is_refused_naming_it(layouts):
+    # Remote stores themselves are tested against an S3 server in test_object_store.py.
+    with pytest.raises(StoreError, match="nosuchproto://bucket/screen.zarr"):
+        create_store("nosuchproto://bucket/screen.zarr", SPEC, SHA, PROV, layouts)
 
 
 # --------------------------------------------------------------------------- pickling & processes
@@ -426,7 +427,7 @@ def test_result_store_pickles_without_handles(store, layouts):
     store.write_chunk("chr1", "del", 0, values_for(layouts[0], 0))  # opens handles
     assert store._groups
     state = store.__getstate__()
-    assert state == {"path": store.path}
+    assert state == {"path": store.path, "storage_options": {}}
     clone = pickle.loads(pickle.dumps(store))
     assert clone.path == store.path and not clone._groups
     clone.write_chunk("chr1", "del", 1, values_for(layouts[0], 1))

@@ -47,7 +47,7 @@ class ScreenWorker:
         self.spec = ScreenSpec.model_validate(spec)
         self.adapter = load_model(self.spec.model, self.spec.execution.device)
         self.genome, self.tracks = open_inputs(self.spec)
-        self.store = ResultStore(self.spec.output.store)
+        self.store = ResultStore(self.spec.output.store, self.spec.output.storage_options)
         self.analyses = {p.label: p for p in self.spec.perturbations}
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
