@@ -1,0 +1,506 @@
+"""The HTTP API: FastAPI routes over the job manager and the result stores.
+
+Every route but ``/healthz`` needs ``Authorization: Bearer <token>``. Errors are JSON
+``{"detail": "<message naming the field/region/screen>", "errors": [{"field", "message"}]?}``.
+
+=======  ===============================  ==============================================================
+method   path                             what
+=======  ===============================  ==============================================================
+GET      /healthz                         liveness of the replica and the job registry (no auth)
+GET      /metrics                         Prometheus: requests, latency, screens by state, progress
+GET      /openapi.json                    this API's OpenAPI document
+POST     /screens                         submit a spec (JSON, or YAML with a YAML content type) → 201
+GET      /screens                         list screens (``state``, ``limit``)
+GET      /screens/{id}                    state, progress (units, perturbations, rate, ETA), errors
+POST     /screens/{id}/cancel             stop a running screen → 202
+POST     /screens/{id}/resume             continue a cancelled, failed or interrupted screen → 202
+GET      /screens/{id}/results/info       analyses, scores, chromosomes, completeness of the store
+GET      /screens/{id}/results            perturbations overlapping ``region`` (``format`` json|arrow)
+GET      /screens/{id}/export             a score as bedGraph or bigWig
+=======  ===============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from screening.service.auth import TokenStore
+from screening.service.config import ServiceConfig
+from screening.service.jobs import new_job_id
+from screening.service.policy import PolicyError, server_spec, spec_error_fields
+from screening.service.wire import ARROW_TYPE, dataset_to_arrow, dataset_to_json
+from screening.spec import SpecError
+
+__all__ = ["create_api"]
+
+JOB_ID = PathParam(..., pattern=r"^[0-9a-f]{32}$", description="a screen id (32 hex digits)")
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+_RESULTS_TTL_S = 30.0  # an open store handle is reused this long (an overwritten store is seen after it)
+_MANAGER_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- response models
+
+
+class Progress(BaseModel):
+    """Where a screen stands. Counts include chunks finished by earlier attempts; rate and ETA are
+    over the current attempt (perturbations per second; seconds left)."""
+
+    units_done: int
+    units_total: int
+    perturbations_done: int | None = None
+    perturbations_total: int | None = None
+    elapsed_s: float | None = None
+    rate: float | None = None
+    eta_s: float | None = None
+
+
+class Screen(BaseModel):
+    """A screen as the server tracks it."""
+
+    id: str
+    name: str
+    state: Literal["validating", "running", "cancelling", "completed", "failed", "cancelled", "interrupted"]
+    store: str
+    submitted: str
+    started: str | None = None
+    finished: str | None = None
+    attempts: int
+    n_perturbations: int | None = None
+    n_units: int | None = None
+    progress: Progress | None = None
+    errors: list[str] = []
+    resumable: bool
+
+
+class ScreenList(BaseModel):
+    screens: list[Screen]
+
+
+class StoreInfo(BaseModel):
+    """What a screen's store holds."""
+
+    id: str
+    store: str
+    complete: bool
+    units_done: int
+    units_total: int
+    analyses: dict[str, list[str]]
+    chromosomes: dict[str, int]
+
+
+class Problem(BaseModel):
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 422, 503)}
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class LimitsAndMetrics:
+    """ASGI middleware: refuses request bodies over ``max_bytes`` (413) and records request metrics."""
+
+    def __init__(self, app, max_bytes: int, metrics: "_Metrics") -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = {"code": 500}
+        started = False
+
+        async def send_tracked(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                status["code"] = message["status"]
+            await send(message)
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                raise _BodyTooLarge()
+            received = 0
+
+            async def receive_limited():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_bytes:
+                        raise _BodyTooLarge()
+                return message
+
+            await self.app(scope, receive_limited, send_tracked)
+        except _BodyTooLarge:
+            if started:
+                raise
+            detail = f"request body over {self.max_bytes:,} bytes (max_spec_bytes)"
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send_tracked)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(scope["method"], getattr(route, "path", "unmatched"), status["code"],
+                                 time.perf_counter() - began)
+
+
+class _Metrics:
+    """Request counters and latency of this replica; screen gauges are added per scrape."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no *_created series: they only add noise to a scrape
+        self.registry = CollectorRegistry()
+        self.requests = Counter("screening_http_requests", "HTTP requests served", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("screening_http_request_seconds", "HTTP request latency", ["method", "route"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                 registry=self.registry)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self, screens: list[dict[str, Any]]) -> bytes:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.core import GaugeMetricFamily
+
+        class Screens:
+            def collect(self):
+                by_state = GaugeMetricFamily("screening_screens", "Screens known to the service, by state", labels=["state"])
+                counts: dict[str, int] = {}
+                for screen in screens:
+                    counts[screen["state"]] = counts.get(screen["state"], 0) + 1
+                for state, count in sorted(counts.items()):
+                    by_state.add_metric([state], count)
+                yield by_state
+                gauges = {
+                    "units_done": GaugeMetricFamily("screening_screen_units_done", "Work units done", labels=["screen", "name"]),
+                    "units_total": GaugeMetricFamily("screening_screen_units_total", "Work units in the screen", labels=["screen", "name"]),
+                    "perturbations_done": GaugeMetricFamily("screening_screen_perturbations_done", "Perturbations scored", labels=["screen", "name"]),
+                    "rate": GaugeMetricFamily("screening_screen_perturbations_per_second", "Rate of the current attempt", labels=["screen", "name"]),
+                    "eta_s": GaugeMetricFamily("screening_screen_eta_seconds", "Estimated seconds left", labels=["screen", "name"]),
+                }
+                for screen in screens:
+                    progress = screen.get("progress") or {}
+                    if screen["state"] not in ("running", "cancelling"):
+                        continue
+                    for key, family in gauges.items():
+                        if progress.get(key) is not None:
+                            family.add_metric([screen["id"], screen["name"]], float(progress[key]))
+                yield from gauges.values()
+
+        per_scrape = CollectorRegistry()
+        per_scrape.register(Screens())
+        return generate_latest(self.registry) + generate_latest(per_scrape)
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _error(status: int, detail: str, errors: list[dict[str, str]] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail={"detail": detail, **({"errors": errors} if errors else {})})
+
+
+def _parse_body(body: bytes, content_type: str) -> Any:
+    """The submitted document: JSON, or YAML (no anchors/aliases: they can blow up a small body)."""
+    if not body.strip():
+        raise _error(400, "empty request body: send the screen spec as JSON (or YAML with a YAML content type)")
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media in YAML_TYPES:
+            text = body.decode()
+            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+                raise _error(400, "YAML anchors and aliases are not accepted in a submitted spec")
+            return yaml.safe_load(text)
+        if media not in ("application/json", ""):
+            raise _error(415, f"content type {media!r}: send application/json or application/yaml")
+        return json.loads(body)
+    except (ValueError, yaml.YAMLError, RecursionError, UnicodeDecodeError) as err:
+        kind = "YAML" if media in YAML_TYPES else "JSON"
+        raise _error(400, f"request body is not valid {kind}: {str(err)[:500]}") from None
+
+
+def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "LimitsAndMetrics":
+    """The ASGI application of one replica: the FastAPI routes (``.app``) behind the size limit.
+
+    Parameters
+    ----------
+    config
+        The service settings.
+    manager
+        Handle of the :class:`~screening.service.jobs.JobManager` actor.
+    tokens
+        Accepted bearer tokens.
+    """
+    from screening.cli import _user_errors
+    from screening.results import open_results
+    from screening.store import StoreNotFoundError
+
+    app = FastAPI(
+        title="screening",
+        version=_version(),
+        description="In-silico perturbation screens of sequence-to-3D-genome models. Regions are 0-based, half-open.",
+        docs_url=None, redoc_url=None, openapi_url=None,
+    )
+    metrics = _Metrics()
+    bearer = HTTPBearer(auto_error=False, description="a token from the server's token file or SCREENING_API_TOKENS")
+    results_cache: dict[str, tuple[float, Any, threading.Lock]] = {}
+    stores: dict[str, str] = {}
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
+        if credentials is None:
+            raise HTTPException(401, {"detail": "missing bearer token (send Authorization: Bearer <token>)"},
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not tokens.valid(credentials.credentials):
+            raise HTTPException(401, {"detail": "invalid bearer token"}, headers={"WWW-Authenticate": "Bearer"})
+
+    api = APIRouter(dependencies=[Depends(require_token)], responses={401: {"model": Problem}})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        body = exc.detail if isinstance(exc.detail, dict) else {"detail": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in item.get("loc", ())), "message": str(item.get("msg", ""))}
+            for item in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    async def call(method: str, *args: Any, timeout: float = _MANAGER_TIMEOUT_S) -> Any:
+        """A job-manager call; a manager that is restarting gets one retry, then 503."""
+        import ray
+
+        for attempt in range(2):
+            try:
+                return await asyncio.wait_for(getattr(manager, method).remote(*args), timeout)
+            except (ray.exceptions.RayActorError, asyncio.TimeoutError) as err:
+                if attempt:
+                    raise _error(503, f"the job registry is unavailable ({type(err).__name__}); retry shortly") from None
+                await asyncio.sleep(1.0)
+
+    def answer(result: dict[str, Any], status: int = 200) -> JSONResponse:
+        if "error" in result:
+            field = result.get("field")
+            errors = [{"field": field, "message": result["error"]}] if field else None
+            raise _error(result["status"], result["error"], errors)
+        return JSONResponse(result["record"], status_code=status)
+
+    async def store_of(job_id: str) -> str:
+        if job_id not in stores:
+            store = await call("store_of", job_id)
+            if store is None:
+                raise _error(404, f"no screen {job_id}")
+            stores[job_id] = store
+        return stores[job_id]
+
+    def results_of(job_id: str, store: str):
+        cached = results_cache.get(job_id)
+        if cached is None or time.monotonic() - cached[0] > _RESULTS_TTL_S:
+            try:
+                results = open_results(store)
+            except StoreNotFoundError:
+                raise _error(409, f"screen {job_id} has no results yet (its store is being created)") from None
+            cached = (time.monotonic(), results, threading.Lock())
+            results_cache[job_id] = cached
+        return cached[1], cached[2]
+
+    def user_error(err: Exception) -> HTTPException:
+        return _error(422, str(err))
+
+    # -- unauthenticated
+    @app.get("/healthz", tags=["service"], responses={503: {"model": Problem}})
+    async def healthz() -> dict[str, str]:
+        """Liveness: this replica answers and the job registry responds."""
+        try:
+            await call("ping", timeout=5.0)
+        except HTTPException:
+            return JSONResponse({"status": "degraded", "detail": "job registry unavailable"}, status_code=503)
+        return {"status": "ok"}
+
+    # -- authenticated
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @api.get("/metrics", tags=["service"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics: requests and latency of this replica, screens by state, running screens' progress."""
+        screens = await call("summary")
+        return Response(metrics.render(screens), media_type="text/plain; version=0.0.4")
+
+    @api.post(
+        "/screens", status_code=201, response_model=Screen, tags=["screens"], responses=ERRORS,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "description": "a screen spec (see configs/example.yaml)"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        }}},
+    )
+    async def submit(request: Request) -> JSONResponse:
+        """Validate a spec, check its inputs, plan it and start it. Input paths are server-side paths under
+        the input roots; ``output.store`` is placed under the first store root when relative or absent."""
+        raw = _parse_body(await request.body(), request.headers.get("content-type", "application/json"))
+        job_id = new_job_id()
+        try:
+            spec = await run_in_threadpool(server_spec, raw, config, job_id)
+        except PolicyError as err:
+            raise _error(422, str(err), [{"field": err.field, "message": err.message}]) from None
+        except SpecError as err:
+            raise _error(422, str(err), spec_error_fields(err)) from None
+        result = await call("submit", job_id, spec.model_dump(mode="json"), config.max_perturbations,
+                            config.submit_timeout_s, timeout=config.submit_timeout_s + 60)
+        return answer(result, 201)
+
+    @api.get("/screens", response_model=ScreenList, tags=["screens"], responses=ERRORS)
+    async def list_screens(
+        state: Literal["validating", "running", "cancelling", "completed", "failed", "cancelled", "interrupted"] | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        """Screens, newest first."""
+        return {"screens": await call("list", state, limit)}
+
+    @api.get("/screens/{job_id}", response_model=Screen, tags=["screens"], responses=ERRORS)
+    async def status(job_id: str = JOB_ID) -> dict[str, Any]:
+        """State, progress (units and perturbations done/total, rate, ETA) and errors of a screen."""
+        record = await call("get", job_id)
+        if record is None:
+            raise _error(404, f"no screen {job_id}")
+        return record
+
+    @api.post("/screens/{job_id}/cancel", status_code=202, response_model=Screen, tags=["screens"], responses=ERRORS)
+    async def cancel(job_id: str = JOB_ID) -> JSONResponse:
+        """Stop a running screen: finished chunks stay; the screen can be resumed."""
+        return answer(await call("cancel", job_id), 202)
+
+    @api.post("/screens/{job_id}/resume", status_code=202, response_model=Screen, tags=["screens"], responses=ERRORS)
+    async def resume(job_id: str = JOB_ID) -> JSONResponse:
+        """Continue a cancelled, failed or interrupted screen from its finished chunks."""
+        return answer(await call("resume", job_id, config.max_perturbations, config.submit_timeout_s,
+                                 timeout=config.submit_timeout_s + 60), 202)
+
+    @api.get("/screens/{job_id}/results/info", response_model=StoreInfo, tags=["results"], responses=ERRORS)
+    async def results_info(job_id: str = JOB_ID) -> dict[str, Any]:
+        """Analyses with their scores, chromosomes with their lengths, and completeness of a screen's store."""
+        store = await store_of(job_id)
+
+        def read() -> dict[str, Any]:
+            results, lock = results_of(job_id, store)
+            with lock:
+                done, total = results.progress
+                return {"id": job_id, "store": store, "complete": results.is_complete, "units_done": done,
+                        "units_total": total, "analyses": {a: results.scores(a) for a in results.analyses},
+                        "chromosomes": results.chromosomes}
+
+        return await run_in_threadpool(read)
+
+    @api.get(
+        "/screens/{job_id}/results", tags=["results"], responses={
+            **ERRORS, 200: {"content": {"application/json": {}, ARROW_TYPE: {}},
+                            "description": "the perturbations overlapping the region"}},
+    )
+    async def query(
+        job_id: str = JOB_ID,
+        region: str = Query(..., min_length=1, max_length=256, description="chr1:1,400,000-1,410,000 (0-based, half-open) or chr1"),
+        analysis: str | None = Query(None, min_length=1, max_length=256),
+        fmt: Literal["json", "arrow"] = Query("json", alias="format", description="json, or arrow (an Arrow IPC stream) for large slices"),
+    ) -> Response:
+        """The perturbations overlapping a region, with every score (NaN/null where not computed yet)."""
+        store = await store_of(job_id)
+
+        def read() -> Response:
+            results, lock = results_of(job_id, store)
+            try:
+                with lock:
+                    ds = results.query(region, analysis)
+            except _user_errors() as err:
+                raise user_error(err) from None
+            n = int(ds.sizes.get("perturbation", 0))
+            limit = config.max_query_rows if fmt == "arrow" else min(config.max_query_rows, config.max_json_rows)
+            if n > limit:
+                hint = "query a smaller region" if fmt == "arrow" or n > config.max_query_rows else "use format=arrow or a smaller region"
+                raise _error(413, f"region {region}: {n:,} perturbations, over this server's limit of {limit:,} "
+                             f"per {fmt} response (max_query_rows/max_json_rows); {hint}")
+            if fmt == "arrow":
+                return Response(dataset_to_arrow(ds), media_type=ARROW_TYPE)
+            return Response(json.dumps(dataset_to_json(ds), allow_nan=False), media_type="application/json")
+
+        return await run_in_threadpool(read)
+
+    @api.get(
+        "/screens/{job_id}/export", tags=["results"], response_class=FileResponse, responses={
+            **ERRORS, 200: {"content": {"text/plain": {}, "application/octet-stream": {}}, "description": "the track"}},
+    )
+    async def export(
+        job_id: str = JOB_ID,
+        fmt: Literal["bedgraph", "bigwig"] = Query("bedgraph", alias="format"),
+        score: str | None = Query(None, min_length=1, max_length=256, description="default: the analysis's first score"),
+        analysis: str | None = Query(None, min_length=1, max_length=256),
+        region: str | None = Query(None, min_length=1, max_length=256, description="default: everything"),
+    ) -> FileResponse:
+        """A score as a bedGraph (one line per computed perturbation) or a bigWig."""
+        from screening.export import to_bedgraph, to_bigwig
+
+        store = await store_of(job_id)
+        folder = Path(tempfile.mkdtemp(prefix="screening-export-"))
+        suffix = "bw" if fmt == "bigwig" else "bedGraph"
+        target = folder / f"{job_id}.{suffix}"
+
+        def write() -> None:
+            results, lock = results_of(job_id, store)
+            try:
+                with lock:
+                    name = results.resolve_analysis(analysis)
+                    chosen = score or results.scores(name)[0]
+                (to_bigwig if fmt == "bigwig" else to_bedgraph)(results, target, score=chosen, analysis=name, region=region)
+            except _user_errors() as err:
+                raise user_error(err) from None
+
+        try:
+            await run_in_threadpool(write)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        media = "application/octet-stream" if fmt == "bigwig" else "text/plain"
+        return FileResponse(target, media_type=media, filename=target.name,
+                            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+    app.include_router(api)
+    return LimitsAndMetrics(app, config.max_spec_bytes, metrics)
+
+
+def _version() -> str:
+    from screening import __version__
+
+    return __version__

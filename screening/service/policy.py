@@ -1,0 +1,221 @@
+"""What a submitted spec may name: stores under the configured roots, inputs under the input roots.
+
+The server decides where a store lives. A relative ``output.store`` is placed under the first
+store root; an absolute path or URL must already lie under one of the roots. Anything that
+escapes them (``..``, a symlink out of the root, an absolute path elsewhere, another scheme or
+bucket) is refused naming the field. Input paths (genome, tracks, checkpoint, BED, VCF) are
+server-side paths and follow the same rule against the input roots; relative ones resolve
+against the first input root. Execution settings that belong to the server (the Ray address,
+a metrics port) are replaced.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Iterator
+
+from screening.spec import ScreenSpec, SpecError, parse_spec
+
+__all__ = ["PolicyError", "normalise_root", "place_store", "check_input", "server_spec", "URL_SCHEMES"]
+
+#: Object-store schemes a root may use (anything else, e.g. http://, is refused).
+URL_SCHEMES = ("s3", "gs", "gcs")
+
+
+class PolicyError(ValueError):
+    """A spec field the server refuses; ``field`` is its dotted name (e.g. ``output.store``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text and not text.startswith("file://")
+
+
+def _url_parts(text: str, field: str) -> tuple[str, list[str]]:
+    """``s3://bucket/a/b`` → ("s3", ["bucket", "a", "b"]), refusing dot or empty segments."""
+    scheme, _, rest = text.partition("://")
+    if scheme not in URL_SCHEMES:
+        raise PolicyError(field, f"scheme {scheme!r} is not allowed (use a path or one of {list(URL_SCHEMES)})")
+    segments = rest.rstrip("/").split("/")
+    if not segments[0] or any(s in ("", ".", "..") for s in segments):
+        raise PolicyError(field, f"{text!r} is not a clean {scheme}://bucket/key URL (no empty, '.' or '..' parts)")
+    return scheme, segments
+
+
+def normalise_root(value: Any, key: str) -> str:
+    """A root as the policy compares it: a real absolute local path, or a clean bucket URL.
+
+    Raises
+    ------
+    ConfigError
+        If the root is not a string, has a refused scheme, or dot segments.
+    """
+    from screening.service.config import ConfigError
+
+    text = str(value).strip()
+    if not text or "\x00" in text:
+        raise ConfigError(f"{key}: empty or invalid root {value!r}")
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if _is_url(text):
+        try:
+            scheme, segments = _url_parts(text, key)
+        except PolicyError as err:
+            raise ConfigError(str(err)) from None
+        return f"{scheme}://" + "/".join(segments)
+    return os.path.realpath(os.path.abspath(text))
+
+
+def _under(path: str, root: str, strictly: bool) -> bool:
+    if path == root:
+        return not strictly
+    return path.startswith(root.rstrip("/") + "/") if _is_url(root) else path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _resolve(value: Any, roots: tuple[str, ...], field: str, strictly: bool) -> str:
+    """``value`` made absolute (relative → under the first root) and checked to lie under a root."""
+    if not isinstance(value, str) or not value.strip():
+        raise PolicyError(field, f"expected a non-empty path, got {value!r}")
+    if "\x00" in value:
+        raise PolicyError(field, "path contains a NUL byte")
+    text = value[len("file://"):] if value.startswith("file://") else value
+    if _is_url(text):
+        scheme, segments = _url_parts(text, field)
+        resolved = f"{scheme}://" + "/".join(segments)
+    else:
+        parts = text.replace("\\", "/").split("/")
+        if ".." in parts:
+            raise PolicyError(field, f"{value!r}: '..' is not allowed")
+        if os.path.isabs(text):
+            resolved = os.path.realpath(text)
+        else:
+            first = roots[0]
+            if _is_url(first):
+                scheme, segments = _url_parts(first + "/" + text, field)
+                resolved = f"{scheme}://" + "/".join(segments)
+            else:
+                resolved = os.path.realpath(os.path.join(first, text))
+    if any(_under(resolved, root, strictly) for root in roots):
+        return resolved
+    raise PolicyError(field, f"{value!r} is outside the server's allowed roots ({', '.join(roots)})")
+
+
+def place_store(value: Any, store_roots: tuple[str, ...], default_name: str, registry: str | None = None) -> str:
+    """Where a screen's store goes: ``value`` under a store root, or ``default_name`` under the first.
+
+    Raises
+    ------
+    PolicyError
+        Naming ``output.store`` when it escapes the roots, is a root itself, or lies in the registry.
+    """
+    if value is None:
+        value = default_name
+    resolved = _resolve(value, store_roots, "output.store", strictly=True)
+    if registry and _under(resolved, registry, strictly=False):
+        raise PolicyError("output.store", f"{value!r} lies in the server's job registry")
+    return resolved
+
+
+def check_input(field: str, value: Any, input_roots: tuple[str, ...]) -> str:
+    """An input path of a spec, absolute and checked to lie under an input root.
+
+    Raises
+    ------
+    PolicyError
+        Naming ``field`` when the path escapes the input roots.
+    """
+    return _resolve(value, input_roots, field, strictly=False)
+
+
+def _input_fields(raw: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """``(dotted field, containing mapping, key)`` of every input path a spec names."""
+    if isinstance(raw.get("model"), dict) and raw["model"].get("checkpoint") is not None:
+        yield "model.checkpoint", raw["model"], "checkpoint"
+    if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
+        yield "genome.fasta", raw["genome"], "fasta"
+    for i, track in enumerate(raw.get("tracks") or [] if isinstance(raw.get("tracks"), list) else []):
+        if isinstance(track, dict) and "path" in track:
+            yield f"tracks.{i}.path", track, "path"
+    if raw.get("bed") is not None:
+        yield "bed", raw, "bed"
+    for i, entry in enumerate(raw.get("perturbations") or [] if isinstance(raw.get("perturbations"), list) else []):
+        if isinstance(entry, dict) and entry.get("vcf") is not None:
+            yield f"perturbations.{i}.vcf", entry, "vcf"
+
+
+def _check_model_code(raw: dict[str, Any], config) -> None:
+    """A user model's ``import_path`` runs Python on the server: refused unless the server allows it,
+    and then only from ``python_path`` folders under the input roots."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return
+    if model.get("import_path") is not None and not config.allow_user_code:
+        raise PolicyError("model.import_path", "this server does not import user code (allow_user_code is off)")
+    paths = model.get("python_path")
+    if isinstance(paths, list):
+        model["python_path"] = [check_input(f"model.python_path.{i}", p, config.input_roots) for i, p in enumerate(paths)]
+    elif paths is not None:
+        raise PolicyError("model.python_path", f"expected a list of folders, got {type(paths).__name__}")
+
+
+def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        value = raw[key] = {}
+    if not isinstance(value, dict):
+        raise PolicyError(key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def server_spec(raw: Any, config, job_id: str) -> ScreenSpec:
+    """Validate a submitted spec under the server's rules.
+
+    Parameters
+    ----------
+    raw
+        The submitted document (a mapping).
+    config
+        :class:`~screening.service.config.ServiceConfig`.
+    job_id
+        Names the default store (``<job_id>.zarr`` under the first store root).
+
+    Raises
+    ------
+    PolicyError
+        A path outside the roots, or more workers than allowed, naming the field.
+    SpecError
+        Any other invalid field (the message names each).
+    """
+    if not isinstance(raw, dict):
+        raise PolicyError("(top level)", f"expected a mapping, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    output = _mapping(raw, "output")
+    output["store"] = place_store(output.get("store"), config.store_roots, f"{job_id}.zarr", config.registry)
+    execution = _mapping(raw, "execution")
+    execution["address"] = None  # screens run on the server's own Ray cluster
+    execution["metrics_port"] = None  # the service publishes progress on its own /metrics
+    workers = execution.get("num_workers")
+    if isinstance(workers, int) and workers > config.max_workers:
+        raise PolicyError("execution.num_workers", f"{workers} workers asked, this server allows at most {config.max_workers}")
+    if output.get("storage_options"):
+        raise PolicyError("output.storage_options", "set by the server (its environment), not by a submitted spec")
+    for field, holder, key in _input_fields(raw):
+        holder[key] = check_input(field, holder[key], config.input_roots)
+    _check_model_code(raw, config)
+    local = [root for root in config.input_roots if not _is_url(root)]
+    return parse_spec(raw, base_dir=local[0] if local else None, source="(submitted)")
+
+
+def spec_error_fields(err: SpecError) -> list[dict[str, str]]:
+    """``[{"field", "message"}]`` from a :class:`SpecError`'s lines (``  field: message``)."""
+    fields = []
+    for line in str(err).splitlines()[1:]:
+        name, sep, message = line.strip().partition(": ")
+        if sep:
+            fields.append({"field": name, "message": message})
+    return fields
