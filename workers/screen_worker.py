@@ -25,7 +25,11 @@ __all__ = ["ScreenWorker", "open_inputs"]
 
 
 def open_inputs(spec: ScreenSpec) -> tuple[Genome, TrackSet]:
-    """Genome and track handles for a spec (opened lazily, once per process)."""
+    """Genome and track handles for a spec (opened lazily, once per process).
+
+    Inputs given as URLs (``s3://``, ``https://``, …) are staged once per node into the local
+    cache by :mod:`screening.io.staging`; provenance still records the URL (from the spec).
+    """
     genome = Genome(spec.genome.fasta, name=spec.genome.name)
     tracks = TrackSet([Track(t.path, t.name, t.transform) for t in spec.tracks])
     return genome, tracks

@@ -33,6 +33,7 @@ import numpy as np
 import pyfaidx
 
 from screening.encode import N_CODE, encode
+from screening.io.staging import FASTA_SIDECARS, StagingError, is_url, stage
 
 __all__ = ["Genome", "GenomeError", "cache_dir"]
 
@@ -300,7 +301,9 @@ class Genome:
     ----------
     path
         A FASTA file (plain or bgzip-compressed; its ``.fai`` is built when missing) or a
-        folder of per-chromosome gzip FASTAs ``<chrom>.fa.gz``.
+        folder of per-chromosome gzip FASTAs ``<chrom>.fa.gz``. A URL (``s3://``,
+        ``https://``, any fsspec URL) is staged once per node by :mod:`screening.io.staging`,
+        with its ``.fai``/``.gzi`` when they exist beside it.
     name
         A label for provenance; defaults to the file stem (``hg38.fa.gz`` → ``hg38``) or the
         folder name.
@@ -318,6 +321,11 @@ class Genome:
     """
 
     def __init__(self, path: str | os.PathLike, name: str | None = None) -> None:
+        if is_url(path):  # s3://, http(s)://, file://: a node-local copy, its index beside it
+            try:
+                path = stage(os.fspath(path), sidecars=FASTA_SIDECARS)
+            except StagingError as err:
+                raise GenomeError(f"genome {err}") from None
         self._path = Path(path).expanduser().absolute()
         if not self._path.exists():
             raise GenomeError(f"genome {self._path} does not exist")

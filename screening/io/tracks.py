@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyBigWig
 
+from screening.io.staging import StagingError, is_url, stage
+
 __all__ = ["TRANSFORMS", "Track", "TrackError", "TrackSet"]
 
 _BIGWIG_MAGIC = 0x888FFC26
@@ -88,7 +90,8 @@ class Track:
     Parameters
     ----------
     path
-        A bigWig file.
+        A bigWig file, or a URL (``s3://``, ``https://``, any fsspec URL) staged once per node
+        by :mod:`screening.io.staging`.
     name
         The track's label (e.g. ``"ctcf"``), used in errors and outputs.
     transform
@@ -103,6 +106,11 @@ class Track:
     def __init__(self, path: str | os.PathLike, name: str, transform: str = "none") -> None:
         if transform not in TRANSFORMS:
             raise TrackError(f"track {name!r}: unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")
+        if is_url(path):  # s3://, http(s)://, file://: a node-local copy
+            try:
+                path = stage(os.fspath(path))
+            except StagingError as err:
+                raise TrackError(f"track {name!r}: {err}") from None
         self._path = Path(path).expanduser().absolute()
         self._name = name
         self._transform = transform
