@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -22,6 +23,7 @@ __all__ = [
     "SpecError",
     "ScreenSpec",
     "ModelSpec",
+    "UserModelDeclaration",
     "GenomeSpec",
     "TrackSpec",
     "DeletionSpec",
@@ -64,6 +66,70 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class UserModelDeclaration(_Strict):
+    """What a user's own model takes and returns (``model.declare``, required for ``kind: user``).
+
+    The adapter builds every input from it, and the model is checked against it when
+    loaded (one forward on a dummy batch). See ``docs/user_models.md``.
+    """
+
+    window_length: Annotated[int, Field(gt=0)] = Field(description="input length in bp")
+    bin_size: Annotated[int, Field(gt=0)] = Field(description="bp per output map bin")
+    n_bins: Annotated[int, Field(gt=0)] = Field(description="the output map is n_bins x n_bins")
+    map_offset: Annotated[int, Field(ge=0)] = Field(0, description="bp from the window start to the first map bin")
+    symmetric: bool = Field(False, description="the output map is symmetric (checked at load)")
+    input_layout: Literal["NCL", "NLC"] = Field(
+        description="NCL: [batch, channels, length]; NLC: [batch, length, channels]"
+    )
+    alphabet: str = Field(
+        description="DNA channel order, a permutation of ACGT with optionally N (own channel), e.g. ATCGN"
+    )
+    n_value: float | None = Field(
+        None, description="value of every A/C/G/T channel at an N base (e.g. 0.25 or 0); required iff alphabet has no N"
+    )
+    tracks: tuple[str, ...] = Field(
+        (), description="names of the track channels that follow the DNA channels, in order"
+    )
+
+    @field_validator("alphabet")
+    @classmethod
+    def _alphabet(cls, value: str) -> str:
+        letters = value.upper()
+        if sorted(letters.replace("N", "", 1)) != list("ACGT") or len(letters) not in (4, 5):
+            raise ValueError(f"{value!r} is not a permutation of ACGT optionally with one N (e.g. 'ACGT', 'ATCGN')")
+        return letters
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "UserModelDeclaration":
+        has_n = "N" in self.alphabet
+        if has_n and self.n_value is not None:
+            raise ValueError(
+                f"n_value {self.n_value} with alphabet {self.alphabet!r}: N has its own channel; drop n_value"
+            )
+        if not has_n and self.n_value is None:
+            raise ValueError(
+                f"alphabet {self.alphabet!r} has no N channel: give n_value (A/C/G/T value at N, e.g. 0.25 or 0)"
+            )
+        map_end = self.map_offset + self.n_bins * self.bin_size
+        if map_end > self.window_length:
+            raise ValueError(
+                f"the map (map_offset {self.map_offset} + n_bins {self.n_bins} x bin_size {self.bin_size} "
+                f"= {map_end} bp) "
+                f"reaches beyond window_length {self.window_length}"
+            )
+        if len(set(self.tracks)) != len(self.tracks):
+            raise ValueError(f"tracks are listed twice: {list(self.tracks)}")
+        return self
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels: DNA then tracks."""
+        return len(self.alphabet) + len(self.tracks)
+
+
+_USER_ONLY = ("import_path", "python_path", "state_dict_prefix", "declare")
+
+
 class ModelSpec(_Strict):
     """Which model to run.
 
@@ -81,11 +147,45 @@ class ModelSpec(_Strict):
         None, description="names of the model's input tracks, in order (C.Origami: ctcf, atac)"
     )
     name: str | None = None
+    import_path: str | None = Field(
+        None,
+        description="kind user: 'package.module:factory', a class or function building the nn.Module (called "
+        "with config as keyword arguments); checkpoint is then a state dict. Without it, checkpoint is TorchScript",
+    )
+    python_path: tuple[str, ...] = Field(
+        (), description="kind user: folders put on sys.path (driver and every Ray worker) before importing import_path"
+    )
+    state_dict_prefix: str | None = Field(
+        None, description="kind user: prefix stripped from state-dict keys, e.g. 'model.'"
+    )
+    declare: UserModelDeclaration | None = Field(None, description="kind user: the model's input/output (required)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
         if (self.checkpoint is None) == (self.random_seed is None):
             raise ValueError("give exactly one of 'checkpoint' or 'random_seed'")
+        return self
+
+    @model_validator(mode="after")
+    def _user_fields(self) -> "ModelSpec":
+        if self.kind != "user":
+            given = [name for name in _USER_ONLY if getattr(self, name) not in (None, ())]
+            if given:
+                raise ValueError(f"{given} are only for kind: user (this model is kind: {self.kind})")
+            return self
+        if self.declare is None:
+            raise ValueError("kind user needs 'declare' (window_length, bin_size, n_bins, input_layout, alphabet, ...)")
+        if self.track_names is not None:
+            raise ValueError("kind user names its tracks in declare.tracks, not track_names")
+        if self.import_path is None:  # a TorchScript file: code and weights in one
+            if self.random_seed is not None:
+                raise ValueError("random_seed needs import_path (a TorchScript checkpoint carries its own weights)")
+            if self.config or self.state_dict_prefix is not None:
+                raise ValueError(
+                    "config and state_dict_prefix need import_path (a TorchScript checkpoint is built already)"
+                )
+        elif not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.import_path):
+            raise ValueError(f"import_path {self.import_path!r} is not 'package.module:factory'")
         return self
 
 
@@ -363,6 +463,14 @@ class ExecutionSpec(_Strict):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
         None, description="serve Prometheus metrics of the screen on http://127.0.0.1:<port>/metrics"
     )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="CUDA autocast precision of the model's forward pass; CPU workers always run fp32 (a "
+        "bf16/fp16 request there falls back with a warning). Not fp32: part of the spec hash (results differ)",
+    )
+    overlap: bool = Field(
+        True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one runs"
+    )
 
 
 class OutputSpec(_Strict):
@@ -371,6 +479,11 @@ class OutputSpec(_Strict):
     store: str = Field(description="a local path or any fsspec URL, e.g. s3://bucket/screen.zarr")
     overwrite: bool = False
     plots: bool = True
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options of a URL store (e.g. {client_kwargs: {endpoint_url: ...}}); credentials are "
+        "better left to the environment (AWS_*), secret-looking values are redacted in the stored spec",
+    )
 
 
 class ScreenSpec(_Strict):
@@ -420,6 +533,8 @@ class ScreenSpec(_Strict):
         it is part of the hash; fp32 is left out, keeping the hashes of existing stores.
         """
         science = self.model_dump(mode="json", exclude={"execution", "output"})
+        if self.execution.precision != "fp32":
+            science["precision"] = self.execution.precision
         canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -444,6 +559,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = json.loads(json.dumps(raw))  # deep copy, JSON-typed
     if isinstance(raw.get("model"), dict):
         raw["model"]["checkpoint"] = _resolve(raw["model"].get("checkpoint"), base)
+        if isinstance(raw["model"].get("python_path"), list):
+            folders = raw["model"]["python_path"]
+            raw["model"]["python_path"] = [_resolve(p, base) if isinstance(p, str) else p for p in folders]
     if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
         raw["genome"]["fasta"] = _resolve(raw["genome"]["fasta"], base)
     for track in raw.get("tracks") or []:
@@ -452,14 +570,6 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for perturbation in raw.get("perturbations") or []:
         if isinstance(perturbation, dict) and perturbation.get("vcf"):
             perturbation["vcf"] = _resolve(perturbation["vcf"], base)
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32",
-        description="CUDA autocast precision of the model's forward pass; CPU workers always run fp32 (a "
-        "bf16/fp16 request there falls back with a warning). Not fp32: part of the spec hash (results differ)",
-    )
-    overlap: bool = Field(
-        True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one runs"
-    )
     if raw.get("bed") is not None:
         raw["bed"] = _resolve(raw["bed"], base)
     if isinstance(raw.get("output"), dict) and "store" in raw["output"]:
@@ -468,11 +578,6 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def parse_spec(raw: dict[str, Any], base_dir: str | Path | None = None, source: str = "<spec>") -> ScreenSpec:
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="fsspec options of a URL store (e.g. {client_kwargs: {endpoint_url: ...}}); credentials are "
-        "better left to the environment (AWS_*), secret-looking values are redacted in the stored spec",
-    )
     """Validate a spec given as a mapping; relative paths resolve against ``base_dir``.
 
     Raises
@@ -518,8 +623,6 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Scre
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = raw
-        if self.execution.precision != "fp32":
-            science["precision"] = self.execution.precision
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value
