@@ -17,14 +17,17 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 import yaml
+from conftest import toy_spec_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -404,6 +407,8 @@ def test_secrets_feed_every_ray_container():
             volumes = {v["name"]: v for v in pod["volumes"]}
             mounts = [m for m in container["volumeMounts"] if token_file.startswith(m["mountPath"].rstrip("/") + "/")]
             assert mounts and volumes[mounts[0]["name"]]["secret"]["secretName"] == "screening-api-tokens", group
+    for resource in (d for d in _base_docs() if d["kind"] in RAY_KINDS):
+        assert cluster_spec(resource)["authOptions"] == {"mode": "token", "secretName": "screening-ray-auth"}
     service = one(_base_docs(), "RayService")
     assert all(
         "SCREENING_TOKEN_FILE" in json.dumps(template) for group, _, template in pod_templates(service) if group != "gpu"
@@ -471,7 +476,11 @@ def test_monitors_select_pods_and_ports_that_exist():
     assert service_monitor["spec"]["selector"]["matchLabels"] == {"ray.io/serve": f"{service['metadata']['name']}-serve"}
     head_ports = {p["name"]: p["containerPort"] for p in cluster_spec(service)["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
     assert head_ports["serve"] == serve_config(docs)["http_options"]["port"]
-    assert [e["port"] for e in service_monitor["spec"]["endpoints"]] == ["serve"]
+    (endpoint,) = service_monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "serve" and endpoint["path"] == "/metrics"
+    # /metrics wants a bearer token: Prometheus sends one from the Secret that holds the API's tokens.
+    assert endpoint["authorization"]["type"] == "Bearer"
+    assert endpoint["authorization"]["credentials"]["name"] == "screening-api-tokens"
 
 
 def _screening_metric_names() -> set[str]:
@@ -485,6 +494,19 @@ def _screening_metric_names() -> set[str]:
     return {sample.name for family in metrics.registry.collect() for sample in family.samples}
 
 
+def _service_metric_names() -> set[str]:
+    """Every sample name the service's /metrics exposes, with one running screen."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from screening.service.api import _Metrics
+
+    metrics = _Metrics()
+    metrics.observe("GET", "/healthz", 200, 0.01)
+    progress = {"units_done": 1, "units_total": 2, "perturbations_done": 3, "rate": 1.0, "eta_s": 2.0}
+    text = metrics.render([{"id": "0" * 32, "name": "probe", "state": "running", "progress": progress}]).decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def _ray_metric_names() -> set[str]:
     """Ray's node metrics, from the dashboard agent's gauge table (exported with the ray_ prefix)."""
     import importlib.util
@@ -493,22 +515,33 @@ def _ray_metric_names() -> set[str]:
     return {f"ray_{name}" for name in re.findall(r'^\s+"(node_\w+)": Gauge\(', Path(origin).read_text(), re.M)}
 
 
+def _metric_names_in(expr: str) -> set[str]:
+    names_only = re.sub(r"\b(by|without) \([^)]*\)|\{[^}]*\}|\"[^\"]*\"", "", expr)  # drop labels and strings
+    return set(re.findall(r"\b((?:screening|ray)_\w+)\b", names_only))
+
+
 def test_grafana_dashboard_queries_defined_metrics():
+    """Every metric a panel or variable queries is one that the runner, the service or Ray exports, and
+    throughput, progress, failures and GPU memory are all shown."""
     dashboard = json.loads((DEPLOY / "base" / "monitoring" / "grafana-dashboard.json").read_text())
     exprs = {
         panel["title"]: [t["expr"] for t in panel["targets"]] for panel in dashboard["panels"] if panel.get("targets")
     }
-    known = _screening_metric_names() | _ray_metric_names()
-    assert "ray_node_gram_used" in known
+    exprs["variable $screen"] = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    known = _screening_metric_names() | _service_metric_names() | _ray_metric_names()
+    assert {"ray_node_gram_used", "screening_screen_units_done", "screening_units_done"} <= known
     for title, expressions in exprs.items():
         for expr in expressions:
-            names_only = re.sub(r"\b(by|without) \([^)]*\)|\{[^}]*\}", "", expr)  # drop labels
-            used = set(re.findall(r"\b((?:screening|ray)_\w+)\b", names_only))
+            used = _metric_names_in(expr)
             assert used and used <= known, f"{title}: unknown metrics {used - known} in {expr}"
-    text = json.dumps(exprs)
-    for needed in ("screening_perturbations_total", "screening_units_done", "screening_unit_failures_total",
-                   "screening_worker_gpu_memory_bytes", "ray_node_gram_used"):
-        assert needed in text, f"the dashboard shows nothing of {needed}"
+    shown = set().union(*(_metric_names_in(e) for es in exprs.values() for e in es))
+    for needed in (
+        "screening_screen_perturbations_per_second", "screening_perturbations_total",  # throughput
+        "screening_screen_units_done", "screening_units_done",  # progress
+        "screening_screens", "screening_unit_failures_total",  # failures
+        "screening_worker_gpu_memory_bytes", "ray_node_gram_used",  # GPU memory
+    ):
+        assert needed in shown, f"the dashboard shows nothing of {needed}"
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -631,3 +664,96 @@ def test_image_healthcheck(status, exit_code, tmp_path):
     assert ("healthy: " if exit_code == 0 else "unhealthy: ") in result.stdout
     assert "HEALTHCHECK" in _dockerfile() and "/opt/screening/healthcheck.py" in _dockerfile()
     assert re.search(r"^USER 1000", _dockerfile(), re.M), "the image must run as a non-root user"
+
+
+# --------------------------------------------------------------------------- serveConfigV2 on a local Ray
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _deployed_serve_config() -> dict[str, Any]:
+    """serveConfigV2 as the overlays render it (all the same), or the base's where kubectl is missing
+    (the overlays do not patch it: test_kustomization_renders and this check so where kubectl exists)."""
+    if KUBECTL is None:
+        return serve_config(_base_docs())
+    configs = [serve_config(list(_render(k))) for k in KUSTOMIZATIONS]
+    assert all(config == configs[0] for config in configs), "an overlay changes serveConfigV2"
+    return configs[0]
+
+
+def _wait_until_running(client, app: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    status = message = None
+    while time.monotonic() < deadline:
+        details = client.get_serve_details().get("applications", {}).get(app, {})
+        status, message = details.get("status"), details.get("message", "")
+        if status == "RUNNING":
+            return
+        if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            pytest.fail(f"application {app} is {status}: {message}")
+        time.sleep(1.0)
+    pytest.fail(f"application {app} still {status} after {timeout_s} s: {message}")
+
+
+def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_paths, monkeypatch):
+    """The manifest's serveConfigV2, deployed the way KubeRay deploys it (Serve's deploy schema sent to
+    the dashboard's /api/serve/applications/, the `serve deploy` path), answers screening.Client.
+
+    Made local, and nothing else: ``args.store_roots`` and ``args.input_roots`` (a temporary folder and
+    the toy inputs instead of the bucket and the /data volume) and ``http_options`` (127.0.0.1 and a
+    free port instead of 0.0.0.0:8000). The API token comes from the environment, as the pods'
+    SCREENING_TOKEN_FILE would give it.
+    """
+    import ray
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+    from ray.serve.schema import ServeDeploySchema
+
+    import screening
+    from screening.client import ServiceError
+
+    config = _deployed_serve_config()
+    (app,) = config["applications"]
+    assert app["import_path"] == "screening.service.app:build_app"
+    port = _free_port()
+    config["http_options"] = {"host": "127.0.0.1", "port": port}
+    app["args"].update(store_roots=str(tmp_path / "stores"), input_roots=str(toy_paths["fasta"].parent))
+    (tmp_path / "stores").mkdir()
+    token = "deploy-test-token"
+    monkeypatch.setenv("SCREENING_API_TOKENS", token)  # inherited by the Ray processes started below
+    for name in ("SCREENING_TOKEN_FILE", "SCREENING_STORE_ROOTS", "SCREENING_INPUT_ROOTS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+
+    if ray.is_initialized():
+        ray.shutdown()
+    dashboard_port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, logging_level="ERROR", log_to_driver=False)
+    try:
+        deployer = ServeSubmissionClient(f"http://127.0.0.1:{dashboard_port}")
+        deployer.deploy_applications(ServeDeploySchema.model_validate(config).model_dump(exclude_unset=True))
+        _wait_until_running(deployer, app["name"], timeout_s=240)
+
+        url = f"http://127.0.0.1:{port}"
+        with screening.Client(url, token=token, timeout=300) as client:
+            assert client.health() == {"status": "ok"}
+            with pytest.raises(ServiceError) as refused, screening.Client(url, token="wrong") as stranger:
+                stranger.screens()
+            assert refused.value.status == 401
+
+            spec = toy_spec_dict(toy_paths, "unused")
+            spec["output"] = {"store": "deploy-test.zarr", "plots": False}  # relative: under the store root
+            screen = client.submit(spec)
+            status = screen.wait(timeout=300, poll_s=0.5, progress=False)
+            assert status["store"] == str(tmp_path / "stores" / "deploy-test.zarr")
+            ds = screen.query("chr1:2,000-2,400")
+            assert ds.sizes["perturbation"] == 20 and bool(ds["done"].all())
+            assert np.isfinite(ds["impact_mean_abs"].values).all()
+            # what Prometheus scrapes through the ServiceMonitor, with its token
+            assert 'screening_screens{state="completed"} 1.0' in client.request("GET", "/metrics").text
+    finally:
+        ray.shutdown()
