@@ -113,6 +113,10 @@ class UserModelAdapter(ModelAdapter):
             ``[B, C, L]`` (``NCL``) or ``[B, L, C]`` (``NLC``): the alphabet's DNA
             channels, then the declared tracks.
         """
+        return self.host_input(codes, tracks).to(self.device)
+
+    def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """:meth:`build_input` on the host (CPU), for pinned asynchronous copies to the device."""
         declared = self.declaration
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != declared.window_length:
@@ -132,7 +136,7 @@ class UserModelAdapter(ModelAdapter):
         inputs = torch.from_numpy(out)
         if declared.input_layout == "NCL":
             inputs = inputs.transpose(1, 2).contiguous()
-        return inputs.to(self.device)
+        return inputs
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: declared input → float32 ``[B, n_bins, n_bins]``."""
