@@ -437,6 +437,8 @@ def test_batch_screen_fits_its_cluster(kustomization):
     config_volume = next(v["name"] for v in head["volumes"] if v.get("configMap", {}).get("name") == "screening-batch-spec")
     assert f"{mounts[config_volume]}/screen.yaml" in job["spec"]["entrypoint"]
     assert "--metrics-port 9100" in job["spec"]["entrypoint"]
+    assert job["spec"]["suspend"] is True, "applying an overlay must not start a screen by itself"
+    assert job["spec"]["backoffLimit"] >= 1, "a failed attempt should be retried (and resume the store)"
     capacity = 0
     for group, spec_group, template in pod_templates(job):
         if group == "head":
