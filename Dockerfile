@@ -40,14 +40,14 @@ RUN groupadd --gid 1000 screening \
 FROM python-base AS torch-cuda
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://pypi.org/simple
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 # The NVIDIA container runtime mounts the driver's compute libraries only when asked to.
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 FROM python-base AS torch-cpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
 # --- the package ------------------------------------------------------------------------------------
 FROM torch-${VARIANT} AS runtime
@@ -61,13 +61,13 @@ COPY screening ./screening
 COPY workers ./workers
 # torch is already installed at the pinned version, so the pin in pyproject.toml is satisfied as is
 # and pip keeps the variant's build; everything else comes at its pyproject.toml pin.
-RUN pip install . \
+RUN pip install --no-cache-dir . \
     && python -c "import sys, torch, ray; \
 v = '%d.%d' % sys.version_info[:2]; t = torch.__version__.split('+')[0]; \
 assert v == '${PYTHON_VERSION}', f'python {v} != ${PYTHON_VERSION}'; \
 assert t == '${TORCH_VERSION}', f'torch {t} != ${TORCH_VERSION}'; \
 assert ray.__version__ == '${RAY_VERSION}', f'ray {ray.__version__} != ${RAY_VERSION}'" \
-    && cd / && rm -rf /opt/screening/src
+    && rm -rf /opt/screening/src
 COPY deploy/docker/healthcheck.py /opt/screening/healthcheck.py
 
 LABEL org.opencontainers.image.title="screening" \
