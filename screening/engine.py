@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Iterator
 
 import numpy as np
@@ -187,10 +188,14 @@ def score_items(
     cache: OrderedDict[int, np.ndarray] = OrderedDict()
     group: list[Perturbed] = []
     pending_refs: dict[int, Span] = {}
+    references: dict[int, Span] = {}  # reference window of every item in the group
 
     def flush():
         spans = list(pending_refs.values()) + [p.span for p in group]
-        maps = np.concatenate([adapter.predict(*_stack(spans[i : i + batch_size])) for i in range(0, len(spans), batch_size)])
+        if spec.kind == "mutagenesis":  # substitutions of shared windows: the adapter may reuse the reference's work
+            maps = _predict_substitutions(adapter, spans[: len(pending_refs)], group, references, batch_size)
+        else:
+            maps = np.concatenate([adapter.predict(*_stack(spans[i : i + batch_size])) for i in range(0, len(spans), batch_size)])
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
             cache[key] = ref_map
         while len(cache) > 2 * batch_size + len(pending_refs):
@@ -205,13 +210,31 @@ def score_items(
         new_ref = perturbed.window_start not in cache and perturbed.window_start not in pending_refs
         if group and len(group) + len(pending_refs) + new_ref + 1 > batch_size:
             yield group, *flush()
-            group, pending_refs = [], {}
+            group, pending_refs, references = [], {}, {}
             new_ref = perturbed.window_start not in cache
         if new_ref:
             pending_refs[perturbed.window_start] = reference
+        references[perturbed.window_start] = reference
         group.append(perturbed)
     if group:
         yield group, *flush()
+
+
+def _predict_substitutions(
+    adapter: ModelAdapter, reference_spans: list[Span], group: list[Perturbed], references: dict[int, Span], batch_size: int
+) -> np.ndarray:
+    """Maps of the new references, then of the group's substitutions through ``adapter.predict_near``.
+
+    Items of one window are consecutive (mutagenesis yields window by window); each run
+    of them is passed with its reference, at most ``batch_size`` windows per call.
+    """
+    parts = [adapter.predict(*_stack(reference_spans[i : i + batch_size])) for i in range(0, len(reference_spans), batch_size)]
+    for window_start, run in groupby(group, key=lambda p: p.window_start):
+        run, reference = list(run), references[window_start]
+        for i in range(0, len(run), batch_size):
+            codes, tracks = _stack([p.span for p in run[i : i + batch_size]])
+            parts.append(adapter.predict_near(reference.codes, reference.tracks, codes, tracks))
+    return np.concatenate(parts)
 
 
 class _TopMaps:

@@ -146,6 +146,11 @@ class ModelSpec(_Strict):
     track_names: tuple[str, ...] | None = Field(
         None, description="names of the model's input tracks, in order (C.Origami: ctcf, atac)"
     )
+    strand_average: bool = Field(
+        False,
+        description="kind orca: average the forward and the reverse-complement prediction, "
+        "0.5 * fwd + 0.5 * rc[::-1, ::-1], as Orca's own predictions do (twice the compute)",
+    )
     name: str | None = None
     import_path: str | None = Field(
         None,
@@ -164,6 +169,12 @@ class ModelSpec(_Strict):
     def _one_source(self) -> "ModelSpec":
         if (self.checkpoint is None) == (self.random_seed is None):
             raise ValueError("give exactly one of 'checkpoint' or 'random_seed'")
+        return self
+
+    @model_validator(mode="after")
+    def _orca_fields(self) -> "ModelSpec":
+        if self.strand_average and self.kind != "orca":
+            raise ValueError(f"strand_average is only for kind: orca (this model is kind: {self.kind})")
         return self
 
     @model_validator(mode="after")
@@ -277,7 +288,8 @@ class DeletionSpec(_TiledSpec):
     """Delete ``width`` bp (sequence and tracks) in a window centred on the deletion, as C.Origami.
 
     ``padding`` fills the window's tail after the deletion shifts it: ``zero`` (N and
-    0 tracks, the original's default) or ``follow`` (real downstream sequence).
+    0 tracks, the original's default) or ``follow`` (real downstream sequence; the
+    default for ``model.kind: orca``, as Orca fills windows from the flanking genome).
     """
 
     kind: Literal["deletion"] = "deletion"
@@ -503,6 +515,22 @@ class ScreenSpec(_Strict):
     )
     execution: ExecutionSpec = ExecutionSpec()
     output: OutputSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _orca_padding(cls, raw: Any) -> Any:
+        """With ``model.kind: orca`` a deletion's or variant's ``padding`` defaults to ``follow``:
+        Orca re-fills the window from the real flanking genome (``docs/orca.md``)."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        kind = model.get("kind") if isinstance(model, dict) else getattr(model, "kind", None)
+        if kind != "orca" or not isinstance(raw.get("perturbations"), list):
+            return raw
+        shifting = ("deletion", "variants")
+        perturbations = [
+            {**p, "padding": "follow"} if isinstance(p, dict) and p.get("kind") in shifting and "padding" not in p else p
+            for p in raw["perturbations"]
+        ]
+        return {**raw, "perturbations": perturbations}
 
     @field_validator("regions")
     @classmethod

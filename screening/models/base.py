@@ -85,3 +85,21 @@ class ModelAdapter(ABC):
         """Batched inference: base codes (+ tracks) → float32 ``[B, n_bins, n_bins]``."""
         inputs = self.build_input(codes, tracks)
         return self.forward(inputs).float().cpu().numpy()
+
+    def predict_near(
+        self, reference_codes: np.ndarray, reference_tracks: np.ndarray | None, codes: np.ndarray, tracks: np.ndarray | None
+    ) -> np.ndarray:
+        """Maps of windows that differ from one reference window by substitutions (mutagenesis).
+
+        Models that can reuse the reference's computation override this (Orca recomputes
+        only the part of its convolutional encoder a substitution reaches); the default
+        predicts every window in full. Either way the result equals :meth:`predict`.
+
+        Parameters
+        ----------
+        reference_codes, reference_tracks
+            ``uint8 [L]`` and ``float32 [n_tracks, L]`` (or ``None``) of the reference window.
+        codes, tracks
+            ``[B, L]`` and ``[B, n_tracks, L]`` (or ``None``): windows of the same length.
+        """
+        return self.predict(codes, tracks)
