@@ -24,6 +24,7 @@ import numpy as np
 
 from screening.align import bin_alignment, centre_bin
 from screening.models.base import ModelAdapter
+from screening.overlap import predict_batches, prefetch
 from screening.perturb import Edit, apply_edit, centered_window_start, dinucleotide_shuffle, duplicate, invert, mask, mutate
 from screening.regions import parse_region
 from screening.score import score_maps
@@ -189,13 +190,16 @@ def score_items(
     group: list[Perturbed] = []
     pending_refs: dict[int, Span] = {}
     references: dict[int, Span] = {}  # reference window of every item in the group
+    if getattr(adapter, "overlap", False):  # read and perturb the next windows while a batch runs
+        items = prefetch(items, depth=2 * batch_size)
 
     def flush():
         spans = list(pending_refs.values()) + [p.span for p in group]
         if spec.kind == "mutagenesis":  # substitutions of shared windows: the adapter may reuse the reference's work
             maps = _predict_substitutions(adapter, spans[: len(pending_refs)], group, references, batch_size)
         else:
-            maps = np.concatenate([adapter.predict(*_stack(spans[i : i + batch_size])) for i in range(0, len(spans), batch_size)])
+            batches = (_stack(spans[i : i + batch_size]) for i in range(0, len(spans), batch_size))
+            maps = np.concatenate(list(predict_batches(adapter, batches)))
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
             cache[key] = ref_map
         while len(cache) > 2 * batch_size + len(pending_refs):

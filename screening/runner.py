@@ -23,6 +23,7 @@ from screening.models.base import ModelError
 from screening.metrics import ScreenMetrics
 from screening.models.loader import load_model
 from screening.plan import ScreenPlan, WorkUnit, plan_screen
+from screening.precision import worker_precision
 from screening.regions import Region, read_bed, validate_region
 from screening.spec import ScreenSpec
 from screening.store import ResultStore, open_or_create_store
@@ -198,6 +199,7 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
             for t, track in zip(spec.tracks, tracks.tracks)
         ],
         "skipped": plan.skipped,
+        "precision": worker_precision(spec.execution),  # {"requested", "used"}: CPU workers run fp32
     }
     return PreparedScreen(spec, regions, plan, provenance, adapter, genome, tracks)
 

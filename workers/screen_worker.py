@@ -18,6 +18,7 @@ from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.loader import load_model
 from screening.plan import WorkUnit
+from screening.precision import configure_adapter
 from screening.spec import ScreenSpec
 from screening.store import ResultStore
 
@@ -50,6 +51,8 @@ class ScreenWorker:
         torch.set_num_threads(max(1, torch_threads))
         self.spec = ScreenSpec.model_validate(spec)
         self.adapter = load_model(self.spec.model, self.spec.execution.device)
+        execution = self.spec.execution
+        self.precision = configure_adapter(self.adapter, execution.precision, execution.overlap)
         self.genome, self.tracks = open_inputs(self.spec)
         self.store = ResultStore(self.spec.output.store, self.spec.output.storage_options)
         self.analyses = {p.label: p for p in self.spec.perturbations}
@@ -86,4 +89,5 @@ class ScreenWorker:
             "write_s": time.perf_counter() - computed,
             "worker": self.name,
             "gpu_memory": int(gpu),
+            "precision": self.precision,
         }

@@ -58,6 +58,8 @@ class ModelAdapter(ABC):
     track_names: tuple[str, ...] = ()
     symmetric: bool = False
     checksum: str = ""
+    precision: str = "fp32"  # autocast precision of predict (see screening.precision.configure_adapter)
+    overlap: bool = False  # build the next batch's input while one runs (screening.overlap)
 
     def __init__(self, module: torch.nn.Module, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -83,8 +85,23 @@ class ModelAdapter(ABC):
     @torch.no_grad()
     def predict(self, codes: np.ndarray, tracks: np.ndarray | None) -> np.ndarray:
         """Batched inference: base codes (+ tracks) → float32 ``[B, n_bins, n_bins]``."""
-        inputs = self.build_input(codes, tracks)
-        return self.forward(inputs).float().cpu().numpy()
+        return self.predict_inputs(self.build_input(codes, tracks))
+
+    @torch.no_grad()
+    def predict_inputs(self, inputs: torch.Tensor) -> np.ndarray:
+        """Forward of built inputs under :attr:`precision` (CUDA autocast), as float32 numpy maps."""
+        from screening.precision import autocast
+
+        with autocast(self.device, self.precision):
+            maps = self.forward(inputs)
+        return maps.float().cpu().numpy()
+
+    def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """The model input built on the host, for pinned asynchronous copies (:mod:`screening.overlap`).
+
+        The default is :meth:`build_input`, which may already place it on the device.
+        """
+        return self.build_input(codes, tracks)
 
     def predict_near(
         self, reference_codes: np.ndarray, reference_tracks: np.ndarray | None, codes: np.ndarray, tracks: np.ndarray | None

@@ -420,6 +420,10 @@ class CorigamiAdapter(ModelAdapter):
             ``float32 [B, n_tracks, L]``, already transformed (e.g. ATAC log1p is
             applied by the track reader, not here).
         """
+        return self.host_input(codes, tracks).to(self.device)
+
+    def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """:meth:`build_input` on the host (CPU), for pinned asynchronous copies to the device."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[1] != self.config.window_length:
             raise ModelError(f"codes must be [B, {self.config.window_length}], got {codes.shape}")
@@ -430,7 +434,7 @@ class CorigamiAdapter(ModelAdapter):
         out = np.empty((*codes.shape, self.config.n_channels), dtype=np.float32)
         out[..., :N_DNA_CHANNELS] = one_hot(codes, order=DNA_ORDER, dtype=bool)  # bool temp: 4x less memory
         out[..., N_DNA_CHANNELS:] = np.asarray(tracks, dtype=np.float32).transpose(0, 2, 1)
-        return torch.from_numpy(out).to(self.device)
+        return torch.from_numpy(out)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: ``[B, L, 5 + n_tracks]`` → float32 ``[B, n_bins, n_bins]``."""
