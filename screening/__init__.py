@@ -16,4 +16,13 @@ def open_results(path, storage_options=None):
     return _open(path, storage_options)
 
 
-__all__ = ["__version__", "open_results"]
+def __getattr__(name):
+    # Client is imported on first use, so `import screening` does not pull in httpx.
+    if name == "Client":
+        from screening.client import Client
+
+        return Client
+    raise AttributeError(f"module 'screening' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "Client", "open_results"]

@@ -26,8 +26,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.results import ResultsError
     from screening.spec import SpecError
     from screening.store import StoreError
+    from screening.client import ScreenFailedError, ServiceError
+    from screening.service.commands import ClientSetupError
+    from screening.service.config import ConfigError
 
-    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, VcfError, FileNotFoundError)
+    return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, VcfError, FileNotFoundError,
+            ServiceError, ScreenFailedError, ClientSetupError, ConfigError)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -251,6 +255,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="rebuild the demo data and store")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    from screening.service.commands import add_service_commands
+
+    add_service_commands(sub, query, export)  # serve, submit, status, cancel, resume; query/export --server
     return parser
 
 

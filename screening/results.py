@@ -31,7 +31,7 @@ from screening.store import (
 )
 
 # StoreError / StoreNotFoundError are re-exported: open_results raises them.
-__all__ = ["Results", "ResultsError", "StoreError", "StoreNotFoundError", "open_results"]
+__all__ = ["Results", "ResultsError", "StoreError", "StoreNotFoundError", "dataset_to_frame", "open_results"]
 
 _COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
 
@@ -294,24 +294,29 @@ class Results:
 
     def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
         """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
-        ds = self.query(region, analysis).compute()
-        scores = [name for name in ds.data_vars if name != "done"]
-        labels = [name for name in ds.coords if name not in (DIM, "start", "end", "window_start", "base")]
-        extra = [dim for dim in ds.dims if dim != DIM]
-        if extra:  # e.g. mutagenesis [position, base]: one row per (perturbation, base)
-            frame = ds[scores].to_dataframe().reset_index()
-            frame.insert(0, "chrom", ds.attrs["chrom"])
-            return frame[["chrom", "start", "end", *extra, *scores]]
-        return pd.DataFrame(
-            {
-                "chrom": pd.Series([ds.attrs["chrom"]] * ds.sizes[DIM], dtype=object),
-                "start": ds["start"].values,
-                "end": ds["end"].values,
-                **{name: ds[name].values for name in labels},
-                **{name: ds[name].values for name in scores},
-            }
-        )
+        return dataset_to_frame(self.query(region, analysis))
 
+
+def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
+    """A query result as a table: ``chrom, start, end, <labels…>, <scores…>`` (one row per perturbation,
+    or per perturbation and base for per-base scores). Used for local and service query results alike."""
+    ds = ds.compute()
+    scores = [name for name in ds.data_vars if name != "done"]
+    labels = [name for name in ds.coords if name not in (DIM, "start", "end", "window_start", "base")]
+    extra = [dim for dim in ds.dims if dim != DIM]
+    if extra:  # e.g. mutagenesis [position, base]: one row per (perturbation, base)
+        frame = ds[scores].to_dataframe().reset_index()
+        frame.insert(0, "chrom", ds.attrs["chrom"])
+        return frame[["chrom", "start", "end", *extra, *scores]]
+    return pd.DataFrame(
+        {
+            "chrom": pd.Series([ds.attrs["chrom"]] * ds.sizes[DIM], dtype=object),
+            "start": ds["start"].values,
+            "end": ds["end"].values,
+            **{name: ds[name].values for name in labels},
+            **{name: ds[name].values for name in scores},
+        }
+    )
 
 def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
     chunk_size = int(group.attrs["chunk_size"])

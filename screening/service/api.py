@@ -117,12 +117,12 @@ ERRORS = {code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 42
 # --------------------------------------------------------------------------- middleware
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class LimitsAndMetrics:
-    """ASGI middleware: refuses request bodies over ``max_bytes`` (413) and records request metrics."""
+    """ASGI middleware: refuses request bodies over ``max_bytes`` (413) and records request metrics.
+
+    The body is read here, counting bytes as they arrive (a chunked upload without a
+    Content-Length is cut off as soon as it passes the limit), then replayed to the app.
+    """
 
     def __init__(self, app, max_bytes: int, metrics: "_Metrics") -> None:
         self.app = app
@@ -135,40 +135,44 @@ class LimitsAndMetrics:
             return
         began = time.perf_counter()
         status = {"code": 500}
-        started = False
 
         async def send_tracked(message) -> None:
-            nonlocal started
             if message["type"] == "http.response.start":
-                started = True
                 status["code"] = message["status"]
             await send(message)
 
-        declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-                raise _BodyTooLarge()
-            received = 0
+            buffered = await self._read_body(scope, receive)
+            if buffered is None:
+                detail = f"request body over {self.max_bytes:,} bytes (max_spec_bytes)"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send_tracked)
+                return
 
-            async def receive_limited():
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_bytes:
-                        raise _BodyTooLarge()
-                return message
+            async def replay():
+                return buffered.pop(0) if buffered else await receive()
 
-            await self.app(scope, receive_limited, send_tracked)
-        except _BodyTooLarge:
-            if started:
-                raise
-            detail = f"request body over {self.max_bytes:,} bytes (max_spec_bytes)"
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send_tracked)
+            await self.app(scope, replay, send_tracked)
         finally:
             route = scope.get("route")
             self.metrics.observe(scope["method"], getattr(route, "path", "unmatched"), status["code"],
                                  time.perf_counter() - began)
+
+    async def _read_body(self, scope, receive) -> list[dict] | None:
+        """The request's messages, or None once the body passes the limit."""
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return None
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
 
 
 class _Metrics:

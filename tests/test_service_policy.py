@@ -1,0 +1,199 @@
+"""Service pieces that need no Ray: settings, tokens, the path policy and the wire format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from screening.service.auth import TokenStore, digest, read_token_file
+from screening.service.config import ConfigError, ServiceConfig
+from screening.service.policy import PolicyError, check_input, place_store, server_spec
+from screening.service.wire import dataset_from_arrow, dataset_from_json, dataset_to_arrow, dataset_to_json
+from screening.spec import SpecError
+
+from conftest import toy_spec_dict
+
+
+@pytest.fixture
+def roots(tmp_path):
+    stores, inputs = tmp_path / "stores", tmp_path / "inputs"
+    stores.mkdir()
+    inputs.mkdir()
+    return stores, inputs
+
+
+def config_for(stores, inputs, **changes) -> ServiceConfig:
+    args = {"store_roots": [str(stores)], "input_roots": [str(inputs)], **changes}
+    return ServiceConfig.from_args(args, environ={"SCREENING_API_TOKENS": "t1"})
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_from_args_and_environment(roots, tmp_path):
+    stores, inputs = roots
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# comment\nalpha\n\n beta \n")
+    env = {"SCREENING_STORE_ROOTS": f"{stores},s3://bucket/screens/", "SCREENING_TOKEN_FILE": str(tokens),
+           "SCREENING_MAX_PERTURBATIONS": "1234"}
+    config = ServiceConfig.from_args({"max_spec_bytes": 999}, environ=env)
+    assert config.store_roots == (os.path.realpath(stores), "s3://bucket/screens")
+    assert config.input_roots == config.store_roots  # default: read inputs from the store roots
+    assert config.registry == os.path.realpath(stores) + "/.screening-jobs"
+    assert config.max_perturbations == 1234 and config.max_spec_bytes == 999
+    assert set(config.token_digests) == {digest("alpha"), digest("beta")}
+    assert "alpha" not in repr(config.to_dict())  # only digests travel to the replicas
+    assert ServiceConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        ({}, {"SCREENING_API_TOKENS": "t"}, "store_roots: give at least one"),
+        ({"store_roots": "/tmp"}, {}, "no API tokens"),
+        ({"store_roots": "/tmp", "max_perturbations": "many"}, {"SCREENING_API_TOKENS": "t"}, "max_perturbations"),
+        ({"store_roots": "/tmp", "max_query_rows": -1}, {"SCREENING_API_TOKENS": "t"}, "must be positive"),
+        ({"store_roots": "/tmp", "colour": "red"}, {"SCREENING_API_TOKENS": "t"}, "unknown service setting"),
+        ({"store_roots": "http://example.com/x"}, {"SCREENING_API_TOKENS": "t"}, "scheme 'http' is not allowed"),
+        ({"store_roots": "s3://bucket/../other"}, {"SCREENING_API_TOKENS": "t"}, "not a clean"),
+        ({"store_roots": "/tmp", "allow_user_code": "perhaps"}, {"SCREENING_API_TOKENS": "t"}, "allow_user_code"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_key(args, env, message):
+    with pytest.raises(ConfigError, match=message):
+        ServiceConfig.from_args(args, environ=env)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_token_store_checks_digests_and_follows_the_token_file(tmp_path):
+    path = tmp_path / "tokens"
+    path.write_text("first\n")
+    store = TokenStore((digest("built"),), str(path), env_tokens="from-env")
+    assert store.valid("first") and store.valid("from-env")
+    assert not store.valid("built")  # the file is readable here: it, not the build-time set, decides
+    assert not store.valid("") and not store.valid(None) and not store.valid("firs")
+    path.write_text("second\n# first is revoked\n")
+    os.utime(path, (1, 1))  # a new mtime even within the same second
+    assert store.valid("second") and not store.valid("first")
+    path.unlink()
+    assert store.valid("built")  # unreadable here: the digests known at build time
+    path.write_text("# only comments\n\n")
+    assert read_token_file(path) == []
+
+
+# --------------------------------------------------------------------------- stores and inputs
+
+
+def test_relative_and_absent_stores_go_under_the_first_root(roots):
+    stores, _ = roots
+    real = os.path.realpath(stores)
+    assert place_store("screen.zarr", (real,), "id.zarr") == f"{real}/screen.zarr"
+    assert place_store("team/a.zarr", (real,), "id.zarr") == f"{real}/team/a.zarr"
+    assert place_store(None, (real,), "id.zarr") == f"{real}/id.zarr"
+    assert place_store(f"{real}/x.zarr", (real,), "id.zarr") == f"{real}/x.zarr"
+    assert place_store("x.zarr", ("s3://bucket/screens",), "id.zarr") == "s3://bucket/screens/x.zarr"
+    assert place_store("s3://bucket/screens/y.zarr", ("s3://bucket/screens",), "i") == "s3://bucket/screens/y.zarr"
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["../escape.zarr", "a/../../escape.zarr", "/etc/escape.zarr", "s3://other-bucket/x.zarr",
+     "s3://bucket/screensX/x.zarr", "s3://bucket/screens/../x.zarr", "http://example.com/x.zarr",
+     "file:///etc/x.zarr", "", "link/x.zarr", ".", 42, "a\x00b", ".screening-jobs/x.zarr"],
+)
+def test_stores_outside_the_roots_are_refused(roots, store):
+    stores, _ = roots
+    real = os.path.realpath(stores)
+    (stores / "link").symlink_to("/tmp")  # a symlink inside the root that leaves it
+    with pytest.raises(PolicyError) as caught:
+        place_store(store, (real, "s3://bucket/screens"), "id.zarr", registry=f"{real}/.screening-jobs")
+    assert caught.value.field == "output.store"
+
+
+def test_inputs_must_lie_under_the_input_roots(roots):
+    _, inputs = roots
+    real = os.path.realpath(inputs)
+    (inputs / "g.fa").write_text(">c\nA\n")
+    assert check_input("genome.fasta", "g.fa", (real,)) == f"{real}/g.fa"
+    for bad in ("/etc/passwd", "../g.fa", "s3://bucket/g.fa"):
+        with pytest.raises(PolicyError, match="genome.fasta"):
+            check_input("genome.fasta", bad, (real,))
+
+
+def test_server_spec_places_the_store_and_names_refused_fields(roots, toy_paths):
+    stores, inputs = roots
+    for name in ("fasta", "ctcf", "atac"):
+        shutil.copy(toy_paths[name], inputs / toy_paths[name].name)  # copies: a symlink out of the root is refused
+    config = config_for(stores, inputs, max_workers=2)
+    raw = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+    raw["execution"]["address"] = "ray://elsewhere:10001"
+    raw["execution"]["metrics_port"] = 9100
+    spec = server_spec(raw, config, "0" * 32)
+    assert spec.output.store == f"{os.path.realpath(stores)}/mine.zarr"
+    assert spec.genome.fasta == os.path.realpath(inputs / "toy.fa")  # relative → first input root
+    assert spec.execution.address is None and spec.execution.metrics_port is None
+
+    def refused(change, field):
+        bad = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+        change(bad)
+        with pytest.raises(PolicyError) as caught:
+            server_spec(bad, config, "0" * 32)
+        assert caught.value.field == field, caught.value
+
+    refused(lambda r: r["tracks"][1].update(path="/etc/hosts"), "tracks.1.path")
+    refused(lambda r: r.update(bed="../x.bed"), "bed")
+    refused(lambda r: r["execution"].update(num_workers=3), "execution.num_workers")
+    refused(lambda r: r["output"].update(storage_options={"client_kwargs": {"endpoint_url": "http://x"}}),
+            "output.storage_options")
+    refused(lambda r: r["model"].update(kind="user", import_path="subprocess:run"), "model.import_path")
+    refused(lambda r: r.update(output="x.zarr"), "output")
+    with pytest.raises(PolicyError, match="top level"):
+        server_spec(["not", "a", "mapping"], config, "0" * 32)
+    bad = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+    bad["perturbations"][0]["width"] = -5
+    with pytest.raises(SpecError, match="width"):
+        server_spec(bad, config, "0" * 32)
+
+
+# --------------------------------------------------------------------------- wire format
+
+
+def sample_dataset(per_base: bool) -> xr.Dataset:
+    n = 5
+    scores = np.arange(n * (4 if per_base else 1), dtype=np.float32).reshape((n, 4) if per_base else (n,))
+    scores[1] = np.nan
+    dims = ("perturbation", "base") if per_base else ("perturbation",)
+    coords = {"perturbation": np.arange(n, dtype=np.int64), "start": ("perturbation", np.arange(n) * 10),
+              "end": ("perturbation", np.arange(n) * 10 + 1), "id": ("perturbation", np.array(["a", "b", "", "d", "é"]))}
+    if per_base:
+        coords["base"] = ("base", np.array(list("ACGT")))
+    return xr.Dataset({"impact": (dims, scores), "done": ("perturbation", np.array([1, 0, 1, 1, 1], bool))},
+                      coords=coords, attrs={"analysis": "a", "chrom": "chr1", "params": {"width": 1, "x": None}, "kind": None})
+
+
+@pytest.mark.parametrize("per_base", [False, True])
+@pytest.mark.parametrize("codec", ["json", "arrow"])
+def test_wire_round_trip_keeps_values_dtypes_and_nan(per_base, codec):
+    import json
+
+    ds = sample_dataset(per_base)
+    if codec == "json":
+        text = json.dumps(dataset_to_json(ds), allow_nan=False)  # strict JSON: NaN travels as null
+        back = dataset_from_json(json.loads(text))
+    else:
+        back = dataset_from_arrow(dataset_to_arrow(ds))
+    xr.testing.assert_identical(back, ds)
+    assert back["impact"].dtype == np.float32 and back["start"].dtype == ds["start"].dtype
+
+
+@pytest.mark.parametrize("codec", ["json", "arrow"])
+def test_wire_round_trip_of_an_empty_result(codec):
+    ds = sample_dataset(False).isel(perturbation=slice(0, 0))
+    back = dataset_from_json(dataset_to_json(ds)) if codec == "json" else dataset_from_arrow(dataset_to_arrow(ds))
+    assert back.sizes["perturbation"] == 0 and set(back.data_vars) == {"impact", "done"}
