@@ -127,10 +127,14 @@ def perturbed_items(
         return
     padding = getattr(spec, "padding", "zero")
     variants = payload.get("variants")
+    loaded: tuple[tuple[int, int], Span] | None = None  # perturbations of a shared window read it once
     for i, (start, end, window_start) in enumerate(zip(payload["start"].tolist(), payload["end"].tolist(), payload["window_start"].tolist())):
         variant = variants[i] if variants is not None else None
         width = getattr(spec, "width", end - start)
-        span = load_span(genome, tracks, chrom, window_start, window_start + window + _span_extra(spec, width, variant))
+        interval = (window_start, window_start + window + _span_extra(spec, width, variant))
+        if loaded is None or loaded[0] != interval:
+            loaded = interval, load_span(genome, tracks, chrom, *interval)
+        span = loaded[1]
         offset = start - window_start
         ref_length, alt_codes, alt_tracks = _replacement(spec, span, offset, width, start, variant)
         codes, values = apply_edit(span.codes, span.tracks, offset, ref_length, alt_codes, alt_tracks, window, padding)

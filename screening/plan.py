@@ -8,6 +8,9 @@ Window placement (0-based, half-open throughout):
 
 * tiled kinds, insertions and variants: one model window centred on each
   perturbation, as C.Origami's deletion screen does;
+* tiled kinds and insertions with ``window: shared``: consecutive perturbations
+  of one unit share a window that holds them all in its central half (see
+  :func:`shared_windows`), so the unit's reference is predicted once;
 * saturation mutagenesis: the positions of one unit share a window centred on
   them, so the unit's reference is predicted once.
 """
@@ -24,7 +27,7 @@ from screening.regions import Region, RegionError, merge_sorted, validate_region
 from screening.spec import TILED_KINDS, ScreenSpec
 from screening.store import GroupLayout
 
-__all__ = ["WorkUnit", "ScreenPlan", "deletion_starts", "plan_screen"]
+__all__ = ["WorkUnit", "ScreenPlan", "deletion_starts", "plan_screen", "shared_windows"]
 
 _MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
@@ -135,6 +138,62 @@ def _insertion(spec, regions: list[Region], window: int) -> _Candidates:
     zero = np.zeros(len(starts), np.int64)
     # the stored interval is the 1-bp insertion point: the sequence goes in before base `start`
     return _Candidates(starts, starts + 1, _centred(starts, zero, window), zero)
+
+
+def shared_windows(
+    start: np.ndarray, end: np.ndarray, fallback: np.ndarray, extra: np.ndarray, chunk_size: int, window: int, chrom_length: int
+) -> np.ndarray:
+    """Window starts that consecutive perturbations of each chunk share (``window: shared``).
+
+    Each chunk of ``chunk_size`` perturbations (one work unit) is cut greedily, in order,
+    into groups whose span ``[start of the first, largest end)`` is at most half a window;
+    a group's window is centred on its span and moved inside the chromosome (its loaded
+    span, window + ``extra``, included). A perturbation keeps its ``fallback`` window (centred
+    on it) unless it lies in the central half of the group's window, ``window // 4`` bp or
+    more from either edge; so a unit of ``n`` perturbations spanning at most half a window
+    needs one reference, away from chromosome ends.
+
+    Parameters
+    ----------
+    start, end
+        Perturbed intervals, sorted by start (an insertion: ``end = start + 1``).
+    fallback
+        Each perturbation's own centred window start.
+    extra
+        bp beyond the window that each perturbation's input loads (a deletion's width).
+    chunk_size, window, chrom_length
+        Perturbations per unit, the model window, the chromosome length.
+    """
+    margin = window // 4
+    placed = np.asarray(fallback, np.int64).copy()
+    starts, ends = np.asarray(start).tolist(), np.asarray(end).tolist()
+    for lo in range(0, len(starts), chunk_size):
+        hi = min(lo + chunk_size, len(starts))
+        first = lo
+        while first < hi:
+            last, span_end = first + 1, ends[first]
+            while last < hi and max(span_end, ends[last]) - starts[first] <= window - 2 * margin:
+                span_end, last = max(span_end, ends[last]), last + 1
+            group = slice(first, last)
+            shared = (2 * starts[first] + span_end - starts[first] - window) // 2  # centred, as _centred
+            shared = max(0, min(shared, chrom_length - window - int(extra[group].max())))
+            inside = (start[group] >= shared + margin) & (end[group] <= shared + window - margin)
+            placed[group] = np.where(inside, shared, placed[group])
+            first = last
+    return placed
+
+
+def _place_shared(chrom, perturbation, candidates: _Candidates, geometry, chrom_length, chunk_size, policy, skipped) -> _Candidates:
+    """Shared windows, then the edge check; repeated after skipping, as a skip changes the chunks."""
+    centred = candidates.window_start
+    while True:
+        candidates.window_start = shared_windows(candidates.start, candidates.end, centred, candidates.extra, chunk_size,
+                                                 geometry.window_length, chrom_length)
+        keep = _fits(candidates.window_start, candidates.extra, geometry, chrom_length)
+        candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_length, policy, skipped)
+        if keep.all():
+            return candidates
+        centred = centred[keep]
 
 
 def _mutagenesis(regions: list[Region], window: int, chunk_size: int, genome) -> _Candidates:
@@ -297,7 +356,11 @@ def plan_screen(
                 candidates = _variant_candidates(chosen, window) if chosen else None
             if candidates is None or not len(candidates.start):
                 continue
-            candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_sizes[chrom], policy, skipped)
+            if getattr(perturbation, "window", "centred") == "shared":
+                candidates = _place_shared(chrom, perturbation, candidates, geometry, chrom_sizes[chrom],
+                                           spec.execution.chunk_size, policy, skipped)
+            else:
+                candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_sizes[chrom], policy, skipped)
             if not len(candidates.start):
                 continue
             if perturbation.kind == "attribution":
@@ -325,6 +388,9 @@ def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_l
     first = int(np.flatnonzero(~fits)[0])
     if policy == "fail":
         hint = _deletion_range(perturbation.width, geometry.window_length, chrom_length) if perturbation.kind == "deletion" else ""
+        if getattr(perturbation, "window", "centred") == "shared":
+            margin, extra = geometry.window_length // 4, int(candidates.extra[first])
+            hint = f"; with window: shared, perturbations can lie within {margin:,}-{chrom_length - margin - extra:,}"
         ws = int(candidates.window_start[first])
         raise _edge_error(perturbation.kind, chrom, int(candidates.start[first]), int(candidates.end[first]), ws,
                           ws + geometry.window_length + int(candidates.extra[first]), chrom_length, hint)

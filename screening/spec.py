@@ -274,11 +274,20 @@ class _PerturbationBase(_Strict):
         return self.kind
 
 
+WINDOW_PLACEMENTS = ("centred", "shared")
+_WINDOW_HELP = (
+    "centred: one model window centred on each perturbation (C.Origami's screen; two forward passes per "
+    "perturbation); shared: the perturbations of a work unit share windows that hold them in their central "
+    "half, so each window's reference is predicted once (one forward pass per perturbation, plus one per unit)"
+)
+
+
 class _TiledSpec(_PerturbationBase):
     """Tiled over the screen's regions: ``width`` bp at ``start + k·step`` (region end exclusive)."""
 
     width: Annotated[int, Field(gt=0)]
     step: Annotated[int, Field(gt=0)]
+    window: Literal["centred", "shared"] = Field("centred", description=_WINDOW_HELP)
 
     def _default_label(self) -> str:
         return f"{self.kind}_{self.width}bp"
@@ -327,6 +336,7 @@ class InsertionSpec(_PerturbationBase):
 
     kind: Literal["insertion"] = "insertion"
     step: Annotated[int, Field(gt=0)]
+    window: Literal["centred", "shared"] = Field("centred", description=_WINDOW_HELP)
     sequence: str | None = None
     motif: Literal["CTCF"] | None = None
     orientation: Literal["+", "-"] = "+"
@@ -483,6 +493,11 @@ class ExecutionSpec(_Strict):
     overlap: bool = Field(
         True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one runs"
     )
+    channels_last: bool = Field(
+        False, description="run the model's 2-D convolutions in channels-last (NHWC) memory format (faster with cuDNN "
+        "bf16/fp16); results agree with the default to float rounding"
+    )
+    compile: bool = Field(False, description="torch.compile the model (the first batch compiles, minutes)")
 
 
 class OutputSpec(_Strict):
@@ -561,6 +576,9 @@ class ScreenSpec(_Strict):
         it is part of the hash; fp32 is left out, keeping the hashes of existing stores.
         """
         science = self.model_dump(mode="json", exclude={"execution", "output"})
+        for perturbation in science["perturbations"]:
+            if perturbation.get("window") == "centred":  # the default: hashes of earlier stores stay valid
+                del perturbation["window"]
         if self.execution.precision != "fp32":
             science["precision"] = self.execution.precision
         canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))

@@ -212,3 +212,53 @@ def test_variants_from_vcf(toy, toy_paths, tmp_path):
                "window_start": np.array([(2 * v.start + v.ref_length - 512) // 2 for v in variants]), "variants": variants}
     scores = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=3)
     assert np.isfinite(scores["impact_mean_abs"]).all() and (scores["impact_mean_abs"] > 0).all()
+
+
+# --- window: shared ------------------------------------------------------------------------------------
+
+SHARED_KINDS = [k for k in KIND_SPECS if k != "mutagenesis"]
+
+
+def shared_payload(kind):
+    spec = perturbation({**KIND_SPECS[kind], "window": "shared"})
+    payload = unit_payload(spec)
+    assert len(np.unique(payload["window_start"])) == 1 and len(payload["start"]) == 5
+    return spec, payload
+
+
+@pytest.mark.parametrize("kind", SHARED_KINDS)
+def test_shared_window_predicts_one_reference_per_unit_and_is_batch_invariant(toy, kind, monkeypatch, one_thread):
+    adapter, genome, tracks = toy
+    spec, payload = shared_payload(kind)
+    sizes = []
+    original = adapter.predict
+    monkeypatch.setattr(adapter, "predict", lambda c, t: sizes.append(len(c)) or original(c, t))
+    by_batch = {b: run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=b) for b in (1, 3, 8)}
+    assert sum(sizes) == 3 * (5 + 1)  # per run: 5 perturbed windows and one reference
+    for b in (3, 8):
+        for name in ALL_SCORES:
+            scale = np.nanmax(np.abs(by_batch[1][name])) if np.isfinite(by_batch[1][name]).any() else 1.0
+            np.testing.assert_allclose(by_batch[b][name], by_batch[1][name], rtol=1e-3, atol=1e-3 * scale + 2e-6,
+                                       err_msg=f"{kind} {name} batch {b}")
+    assert np.isfinite(by_batch[1]["impact_mean_abs"]).all() and (by_batch[1]["impact_mean_abs"] > 0).all()
+
+
+@pytest.mark.parametrize("padding", ["zero", "follow"])
+def test_shared_window_deletions_equal_a_direct_computation(toy, padding, one_thread):
+    """Each score is the original's mean |Δ| of the deleted and reference maps of the one shared window."""
+    from screening.perturb import apply_edit
+
+    adapter, genome, tracks = toy
+    spec, payload = shared_payload("deletion_follow" if padding == "follow" else "deletion")
+    got = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1)  # batch-size noise: tested above
+    window_start = int(payload["window_start"][0])
+    codes = genome.fetch("chr1", window_start, window_start + 512 + 20)
+    values = tracks.fetch("chr1", window_start, window_start + 512 + 20)
+    reference = adapter.predict(codes[None, :512], values[None, :, :512])[0]
+    for i, start in enumerate(payload["start"].tolist()):
+        offset = start - window_start
+        assert 128 <= offset and offset + 20 <= 512 - 128  # inside the window's central half
+        deleted_codes, deleted_values = apply_edit(codes, values, offset, 20, np.zeros(0, np.uint8), None, 512, padding)
+        deleted = adapter.predict(deleted_codes[None], deleted_values[None])[0]
+        assert got["impact_mean_abs"][i] == pytest.approx(np.abs(deleted - reference).mean(), rel=1e-5)
+        assert got["impact_abs_mean"][i] == pytest.approx(abs((deleted - reference).mean()), rel=1e-4, abs=1e-7)

@@ -86,3 +86,88 @@ def test_perturbation_with_its_own_regions():
         plan_screen(spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000},
                                         {"kind": "mutagenesis", "regions": ["chr9:1-2"]}]),
                     [Region("chr1", 1_400_000, 1_404_000)], SIZES, GEOMETRY)
+
+
+# --- window: shared (one reference window per work unit) --------------------------------------------
+
+def shared_spec(kind="deletion", chunk_size=16, **changes):
+    raw = {"kind": kind, "step": 1000, "window": "shared"}
+    if kind != "insertion":
+        raw["width"] = 1000
+    else:
+        raw["sequence"] = "ACGT"
+    return spec(perturbations=[raw], execution={"chunk_size": chunk_size}, **changes)
+
+
+@pytest.mark.parametrize("kind", ["deletion", "mask", "inversion", "duplication", "shuffle", "insertion"])
+def test_shared_windows_one_per_unit_holding_every_perturbation_centrally(kind):
+    plan = plan_screen(shared_spec(kind), [Region("chr1", 1_400_000, 1_448_000)], SIZES, GEOMETRY)
+    (layout,) = plan.layouts
+    assert layout.params["window"] == "shared"  # recorded in the store's params
+    margin = GEOMETRY.window_length // 4
+    for unit in plan.units:
+        windows = layout.window_start[unit.lo : unit.hi]
+        assert len(np.unique(windows)) == 1
+        assert (layout.start[unit.lo : unit.hi] >= windows + margin).all()
+        assert (layout.end[unit.lo : unit.hi] <= windows + GEOMETRY.window_length - margin).all()
+    # centred on the first unit's span [start of the first, end of the last)
+    assert layout.window_start[0] == (1_400_000 + int(layout.end[15]) - GEOMETRY.window_length) // 2
+
+
+def test_centred_is_the_default_and_keeps_the_science_hash():
+    centred = spec()
+    assert centred.perturbations[0].window == "centred"
+    explicit = spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000, "window": "centred"}])
+    assert explicit.science_hash() == centred.science_hash()
+    assert shared_spec(chunk_size=3).science_hash() != centred.science_hash()
+    plan = plan_screen(centred, [Region("chr1", 1_400_000, 1_404_000)], SIZES, GEOMETRY)
+    assert len(np.unique(plan.layouts[0].window_start)) == 4  # one window per deletion
+
+
+def test_shared_windows_never_leave_the_chromosome():
+    # near both ends: centred windows would leave chr1, shared ones are moved inside
+    window = GEOMETRY.window_length
+    regions = [Region("chr1", 540_000, 560_000), Region("chr1", 2_440_000, 2_450_000)]
+    plan = plan_screen(shared_spec(), regions, SIZES, GEOMETRY)
+    (layout,) = plan.layouts
+    assert layout.n == 30 and not plan.skipped
+    assert (layout.window_start >= 0).all()
+    assert (layout.window_start + window + 1000 <= SIZES["chr1"]).all()  # the loaded span too
+    assert layout.window_start[0] == 0 and layout.window_start[-1] == SIZES["chr1"] - window - 1000
+    with pytest.raises(RegionError):  # the centred screen cannot do these
+        plan_screen(spec(), regions, SIZES, GEOMETRY)
+
+
+def test_shared_windows_near_the_end_fall_back_and_are_skipped_or_refused():
+    margin = GEOMETRY.window_length // 4
+    regions = [Region("chr1", 500_000, 530_000)]  # the first deletions lie within a quarter window of the start
+    with pytest.raises(RegionError, match=r"with window: shared, perturbations can lie within 524,288-"):
+        plan_screen(shared_spec(), regions, SIZES, GEOMETRY)
+    plan = plan_screen(shared_spec(invalid_policy="skip"), regions, SIZES, GEOMETRY)
+    (layout,) = plan.layouts
+    assert layout.start[0] == 525_000 and plan.skipped["deletion_1000bp"]["count"] == 25
+    for unit in plan.units:  # units re-formed after skipping still share one window each
+        assert len(np.unique(layout.window_start[unit.lo : unit.hi])) == 1
+    assert (layout.start >= layout.window_start + margin).all()
+
+
+def test_shared_windows_split_a_unit_wider_than_half_a_window():
+    # 1,000 deletions 2 kb apart in one unit span 2 Mb: groups of at most half a window each
+    s = spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 2000, "window": "shared"}],
+             execution={"chunk_size": 1000})
+    sizes = {"chr3": 6_000_000}
+    plan = plan_screen(s, [Region("chr3", 1_000_000, 3_000_000)], sizes, GEOMETRY)
+    (layout,) = plan.layouts
+    margin, window = GEOMETRY.window_length // 4, GEOMETRY.window_length
+    assert len(np.unique(layout.window_start)) == 2  # 2 Mb of deletions in two groups of ≤ 1 Mb
+    inside = (layout.start >= layout.window_start + margin) & (layout.end <= layout.window_start + window - margin)
+    assert inside.all()
+
+
+def test_shared_window_is_refused_for_other_kinds():
+    from screening.spec import SpecError
+
+    with pytest.raises(SpecError, match="window"):
+        spec(perturbations=[{"kind": "mutagenesis", "window": "shared"}])
+    with pytest.raises(SpecError, match="window"):
+        spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000, "window": "middle"}])

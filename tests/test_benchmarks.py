@@ -1,0 +1,83 @@
+"""Smoke test of benchmarks/throughput.py on a toy model: every case runs and reports sane numbers.
+
+No timing is asserted (the machine is shared); the full-size run is recorded in docs/benchmarks.md.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TOY_CONFIG
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def options(bench):
+    return bench._parse(["--threads", "1", "--n-perturbations", "4", "--naive-perturbations", "2", "--deletion-width", "8",
+                         "--forward-batches", "2", "--batch-size", "3", "--ig-steps", "2", "--matmul-size", "64",
+                         "--model-config", json.dumps(TOY_CONFIG)])
+
+
+@pytest.fixture(autouse=True)
+def untuned_allocator(monkeypatch):
+    """Keep the test process's malloc settings: the tuning is process-wide (tested in test_tuning)."""
+    monkeypatch.setattr("workers.screen_worker.tune_cpu_allocator", lambda: False)
+
+
+def test_every_case_runs_and_summarises(bench, options, one_thread):
+    rows = {case: bench.run_case(case, options) for case in bench.CASES}
+    assert rows["peak"]["peak_flops"] > 0 and rows["peak"]["dtype"] == "float32"
+    assert rows["forward"]["forwards"] == 6
+    deletion = rows["deletion"]
+    assert deletion["perturbations"] == 4 and deletion["units"] == 2
+    assert deletion["forwards"] == 4 + 2  # window: shared, one reference per unit
+    assert deletion["peak_rss"] >= deletion["peak_rss_first_half"] > 0
+    assert rows["mutagenesis"]["perturbations"] == 6 and rows["mutagenesis"]["forwards"] == 7
+    assert rows["naive"]["forwards"] == 4
+    assert rows["ig"]["windows"] == 1 and rows["ig"]["positions"] == 256 and rows["ig"]["flops"] > 0
+    flops = bench.forward_flops(bench._config(options))
+    assert deletion["flops"] == 6 * flops
+    summary = bench.summarise(rows, "cpu")
+    assert 0 < rows["deletion"]["fraction_of_peak"]
+    assert summary["speedup_vs_naive"] > 0 and summary["end_to_end_vs_forward"] > 0
+    assert set(summary["targets"]) == {"speedup >= 2.5x naive", "end-to-end >= 85% of bare forward",
+                                       "peak memory <= 2 GB", "peak flat from N to 2N (< 2% growth)"}
+
+
+def test_naive_baseline_matches_the_engine(bench, options, toy_paths, one_thread):
+    """The naive loop computes C.Origami's score: the same numbers as the engine's centred windows."""
+    from screening.engine import run_deletions
+    from screening.io.genome import Genome
+    from screening.io.tracks import Track, TrackSet
+    from screening.models.corigami import CorigamiAdapter, CorigamiConfig
+
+    adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    sequence = "".join(line for line in toy_paths["fasta"].read_text().splitlines()[1:] if not line.startswith(">"))
+    starts = [2_000, 2_040]
+    naive, ref_maps, _ = bench.naive_deletion_screen(adapter.module, sequence[:6_000], toy_paths, starts, 20, 512)
+    assert ref_maps.dtype == np.float64 and ref_maps.shape == (2, 16, 16)
+    tracks = TrackSet([Track(toy_paths["ctcf"], "ctcf"), Track(toy_paths["atac"], "atac", "log1p")])
+    engine = run_deletions(adapter, Genome(toy_paths["fasta"]), tracks, "chr1", np.array(starts), 20, "zero",
+                           ("impact_mean_abs",), batch_size=1)
+    np.testing.assert_allclose(naive, engine["impact_mean_abs"], rtol=1e-4)
+
+
+def test_flop_count_of_the_released_model(bench):
+    assert bench.forward_flops() == pytest.approx(953e9, rel=0.01)  # 97% of it the 2-D decoder
+
+
+def test_unknown_kind_is_refused(bench, capsys):
+    assert bench.main(["--kinds", "deletion,bogus"]) == 2
+    assert "--kinds: unknown ['bogus']" in capsys.readouterr().err

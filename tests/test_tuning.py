@@ -1,0 +1,93 @@
+"""Worker throughput settings: the CPU allocator tuning, channels-last and torch.compile leave results unchanged."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from screening.models.corigami import CorigamiAdapter, CorigamiConfig
+from screening.tuning import optimize_adapter
+
+from conftest import TOY_CONFIG
+
+
+def toy_batch(adapter, batch=3, seed=1):
+    rng = np.random.default_rng(seed)
+    window = adapter.geometry.window_length
+    codes = rng.integers(0, 5, (batch, window), dtype=np.uint8)
+    tracks = rng.gamma(1.0, 1.0, (batch, 2, window)).astype(np.float32)
+    return codes, tracks
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_allocator_tuning_takes_effect_and_predictions_still_run():
+    # in a child process: the setting is process-wide
+    code = (
+        "import numpy as np; from screening.tuning import tune_cpu_allocator; "
+        "from screening.models.corigami import CorigamiAdapter, CorigamiConfig; "
+        "assert tune_cpu_allocator() is True; "
+        f"a = CorigamiAdapter.random_init(CorigamiConfig(**{TOY_CONFIG!r})); "
+        "m = a.predict(np.zeros((2, 512), np.uint8), np.zeros((2, 2, 512), np.float32)); "
+        "assert m.shape == (2, 16, 16) and np.isfinite(m).all(); print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_channels_last_leaves_cpu_results_unchanged(one_thread):
+    plain = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    nhwc = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    assert optimize_adapter(nhwc, channels_last=True) == {"channels_last": True, "compile": False}
+    conv = nhwc.module.decoder.conv_start[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    codes, tracks = toy_batch(plain)
+    expected = plain.predict(codes, tracks)
+    got = nhwc.predict(codes, tracks)
+    assert got.shape == expected.shape == (3, 16, 16)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_nothing_applied_by_default():
+    adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    module = adapter.module
+    assert optimize_adapter(adapter) == {"channels_last": False, "compile": False}
+    assert adapter.module is module
+
+
+def test_execution_options_default_off():
+    from screening.spec import ExecutionSpec, SpecError, parse_spec
+
+    assert ExecutionSpec().channels_last is False and ExecutionSpec().compile is False
+    raw = {"model": {"random_seed": 0}, "genome": {"fasta": "/g.fa"}, "regions": ["chr1:0-10"],
+           "perturbations": [{"kind": "mutagenesis"}], "output": {"store": "/x.zarr"}}
+    base = parse_spec(raw)
+    fast = parse_spec({**raw, "execution": {"channels_last": True, "compile": True}})
+    assert fast.execution.channels_last and fast.science_hash() == base.science_hash()  # not part of the science
+    with pytest.raises(SpecError, match="channels_last"):
+        parse_spec({**raw, "execution": {"channels_last": "sometimes"}})
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_maps(one_thread):
+    plain = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    compiled = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    optimize_adapter(compiled, compile=True)
+    codes, tracks = toy_batch(plain)
+    np.testing.assert_allclose(compiled.predict(codes, tracks), plain.predict(codes, tracks), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_bf16_channels_last_close_to_fp32_cpu(channels_last):
+    """On a GPU: the fast path (bf16 autocast, optionally NHWC) stays close to the fp32 CPU maps."""
+    cpu = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    gpu = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0, device="cuda")
+    optimize_adapter(gpu, channels_last=channels_last)
+    codes, tracks = toy_batch(cpu)
+    expected = cpu.predict(codes, tracks)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = gpu.predict(codes, tracks)
+    np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(expected).max())
