@@ -737,7 +737,10 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
     if ray.is_initialized():
         ray.shutdown()
     dashboard_port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",  # a new cluster, even where another one on this machine could be joined
+        num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, logging_level="ERROR", log_to_driver=False,
+    )
     try:
         deployer = ServeSubmissionClient(f"http://127.0.0.1:{dashboard_port}")
         deployer.deploy_applications(ServeDeploySchema.model_validate(config).model_dump(exclude_unset=True))
