@@ -48,6 +48,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         overrides["output.overwrite"] = True
     if args.metrics_port is not None:
         overrides["execution.metrics_port"] = args.metrics_port
+    if args.metrics_host:
+        overrides["execution.metrics_host"] = args.metrics_host
     return overrides
 
 
@@ -214,7 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="inputs per forward pass (overrides execution.batch_size)")
     run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another spec")
-    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    run.add_argument("--metrics-host", help="address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 in a pod)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="skip the pictures")
     run.set_defaults(func=cmd_run)

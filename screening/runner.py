@@ -216,7 +216,10 @@ def _init_ray(spec: ScreenSpec) -> bool:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         return True
     needed = execution.num_workers * execution.cpus_per_worker
+    # "local" always starts a private Ray: a plain init() would join a cluster
+    # someone started on this machine with `ray start`.
     ray.init(
+        address="local",
         num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))),
         include_dashboard=False,
         logging_level="ERROR",
@@ -363,7 +366,7 @@ def run_screen(
     metrics = ScreenMetrics(spec.name)
     metrics.start(len(plan.units), len(plan.units) - len(pending))
     if spec.execution.metrics_port is not None:
-        metrics.serve(spec.execution.metrics_port)
+        metrics.serve(spec.execution.metrics_port, spec.execution.metrics_host)
     names: list[str] = []
     retries = 0
     if pending:

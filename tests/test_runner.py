@@ -40,7 +40,7 @@ def spec_file(toy_paths, tmp_path, name):
 def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(toy_paths, tmp_path):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         reference = run_screen(spec_file(toy_paths, tmp_path, "clean"), progress=False)
         killed: list[int] = []
@@ -82,7 +82,7 @@ from screening.runner import ScreenCancelled, ScreenProgress
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
 

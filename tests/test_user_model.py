@@ -401,7 +401,7 @@ def test_runner_screens_user_model_on_ray_workers(user_code, toy_paths, tmp_path
 
     spec = screen_spec(user_code, toy_paths, tmp_path / "out.zarr")
     _, expected = screened
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         summary = run_screen(spec, progress=False)
     finally:
