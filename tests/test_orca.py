@@ -270,6 +270,16 @@ def _screen(perturbations: list[dict], model: dict | None = None, **extra) -> di
             "regions": ["chr1:2,000-2,100"], "perturbations": perturbations, "output": {"store": "/x.zarr"}, **extra}
 
 
+def test_example_spec_validates() -> None:
+    from screening.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "orca_example.yaml")
+    assert spec.model.kind == "orca" and spec.model.strand_average and spec.model.checkpoint.endswith("orca_h1esc.net0.statedict")
+    assert spec.perturbations[0].padding == "follow" and spec.tracks == []
+    assert load_spec(Path(__file__).resolve().parents[1] / "configs" / "orca_example.yaml",
+                     {"model.checkpoint": None, "model.random_seed": 0}).model.random_seed == 0
+
+
 def test_spec_strand_average_only_for_orca() -> None:
     with pytest.raises(SpecError, match="strand_average is only for kind: orca"):
         parse_spec(_screen([{"kind": "mutagenesis"}], model={"random_seed": 0, "strand_average": True}))
@@ -469,6 +479,14 @@ def test_attribution_methods_run_on_orca(toy_orca, tiny_avg: OrcaAdapter, method
             assert np.abs(out["completeness_error"]).max() < (0.05 if method == "integrated_gradients" else 1e-3) * scale
 
 
+def test_checkpointed_gradients_equal_plain(tiny_avg: OrcaAdapter) -> None:
+    codes = _windows(1, seed=6)
+    target = make_target("insulation", bin=8, window=3)
+    plain = attribute(tiny_avg, codes, None, target, "saliency")
+    checkpointed = attribute(tiny_avg, codes, None, target, "saliency", checkpoint=True)
+    np.testing.assert_allclose(checkpointed.sequence, plain.sequence, atol=1e-7)
+
+
 def test_deeplift_refusal_keys_off_the_model_not_its_name(tiny: OrcaAdapter) -> None:
     """A C.Origami-named Orca passes; an Orca whose head holds a GELU is refused, naming it."""
     codes = _windows(1)
@@ -500,7 +518,7 @@ def test_cli_screen_with_orca(toy_paths, tmp_path: Path, tiny: OrcaAdapter) -> N
     raw["output"] = {"store": str(tmp_path / "orca.zarr")}
     spec_path = tmp_path / "orca.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         assert main(["run", str(spec_path), "--no-progress", "--no-plots"]) == 0
     finally:
