@@ -349,6 +349,20 @@ def test_predict_near_checks_shapes_and_falls_back(tiny: OrcaAdapter) -> None:
     np.testing.assert_array_equal(adapter.predict_near(reference, None, reference[None], None), tiny.predict(reference[None], None))
 
 
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny: OrcaAdapter) -> None:
+    """Full and incremental predictions on CUDA (TF32 off) match the CPU's."""
+    import copy
+
+    cuda = OrcaAdapter(copy.deepcopy(tiny.module), device="cuda", strand_average=True)
+    cpu = OrcaAdapter(tiny.module, strand_average=True)
+    reference = _windows(1, seed=11)[0]
+    codes = _substitutions(reference, np.random.default_rng(1))
+    expected = cpu.predict(codes, None)
+    np.testing.assert_allclose(cuda.predict(codes, None), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cuda.predict_near(reference, None, codes, None), expected, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------- the engine on Orca
 
 
@@ -404,6 +418,16 @@ def test_every_kind_runs_on_orca(toy_orca, kind: str) -> None:
     expected = score_maps(ref_map[None], alt_map[None], ALL_SCORES, [alignment], context)
     first = one["impact_mean_abs"][0, base] if base is not None else one["impact_mean_abs"][0]
     np.testing.assert_allclose(first, expected["impact_mean_abs"][0], rtol=1e-4, atol=1e-7)
+
+
+def test_overlapped_input_building_gives_the_same_scores(toy_orca) -> None:
+    adapter, genome = toy_orca
+    spec, plan = _plan(genome, adapter, KINDS["deletion"])
+    payload = plan.payload(plan.units[0])
+    plain = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=3)
+    overlapped = OrcaAdapter(adapter.module)
+    overlapped.overlap = True  # host_input built in a background thread (screening.overlap)
+    np.testing.assert_array_equal(run_unit(overlapped, genome, None, spec, "chr1", payload, batch_size=3)["mse"], plain["mse"])
 
 
 def test_mutagenesis_uses_the_incremental_path(toy_orca, monkeypatch) -> None:

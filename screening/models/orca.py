@@ -34,6 +34,7 @@ from torch import nn
 from screening.attribution import InputLayout
 from screening.encode import one_hot
 from screening.models.base import ModelAdapter, ModelError, WindowGeometry
+from screening.precision import autocast
 
 __all__ = [
     "ORCA_ALPHABET",
@@ -520,6 +521,10 @@ class OrcaAdapter(ModelAdapter):
         tracks
             ``None`` (or an empty ``[B, 0, L]``): Orca takes sequence only.
         """
+        return self.host_input(codes, tracks).to(self.device)
+
+    def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
+        """:meth:`build_input` on the host (CPU), for pinned asynchronous copies to the device."""
         codes = np.asarray(codes)
         length = self.config.window_length
         if codes.ndim != 2 or codes.shape[1] != length:
@@ -527,7 +532,7 @@ class OrcaAdapter(ModelAdapter):
         if tracks is not None and np.shape(tracks)[1:2] != (0,):
             raise ModelError(f"Orca takes sequence only, but tracks of shape {np.shape(tracks)} were given")
         encoded = one_hot(codes, order=ORCA_ALPHABET, n_value=N_VALUE)  # [B, L, 4]
-        return torch.from_numpy(np.ascontiguousarray(encoded.transpose(0, 2, 1))).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(encoded.transpose(0, 2, 1)))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: ``[B, 4, L]`` → float32 ``[B, n_bins, n_bins]``.
@@ -585,17 +590,16 @@ class OrcaAdapter(ModelAdapter):
         if not self.incremental:
             return self.predict(codes, tracks)
         spans = [_changed_span(row, reference) for row in codes]
-        encodings = []
-        for strand, stages in enumerate(self._reference_stages(reference)):
-            x = self.build_input(codes, None)
-            if strand:
-                x = x.flip(1, 2)
-            encodings.append(self._encode_near(stages, x, spans, reverse=bool(strand)))
-        if not self.strand_average:
-            return self.module.decode(encodings[0]).float().cpu().numpy()
-        maps = self.module.decode(torch.cat(encodings))
-        fwd, rc = maps[: len(codes)], maps[len(codes) :]
-        return (0.5 * fwd + 0.5 * rc.flip(1, 2)).float().cpu().numpy()
+        x = self.build_input(codes, None)
+        with autocast(self.device, self.precision):  # as predict: execution.precision (CUDA only)
+            encodings = [
+                self._encode_near(stages, x.flip(1, 2) if strand else x, spans, reverse=bool(strand))
+                for strand, stages in enumerate(self._reference_stages(reference))
+            ]
+            maps = self.module.decode(torch.cat(encodings)).float()
+        if self.strand_average:
+            maps = 0.5 * maps[: len(codes)] + 0.5 * maps[len(codes) :].flip(1, 2)
+        return maps.cpu().numpy()
 
     def _reference_stages(self, reference: np.ndarray) -> list[list[torch.Tensor]]:
         """Per strand: the input of every encoder level (level 1: the one-hot) and the encoding."""
