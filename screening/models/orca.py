@@ -382,12 +382,12 @@ def state_dict_sha256(module: nn.Module) -> str:
 
 
 def _init_random(net: OrcaNet) -> None:
-    """Weights that keep activations of order 1 through the deep residual stacks.
+    """Weights that keep activations bounded through the deep residual stacks.
 
     He-normal for convolutions followed by a ReLU, fan-in normal for the others,
     zero biases; the last batch norm of every residual branch scaled to 0.2 so the
-    38 residual additions of the decoder do not blow the map up. For smoke tests
-    and benchmarks only (PyTorch's default init gives maps of order 1e3 at full size).
+    38 residual additions of the decoder do not blow the map up (full-size maps of
+    order 10; the tiny test model's of order 0.1). For smoke tests and benchmarks only.
     """
     for block in net.modules():
         if not isinstance(block, nn.Sequential):
