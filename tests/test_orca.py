@@ -265,9 +265,19 @@ def test_tracks_are_refused_for_orca() -> None:
         load_model(ModelSpec(kind="orca", random_seed=0, config=TINY, track_names=("ctcf",)))
 
 
+def test_screen_with_tracks_is_refused_for_orca(toy_paths, tmp_path: Path) -> None:
+    from screening.runner import prepare_screen
+
+    raw = _screen([{"kind": "deletion", "width": 20, "step": 20}], genome={"fasta": str(toy_paths["fasta"])},
+                  tracks=[{"name": "ctcf", "path": str(toy_paths["ctcf"])}], output={"store": str(tmp_path / "s.zarr")})
+    with pytest.raises(ModelError, match=r"the model takes tracks \[\] .* the spec gives \['ctcf'\]"):
+        prepare_screen(parse_spec(raw))
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def _screen(perturbations: list[dict], model: dict | None = None, **extra) -> dict:
     return {"model": model or {"kind": "orca", "random_seed": 0, "config": TINY}, "genome": {"fasta": "/x.fa"},
-            "regions": ["chr1:2,000-2,100"], "perturbations": perturbations, "output": {"store": "/x.zarr"}, **extra}
+            "regions": ["chr1:2,000-2,100"], "perturbations": perturbations, "output": {"store": "/x.zarr"}} | extra
 
 
 def test_example_spec_validates() -> None:
