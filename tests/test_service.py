@@ -57,7 +57,7 @@ def service(tmp_path_factory, one_thread):
     (base / "stores").mkdir()
     (base / "tokens").write_text(f"# tokens of the test service\n{TOKEN}\n")
     port = free_port()
-    ray.init(num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app({"store_roots": [str(base / "stores")], "input_roots": [str(inputs)],

@@ -197,3 +197,19 @@ def test_wire_round_trip_of_an_empty_result(codec):
     ds = sample_dataset(False).isel(perturbation=slice(0, 0))
     back = dataset_from_json(dataset_to_json(ds)) if codec == "json" else dataset_from_arrow(dataset_to_arrow(ds))
     assert back.sizes["perturbation"] == 0 and set(back.data_vars) == {"impact", "done"}
+
+
+# --------------------------------------------------------------------------- screening serve
+
+
+def test_serve_refuses_bad_settings_before_starting_ray(tmp_path, monkeypatch, capsys):
+    from screening.cli import main
+
+    for name in ("SCREENING_STORE_ROOTS", "SCREENING_API_TOKENS", "SCREENING_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve"]) == 2
+    assert "store_roots: give at least one store root" in capsys.readouterr().err
+    assert main(["serve", "--store-root", str(tmp_path)]) == 2
+    assert "no API tokens" in capsys.readouterr().err
+    assert main(["serve", "--store-root", "ftp://host/x", "--token-file", str(tmp_path / "none")]) == 2
+    assert "scheme 'ftp' is not allowed" in capsys.readouterr().err

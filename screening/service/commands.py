@@ -89,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.address:
         ray.init(address=args.address, logging_level="WARNING")
     else:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(app, name="screening", route_prefix="/")
     print(f"screening service on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
@@ -184,7 +184,7 @@ def add_service_commands(sub, query: argparse.ArgumentParser, export: argparse.A
     serve.add_argument("--token-file", help="bearer tokens, one per line (default $SCREENING_TOKEN_FILE; or $SCREENING_API_TOKENS)")
     serve.add_argument("--registry", help="where job records are kept (default <first store root>/.screening-jobs)")
     serve.add_argument("--max-perturbations", type=int, help="largest screen accepted")
-    serve.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    serve.add_argument("--address", help="Ray cluster address, or auto for the one on this machine (default: start a new local Ray)")
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="submit a spec to a screening service")
