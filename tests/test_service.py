@@ -245,6 +245,14 @@ def test_spec_errors_name_the_field_and_leave_nothing(service, client):
     assert all(s["store"] != str(service["stores"] / "bad.zarr") for s in client.screens())
 
 
+def test_a_store_of_another_spec_is_refused_at_submit(service, client, finished):
+    other = toy_spec(service, "e2e.zarr")  # the finished screen's store
+    other["perturbations"][0]["width"] = 40
+    error = refused(client, other)
+    assert error.errors[0]["field"] == "output.store" and "another spec" in error.message
+    assert open_results(finished[1]["store"]).is_complete  # untouched
+
+
 def test_oversize_requests_and_screens_are_refused(service, client):
     spec = toy_spec(service, "big.zarr")
     spec["name"] = "x" * (LIMITS["max_spec_bytes"] + 1)

@@ -213,3 +213,32 @@ def test_serve_refuses_bad_settings_before_starting_ray(tmp_path, monkeypatch, c
     assert "no API tokens" in capsys.readouterr().err
     assert main(["serve", "--store-root", "ftp://host/x", "--token-file", str(tmp_path / "none")]) == 2
     assert "scheme 'ftp' is not allowed" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the job registry
+
+
+def test_job_registry_keeps_the_latest_record_and_skips_unreadable_ones(tmp_path, caplog):
+    from screening.service.jobs import Registry
+
+    registry = Registry(str(tmp_path / "jobs"))
+    registry.save({"id": "a" * 32, "state": "running"})
+    registry.save({"id": "a" * 32, "state": "completed"})
+    registry.save({"id": "b" * 32, "state": "failed"})
+    (tmp_path / "jobs" / ("c" * 32 + ".json")).write_text("{truncated")
+    records = Registry(str(tmp_path / "jobs")).load_all()
+    assert [(r["id"][0], r["state"]) for r in records] == [("a", "completed"), ("b", "failed")]
+    assert "skipping unreadable job record" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["a" * 32 + ".json", "b" * 32 + ".json", "c" * 32 + ".json"]
+
+
+def test_job_registry_on_object_storage():
+    from moto_s3 import s3_server
+
+    from screening.service.jobs import Registry
+
+    with s3_server(("bucket",)):
+        registry = Registry("s3://bucket/screens/.screening-jobs")
+        registry.save({"id": "a" * 32, "state": "running"})
+        registry.save({"id": "a" * 32, "state": "interrupted"})
+        assert Registry("s3://bucket/screens/.screening-jobs").load_all() == [{"id": "a" * 32, "state": "interrupted"}]

@@ -98,6 +98,9 @@ class ScreenJob:
         except Exception as err:  # noqa: BLE001 - reported to the caller, who answers 500
             log.exception("preparing screen %s failed", self.job_id)
             return {"ok": False, "error": f"{type(err).__name__}: {err}", "user": False}
+        conflict = self._store_conflict()
+        if conflict:
+            return {"ok": False, "user": True, "field": "output.store", "error": conflict}
         n = prepared.plan.n_perturbations
         if n > max_perturbations:
             return {
@@ -110,6 +113,28 @@ class ScreenJob:
         self.prepared = prepared
         self.state = "prepared"
         return {"ok": True, "n_perturbations": n, "n_units": len(prepared.plan.units)}
+
+    def _store_conflict(self) -> str | None:
+        """Why the spec's store cannot be written (another spec's store, or not a store), else None.
+
+        The runner refuses these too, but only once running: checked here, the submit answers 422.
+        """
+        from screening.store import StoreNotFoundError, read_store_attrs
+
+        output = self.spec.output
+        try:
+            attrs = read_store_attrs(output.store)
+        except StoreNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - unreadable here: leave the verdict to the runner
+            return None
+        if attrs is None:  # remote stores read as None when absent too: the runner decides for those
+            local = "://" not in output.store or output.store.startswith("file://")
+            return f"output.store: {output.store} exists and is not a screening result store" if local else None
+        if attrs.get("spec_sha256") != self.spec.science_hash() and not output.overwrite:
+            return (f"output.store: {output.store} holds the results of another spec "
+                    f"({(attrs.get('spec') or {}).get('name', '?')!r}); choose another store or set output.overwrite")
+        return None
 
     def start(self) -> None:
         """Run the prepared screen on a thread; returns at once."""
