@@ -1,7 +1,8 @@
 """The result store, writer side: one Zarr v3 store per screen.
 
 The layout is specified in ``docs/store.md``. In short: the driver builds every group,
-array and coordinate up front (into a temporary sibling path that is renamed into place),
+array and coordinate up front (locally into a temporary sibling path that is renamed into
+place; on an object store such as ``s3://`` in place, with the root attributes written last),
 so Ray workers only ever write score chunks and their ``chunk_done`` flag. A *work unit*
 is one chunk ``(chrom, analysis, k)``; no two writers ever touch the same chunk.
 
@@ -234,14 +235,6 @@ def _check_layouts(layouts: Iterable[GroupLayout]) -> list[GroupLayout]:
 def _location(path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None) -> Location:
     """The one place store paths are interpreted: a local directory or an fsspec URL."""
     return path if isinstance(path, Location) else Location(path, storage_options)
-
-
-def _local_path(path: str | os.PathLike) -> Path:
-    """The directory of a local store path (``file://`` URLs allowed)."""
-    location = _location(path)
-    if location.remote:
-        raise StoreError(f"{location}: a local path is needed here, not a URL")
-    return location.local_path
 
 
 def _zarr_store(path: Path | Location, read_only: bool):

@@ -32,7 +32,7 @@ def ray_cluster(s3):
     """One local Ray for the module, started after AWS_* point at moto so workers inherit them."""
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -190,3 +190,25 @@ def test_storage_options_from_spec_reach_fsspec_and_secrets_are_redacted(toy_pat
                          prepared.plan.layouts, storage_options=spec.output.storage_options)
     stored = read_store_attrs("s3://bucket/opts.zarr", options)["spec"]["output"]["storage_options"]
     assert stored == {"key": "***", "secret": "***", "client_kwargs": {"endpoint_url": s3}}
+
+
+def test_overwrite_on_s3_replaces_the_old_store(toy_paths, s3):
+    from screening.runner import prepare_screen
+    from screening.store import open_or_create_store
+
+    def create(spec, overwrite=False):
+        prepared = prepare_screen(spec)
+        return open_or_create_store(spec.output.store, spec.model_dump(mode="json"), spec.science_hash(),
+                                    prepared.provenance, prepared.plan.layouts, overwrite=overwrite)
+
+    first = spec_for(toy_paths, "s3://bucket/over.zarr")
+    store, _ = create(first)
+    store.write_chunk("chr1", "del20", 0, {s: np.ones(4, np.float32) for s in SCORES})
+    assert store.progress() == (1, 8)
+    second = spec_for(toy_paths, "s3://bucket/over.zarr", perturbations=[{"kind": "deletion", "width": 40, "step": 40}])
+    with pytest.raises(StoreError, match="belongs to another screen spec"):
+        create(second)
+    replaced, resumed = create(second, overwrite=True)
+    assert not resumed and replaced.progress() == (0, 5)
+    assert read_store_attrs("s3://bucket/over.zarr")["spec_sha256"] == second.science_hash()
+    assert not s3fs_client().find("bucket/over.zarr/chr1/del20")  # nothing of the old store is left
