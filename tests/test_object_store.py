@@ -212,3 +212,11 @@ def test_overwrite_on_s3_replaces_the_old_store(toy_paths, s3):
     assert not resumed and replaced.progress() == (0, 5)
     assert read_store_attrs("s3://bucket/over.zarr")["spec_sha256"] == second.science_hash()
     assert not s3fs_client().find("bucket/over.zarr/chr1/del20")  # nothing of the old store is left
+
+
+def test_cli_queries_an_s3_store(screens, capsys):
+    assert cli_main(["query", "s3://bucket/x.zarr", "chr2", "--format", "tsv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split("\t")[:3] == ["chrom", "start", "end"] and len(lines) == 1 + 10
+    assert cli_main(["info", "s3://bucket/x.zarr"]) == 0
+    assert '"complete": true' in capsys.readouterr().out
