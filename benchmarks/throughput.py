@@ -87,8 +87,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_peak(device: str, size: int | None = None, repeats: int = 10) -> dict[str, Any]:
-    """FLOP/s of a large square matmul: fp32 on CPU, bf16 on CUDA; the best of 3 timings."""
+def measure_peak(device: str, size: int | None = None, repeats: int = 2, trials: int = 10) -> dict[str, Any]:
+    """FLOP/s of a large square matmul: fp32 on CPU, bf16 on CUDA; the best of ``trials`` short timings.
+
+    Short timings, best kept: on a shared machine one of them finds the cores free.
+    """
     import torch
 
     cuda = device.startswith("cuda")
@@ -99,7 +102,7 @@ def measure_peak(device: str, size: int | None = None, repeats: int = 10) -> dic
     a @ b
     _sync(device)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(trials):
         began = time.perf_counter()
         for _ in range(repeats):
             a @ b
@@ -265,24 +268,26 @@ def run_forward(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     warm = _warm_up(adapter, options.device)
     _reset_cuda_peak(options.device)
     codes, tracks = _random_batch(options.batch_size, adapter.geometry.window_length, len(adapter.track_names))
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(options.forward_batches):
         adapter.predict(codes, tracks)
     _sync(options.device)
     seconds = time.perf_counter() - began
     n = options.batch_size * options.forward_batches
-    return {"case": "forward", "forwards": n, "seconds": seconds, "warmup_s": warm, "forwards_per_s": n / seconds,
+    return {"case": "forward", "forwards": n, "seconds": seconds, "cpu_s": time.process_time() - cpu, "warmup_s": warm,
+            "forwards_per_s": n / seconds,
             "flops": n * forward_flops(_config(options)), "peak_rss": peak_rss(), "cuda_peak": _cuda_peak(options.device)}
 
 
 def _run_units(worker, plan, options) -> tuple[float, list[int], list[dict]]:
-    """Compute every unit through the worker; peak RSS after each."""
+    """Compute every unit through the worker; peak RSS after each (the last report carries ``cpu_s``)."""
     peaks, reports = [], []
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for unit in plan.units:
         reports.append(worker.run(unit, plan.payload(unit)))
         peaks.append(peak_rss())
     _sync(options.device)
+    reports[-1]["cpu_s"] = time.process_time() - cpu
     return time.perf_counter() - began, peaks, reports
 
 
@@ -292,8 +297,23 @@ def _reference_windows(plan) -> int:
     return sum(len(np.unique(plan.payload(u)["window_start"])) for u in plan.units)
 
 
+def _bare_forwards(adapter, options: argparse.Namespace, batches: int) -> float:
+    """Seconds of ``batches`` bare forward passes at the case's batch size."""
+    codes, tracks = _random_batch(options.batch_size, adapter.geometry.window_length, len(adapter.track_names))
+    began = time.perf_counter()
+    for _ in range(batches):
+        adapter.predict(codes, tracks)
+    _sync(options.device)
+    return time.perf_counter() - began
+
+
 def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """A deletion screen (``window: shared``) in two work units through the real worker."""
+    """A deletion screen (``window: shared``) in two work units through the real worker.
+
+    Bare forward passes of the same adapter are timed just before and just after the screen
+    (``bracket_forwards`` of them each side, same batch size), so the end-to-end ratio can be
+    read off one process and one stretch of time on a machine that others share.
+    """
     import numpy as np
 
     from screening.results import open_results
@@ -301,14 +321,18 @@ def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     worker, plan, spec = _worker_and_plan("deletion", options, workdir)
     warm = _warm_up(worker.adapter, options.device)
     _reset_cuda_peak(options.device)
+    bracket = _bare_forwards(worker.adapter, options, options.bracket_forwards)
     seconds, peaks, reports = _run_units(worker, plan, options)
+    bracket += _bare_forwards(worker.adapter, options, options.bracket_forwards)
+    bracket_n = 2 * options.bracket_forwards * options.batch_size
     n = plan.n_perturbations
     forwards = n + _reference_windows(plan)
     scores = open_results(spec.output.store).query(f"{CHROM}:0-{_chrom_length(_config(options).window_length)}")
     assert np.isfinite(scores["impact_mean_abs"].values).all(), "the screen left scores uncomputed"
     return {"case": "deletion", "perturbations": n, "units": len(plan.units), "forwards": forwards,
-            "seconds": seconds, "warmup_s": warm, "perturbations_per_s": n / seconds,
+            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "perturbations_per_s": n / seconds,
             "write_s": sum(r["write_s"] for r in reports), "flops": forwards * forward_flops(_config(options)),
+            "bracket_forwards": bracket_n, "bracket_forwards_per_s": bracket_n / bracket if bracket_n else None,
             "peak_rss": peaks[-1], "peak_rss_first_half": peaks[0], "perturbations_first_half": plan.units[0].size,
             "cuda_peak": _cuda_peak(options.device)}
 
@@ -318,11 +342,11 @@ def run_mutagenesis(options: argparse.Namespace, workdir: Path) -> dict[str, Any
     worker, plan, _ = _worker_and_plan("mutagenesis", options, workdir)
     warm = _warm_up(worker.adapter, options.device)
     _reset_cuda_peak(options.device)
-    seconds, peaks, _ = _run_units(worker, plan, options)
+    seconds, peaks, reports = _run_units(worker, plan, options)
     n = 3 * plan.n_perturbations  # random bases: no N, 3 alternatives per position
     forwards = n + _reference_windows(plan)
     return {"case": "mutagenesis", "perturbations": n, "positions": plan.n_perturbations, "forwards": forwards,
-            "seconds": seconds, "warmup_s": warm, "perturbations_per_s": n / seconds,
+            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "perturbations_per_s": n / seconds,
             "flops": forwards * forward_flops(_config(options)), "peak_rss": peaks[-1],
             "cuda_peak": _cuda_peak(options.device)}
 
@@ -357,10 +381,10 @@ def run_ig(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     _reset_cuda_peak(options.device)
     counter = flop_tally()
     with counter:
-        seconds, peaks, _ = _run_units(worker, plan, options)
+        seconds, peaks, reports = _run_units(worker, plan, options)
     windows = _reference_windows(plan)
     return {"case": "ig", "windows": windows, "positions": plan.n_perturbations, "n_steps": options.ig_steps,
-            "seconds": seconds, "warmup_s": warm, "windows_per_s": windows / seconds,
+            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "windows_per_s": windows / seconds,
             "positions_per_s": plan.n_perturbations / seconds, "flops": counter.total,
             "peak_rss": peaks[-1], "cuda_peak": _cuda_peak(options.device)}
 
@@ -444,12 +468,13 @@ def run_naive(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     warm_began = time.perf_counter()
     naive_deletion_screen(module, sequence, paths, starts[:1], width, window)  # warm-up, not timed
     warm = time.perf_counter() - warm_began
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     scores, _, _ = naive_deletion_screen(module, sequence, paths, starts, width, window)
     seconds = time.perf_counter() - began
     assert np.isfinite(scores).all()
     n = len(starts)
-    return {"case": "naive", "perturbations": n, "forwards": 2 * n, "seconds": seconds, "warmup_s": warm,
+    return {"case": "naive", "perturbations": n, "forwards": 2 * n, "seconds": seconds,
+            "cpu_s": time.process_time() - cpu, "warmup_s": warm,
             "perturbations_per_s": n / seconds, "flops": 2 * n * forward_flops(config), "peak_rss": peak_rss()}
 
 
@@ -485,6 +510,8 @@ def summarise(rows: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
         summary["speedup_vs_naive"] = deletion["perturbations_per_s"] / naive["perturbations_per_s"]
     if deletion and forward:
         summary["end_to_end_vs_forward"] = deletion["perturbations_per_s"] / forward["forwards_per_s"]
+    if deletion and deletion.get("bracket_forwards_per_s"):
+        summary["end_to_end_vs_forward_same_process"] = deletion["perturbations_per_s"] / deletion["bracket_forwards_per_s"]
     if deletion:
         summary["peak_rss_gib"] = deletion["peak_rss"] / GIB
         summary["peak_growth_n_to_2n"] = deletion["peak_rss"] / deletion["peak_rss_first_half"] - 1
@@ -492,8 +519,11 @@ def summarise(rows: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
     if device == "cpu":
         if "speedup_vs_naive" in summary:
             targets["speedup >= 2.5x naive"] = summary["speedup_vs_naive"] >= 2.5
-        if "end_to_end_vs_forward" in summary:
-            targets["end-to-end >= 85% of bare forward"] = summary["end_to_end_vs_forward"] >= 0.85
+        # judged on the same-process bracket where there is one: on a shared machine the separate
+        # forward case runs minutes apart, under other load
+        ratio = summary.get("end_to_end_vs_forward_same_process", summary.get("end_to_end_vs_forward"))
+        if ratio is not None:
+            targets["end-to-end >= 85% of bare forward"] = ratio >= 0.85
         if deletion:
             targets["peak memory <= 2 GB"] = deletion["peak_rss"] <= 2e9
             targets["peak flat from N to 2N (< 2% growth)"] = summary["peak_growth_n_to_2n"] < 0.02
@@ -508,15 +538,16 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def print_table(rows: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
-    print(f"{'case':<12}{'items':>7}{'forwards':>9}{'seconds':>9}{'items/s':>10}{'TFLOP/s':>9}{'of peak':>8}{'peak RSS GiB':>13}")
+    print(f"{'case':<12}{'items':>7}{'forwards':>9}{'seconds':>9}{'cpu s':>8}{'items/s':>10}{'TFLOP/s':>9}{'of peak':>8}"
+          f"{'peak RSS GiB':>13}")
     for case, row in rows.items():
         if case == "peak":
-            print(f"{'peak':<12}{row['dtype'] + ' mm ' + str(row['matmul_size']):>26}{'':>19}{_fmt(row['peak_flops'], 1e12):>9}")
+            print(f"{'peak':<12}{row['dtype'] + ' mm ' + str(row['matmul_size']):>25}{'':>28}{_fmt(row['peak_flops'], 1e12):>9}")
             continue
         items = row.get("perturbations", row.get("windows", row.get("forwards")))
         rate = row.get("perturbations_per_s", row.get("windows_per_s", row.get("forwards_per_s")))
         share = row.get("fraction_of_peak")
-        print(f"{case:<12}{items:>7}{row.get('forwards', '-'):>9}{row['seconds']:>9.1f}{rate:>10.4f}"
+        print(f"{case:<12}{items:>7}{row.get('forwards', '-'):>9}{row['seconds']:>9.1f}{row.get('cpu_s', 0):>8.1f}{rate:>10.4f}"
               f"{_fmt(row.get('achieved_flops'), 1e12):>9}{'-' if share is None else f'{share:.0%}':>8}"
               f"{row['peak_rss'] / GIB:>13.2f}")
     for key, value in summary.items():
@@ -558,6 +589,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kinds", default="deletion,mutagenesis,ig", help="engine cases: deletion,mutagenesis,ig")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--forward-batches", type=int, default=3)
+    parser.add_argument("--bracket-forwards", type=int, default=2,
+                        help="bare forward batches timed just before and just after the deletion screen, in its process")
     parser.add_argument("--mutagenesis-positions", type=int, default=2)
     parser.add_argument("--ig-steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
@@ -568,6 +601,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", dest="json_out", default=None, help="write every row and the summary here")
     parser.add_argument("--case", choices=CASES, default=None, help=argparse.SUPPRESS)  # one case, in this process
     return parser.parse_args(argv)
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _case_argv(argv: list[str], case: str) -> list[str]:
@@ -598,13 +638,15 @@ def main(argv: list[str] | None = None) -> int:
     cases = ["peak", "forward", *([] if options.no_naive else ["naive"]), *kinds]
     rows: dict[str, dict[str, Any]] = {}
     for case in cases:
-        began = time.perf_counter()
+        began, load_before = time.perf_counter(), _loadavg()
         done = subprocess.run([sys.executable, __file__, *_case_argv(argv, case)], capture_output=True, text=True)
         if done.returncode:
             sys.stderr.write(done.stderr)
             print(f"throughput: error: case {case} failed (exit {done.returncode})", file=sys.stderr)
             return 1
         rows[case] = json.loads(done.stdout.strip().splitlines()[-1])
+        # 1-minute load average before and after: other users' work on a shared machine shows here
+        rows[case]["loadavg_1min"] = [load_before, _loadavg()]
         print(f"# {case}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
     summary = summarise(rows, options.device)
     print_table(rows, summary)

@@ -498,6 +498,10 @@ class ExecutionSpec(_Strict):
         "bf16/fp16); results agree with the default to float rounding"
     )
     compile: bool = Field(False, description="torch.compile the model (the first batch compiles, minutes)")
+    keep_freed_memory: bool = Field(
+        True, description="CPU workers keep freed memory for reuse instead of returning it to the system: a full-size "
+        "C.Origami forward pass ~30% faster, the resident size stays at its peak (higher for attribution: 4.1 vs 2.8 GiB)"
+    )
 
 
 class OutputSpec(_Strict):

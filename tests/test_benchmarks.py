@@ -26,7 +26,7 @@ def bench():
 @pytest.fixture
 def options(bench):
     return bench._parse(["--threads", "1", "--n-perturbations", "4", "--naive-perturbations", "2", "--deletion-width", "8",
-                         "--forward-batches", "2", "--batch-size", "3", "--ig-steps", "2", "--matmul-size", "64",
+                         "--forward-batches", "2", "--bracket-forwards", "1", "--batch-size", "3", "--ig-steps", "2", "--matmul-size", "64",
                          "--model-config", json.dumps(TOY_CONFIG)])
 
 
@@ -52,6 +52,7 @@ def test_every_case_runs_and_summarises(bench, options, one_thread):
     summary = bench.summarise(rows, "cpu")
     assert 0 < rows["deletion"]["fraction_of_peak"]
     assert summary["speedup_vs_naive"] > 0 and summary["end_to_end_vs_forward"] > 0
+    assert deletion["bracket_forwards"] == 2 * 3 and summary["end_to_end_vs_forward_same_process"] > 0
     assert set(summary["targets"]) == {"speedup >= 2.5x naive", "end-to-end >= 85% of bare forward",
                                        "peak memory <= 2 GB", "peak flat from N to 2N (< 2% growth)"}
 

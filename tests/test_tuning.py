@@ -61,6 +61,7 @@ def test_execution_options_default_off():
     from screening.spec import ExecutionSpec, SpecError, parse_spec
 
     assert ExecutionSpec().channels_last is False and ExecutionSpec().compile is False
+    assert ExecutionSpec().keep_freed_memory is True  # CPU workers tune their allocator unless told not to
     raw = {"model": {"random_seed": 0}, "genome": {"fasta": "/g.fa"}, "regions": ["chr1:0-10"],
            "perturbations": [{"kind": "mutagenesis"}], "output": {"store": "/x.zarr"}}
     base = parse_spec(raw)
@@ -91,3 +92,16 @@ def test_cuda_bf16_channels_last_close_to_fp32_cpu(channels_last):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got = gpu.predict(codes, tracks)
     np.testing.assert_allclose(got, expected, atol=0.05 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_worker_applies_the_execution_settings(toy_paths, tmp_path, monkeypatch, keep, one_thread):
+    from conftest import toy_spec_dict
+    from workers.screen_worker import ScreenWorker
+
+    calls = []
+    monkeypatch.setattr("workers.screen_worker.tune_cpu_allocator", lambda: calls.append(1) or True)
+    execution = {"device": "cpu", "keep_freed_memory": keep, "channels_last": True}
+    worker = ScreenWorker(toy_spec_dict(toy_paths, tmp_path / "s.zarr", execution=execution))
+    assert calls == ([1] if keep else [])
+    assert worker.adapter.module.decoder.conv_start[0].weight.is_contiguous(memory_format=torch.channels_last)

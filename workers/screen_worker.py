@@ -52,7 +52,7 @@ class ScreenWorker:
         torch.set_num_threads(max(1, torch_threads))
         self.spec = ScreenSpec.model_validate(spec)
         self.adapter = load_model(self.spec.model, self.spec.execution.device)
-        if self.adapter.device.type == "cpu":
+        if self.adapter.device.type == "cpu" and self.spec.execution.keep_freed_memory:
             tune_cpu_allocator()  # reuse freed activations instead of page-faulting them in every batch
         optimize_adapter(self.adapter, self.spec.execution.channels_last, self.spec.execution.compile)
         execution = self.spec.execution
