@@ -125,13 +125,18 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     results = open_results(args.store)
     frame = results.to_dataframe(args.region, analysis=args.analysis)
-    if args.format == "table":
+    print_frame(frame, args.format)
+    return 0
+
+
+def print_frame(frame, fmt: str) -> None:
+    """Print a query's table as ``table``, ``json``, ``tsv`` or ``csv``."""
+    if fmt == "table":
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.6g}") if len(frame) else "(no perturbations overlap the region)")
-    elif args.format == "json":
+    elif fmt == "json":
         print(frame.to_json(orient="records"))
     else:
-        sys.stdout.write(frame.to_csv(index=False, sep="\t" if args.format == "tsv" else ","))
-    return 0
+        sys.stdout.write(frame.to_csv(index=False, sep="\t" if fmt == "tsv" else ","))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

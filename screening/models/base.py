@@ -10,13 +10,24 @@ spec declares; the adapter turns them into the model's own input layout.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["ModelAdapter", "ModelError", "WindowGeometry"]
+__all__ = ["ModelAdapter", "ModelError", "WindowGeometry", "state_dict_sha256"]
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state_dict (names, dtypes, shapes, bytes), for unsaved models."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class ModelError(ValueError):

@@ -198,20 +198,38 @@ def check_state_dict(state: Mapping[str, torch.Tensor], config: CorigamiConfig, 
     """
     with torch.device("meta"):  # shapes only: no memory, no init cost
         expected = {k: tuple(v.shape) for k, v in ConvTransModel(config).state_dict().items()}
+    problems = describe_misfit(state, expected)
+    if problems:
+        raise ModelError("\n".join([f"{source} does not fit ConvTransModel({config})", *problems]))
+
+
+def describe_misfit(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Lines naming the missing, unexpected and mis-shaped keys of ``state``; empty when it fits.
+
+    Parameters
+    ----------
+    state
+        A checkpoint's tensors.
+    expected
+        Key → shape of the module the checkpoint should fit.
+
+    Returns
+    -------
+    list of str
+        One line per non-empty category, listing its first 10 keys (mismatches with both shapes) and a count.
+    """
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     mismatched = [
-        f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in expected if k in got and got[k] != expected[k]
+        f"{k}: checkpoint {got[k]} vs model {tuple(expected[k])}" for k in expected if k in got and got[k] != tuple(expected[k])
     ]
-    if not (missing or unexpected or mismatched):
-        return
-    parts = [f"{source} does not fit ConvTransModel({config})"]
+    lines = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
         if items:
             more = f" … and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-            parts.append(f"{len(items)} {label}: " + "; ".join(items[:_SHOW]) + more)
-    raise ModelError("\n".join(parts))
+            lines.append(f"{len(items)} {label}: " + "; ".join(items[:_SHOW]) + more)
+    return lines
 
 
 def load_corigami_checkpoint(

@@ -12,7 +12,6 @@ Output is ``[B, n_bins, n_bins]`` float32, log(1 + Hi-C), not symmetrised.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from screening.encode import one_hot
-from screening.models.base import ModelAdapter, ModelError, WindowGeometry
+from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
 
 __all__ = ["CorigamiConfig", "ConvTransModel", "CorigamiAdapter", "DNA_ORDER", "N_DNA_CHANNELS"]
 
@@ -305,16 +304,6 @@ def _strict_float32_cuda() -> None:
     # benchmark mode may pick different conv algorithms run to run
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """sha256 over a module's state_dict (names, dtypes, shapes, bytes), for unsaved models."""
-    digest = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 class CorigamiAdapter(ModelAdapter):

@@ -33,7 +33,8 @@ from torch import nn
 
 from screening.attribution import InputLayout
 from screening.encode import one_hot
-from screening.models.base import ModelAdapter, ModelError, WindowGeometry
+from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.models.checkpoint import describe_misfit
 from screening.precision import autocast
 
 __all__ = [
@@ -55,7 +56,6 @@ N_VALUE = 0.25
 
 _DILATIONS = (1, 2, 4, 8, 16, 32, 64) + (2, 4, 8, 16, 32, 64) * 2
 _PREFIXES = ("module.module.", "module.")  # nn.DataParallel wrappers of the original (official file: double)
-_SHOW = 10  # keys listed per category in mismatch messages
 _CACHED_REFERENCES = 2  # reference windows whose encoder activations predict_near keeps
 
 
@@ -308,19 +308,9 @@ def check_orca_state_dict(state: Mapping[str, torch.Tensor], config: OrcaConfig,
     The message names missing keys, unexpected keys and every shape mismatch with
     both shapes (the first 10 of each, plus counts).
     """
-    expected = _expected_shapes(config)
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    mismatched = [f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
-    if not (missing or unexpected or mismatched):
-        return
-    parts = [f"{source} does not fit OrcaNet({config})"]
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if items:
-            more = f" … and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-            parts.append(f"{len(items)} {label}: " + "; ".join(items[:_SHOW]) + more)
-    raise ModelError("\n".join(parts))
+    problems = describe_misfit(state, _expected_shapes(config))
+    if problems:
+        raise ModelError("\n".join([f"{source} does not fit OrcaNet({config})", *problems]))
 
 
 def read_orca_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -369,16 +359,6 @@ def _make_config(fields: Mapping[str, object]) -> OrcaConfig:
     except TypeError as err:
         known = list(OrcaConfig.__dataclass_fields__)
         raise ModelError(f"model.config: {err}; Orca's fields are {known}") from None
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """sha256 over a module's state_dict (names, dtypes, shapes, bytes), for unsaved models."""
-    digest = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _init_random(net: OrcaNet) -> None:

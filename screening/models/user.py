@@ -33,7 +33,8 @@ from torch import nn
 
 from screening.attribution import InputLayout
 from screening.encode import ALPHABET, one_hot
-from screening.models.base import ModelAdapter, ModelError, WindowGeometry
+from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.models.checkpoint import describe_misfit
 from screening.spec import ModelSpec, UserModelDeclaration
 
 __all__ = [
@@ -291,21 +292,12 @@ def read_user_state_dict(path: str | Path, prefix: str | None = None) -> dict[st
 def _check_fits(state: Mapping[str, torch.Tensor], module: nn.Module, source: str) -> None:
     """Raise naming missing, unexpected and mis-shaped keys unless ``state`` fits ``module`` exactly."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {got[k]} vs model {expected[k]}" for k in expected if k in got and got[k] != expected[k]
-    ]
-    if not (missing or unexpected or mismatched):
+    problems = describe_misfit(state, expected)
+    if not problems:
         return
-    parts = [f"{source} does not fit the model"]
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if items:
-            more = f" … and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-            parts.append(f"{len(items)} {label}: " + "; ".join(items[:_SHOW]) + more)
-    prefix = _common_prefix(got)
-    if prefix and {k[len(prefix) :] for k in got} & set(missing):
+    parts = [f"{source} does not fit the model", *problems]
+    prefix = _common_prefix(state)
+    if prefix and {k[len(prefix) :] for k in state} & set(expected):
         parts.append(f"every checkpoint key starts with {prefix!r}: set model.state_dict_prefix: {prefix!r}")
     raise ModelError("\n".join(parts))
 
@@ -410,7 +402,6 @@ def load_user_model(spec: ModelSpec, device: str = "cpu") -> UserModelAdapter:
         match their declaration, each naming the import path, file, keys or field.
     """
     from screening.models.checkpoint import file_sha256
-    from screening.models.corigami import state_dict_sha256
 
     if spec.declare is None:  # the spec validator requires it; guards direct calls
         raise ModelError("model.declare is required for kind: user")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -142,16 +141,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_query_remote(args: argparse.Namespace) -> int:
     """``query`` against a service: the ``store`` argument is a screen id."""
+    from screening.cli import print_frame
     from screening.results import dataset_to_frame
 
     ds = _client(args).screen(args.store).query(args.region, analysis=args.analysis)
     frame = dataset_to_frame(ds)
-    if args.format == "table":
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.6g}") if len(frame) else "(no perturbations overlap the region)")
-    elif args.format == "json":
-        print(frame.to_json(orient="records"))
-    else:
-        sys.stdout.write(frame.to_csv(index=False, sep="\t" if args.format == "tsv" else ","))
+    print_frame(frame, args.format)
     return 0
 
 
