@@ -483,7 +483,10 @@ class ExecutionSpec(_Strict):
     chunk_size: Annotated[int, Field(ge=1)] = 16
     max_retries: Annotated[int, Field(ge=0)] = 2
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
-        None, description="serve Prometheus metrics of the screen on http://127.0.0.1:<port>/metrics"
+        None, description="serve Prometheus metrics of the screen on http://<metrics_host>:<port>/metrics"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address the metrics endpoint binds (0.0.0.0 in a pod, so Prometheus can scrape it)"
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
