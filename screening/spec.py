@@ -579,13 +579,15 @@ class ScreenSpec(_Strict):
     def science_hash(self) -> str:
         """sha256 of everything that determines the results (not execution or output).
 
-        A reduced precision (``execution.precision`` other than fp32) changes the results, so
-        it is part of the hash; fp32 is left out, keeping the hashes of existing stores.
+        Fields left at their defaults are not hashed, so a new optional field added in a
+        later version does not orphan existing stores. A reduced precision
+        (``execution.precision`` other than fp32) changes the results, so it is hashed too.
         """
-        science = self.model_dump(mode="json", exclude={"execution", "output"})
-        for perturbation in science["perturbations"]:
-            if perturbation.get("window") == "centred":  # the default: hashes of earlier stores stay valid
-                del perturbation["window"]
+        science = self.model_dump(mode="json", exclude={"execution", "output"}, exclude_defaults=True)
+        # each perturbation's kind is its own default, yet it is what tells two analyses apart
+        science["perturbations"] = [
+            {**dumped, "kind": p.kind} for dumped, p in zip(science.get("perturbations", [{}] * len(self.perturbations)), self.perturbations)
+        ]
         if self.execution.precision != "fp32":
             science["precision"] = self.execution.precision
         canonical = json.dumps(science, sort_keys=True, separators=(",", ":"))

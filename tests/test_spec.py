@@ -42,6 +42,19 @@ def test_science_hash_ignores_execution_and_output(tmp_path):
     assert a.science_hash() == b.science_hash() != c.science_hash()
 
 
+def test_science_hash_skips_defaults_but_not_the_kind(tmp_path):
+    implicit = parse_spec(minimal(), base_dir=tmp_path)
+    explicit = parse_spec(
+        minimal(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000, "padding": "zero"}]), base_dir=tmp_path
+    )
+    mask = parse_spec(minimal(perturbations=[{"kind": "mask", "width": 1000, "step": 1000}]), base_dir=tmp_path)
+    follow = parse_spec(
+        minimal(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000, "padding": "follow"}]), base_dir=tmp_path
+    )
+    assert implicit.science_hash() == explicit.science_hash()
+    assert len({implicit.science_hash(), mask.science_hash(), follow.science_hash()}) == 3
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [
