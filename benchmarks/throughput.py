@@ -194,7 +194,7 @@ def screen_spec(kind: str, options: argparse.Namespace, paths: dict[str, Path], 
         "perturbations": [_perturbation(kind, options, window)],
         "execution": {"device": options.device, "batch_size": options.batch_size, "chunk_size": chunk,
                       "precision": options.precision, "channels_last": options.channels_last,
-                      "compile": options.compile},
+                      "compile": options.compile, "overlap": options.overlap},
         "output": {"store": str(store)},
     }
 
@@ -596,6 +596,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
+                        help="execution.overlap: build inputs in a background thread (default on)")
     parser.add_argument("--matmul-size", type=int, default=None)
     parser.add_argument("--model-config", type=json.loads, default={}, help="CorigamiConfig overrides as JSON (tests)")
     parser.add_argument("--json", dest="json_out", default=None, help="write every row and the summary here")

@@ -190,12 +190,12 @@ def score_items(
     perturbations (mutagenesis) is predicted once.
     """
     geometry = adapter.geometry
+    if getattr(adapter, "overlap", False):  # read and perturb the next windows while a batch runs
+        items = prefetch(items, depth=2 * batch_size)
     cache: OrderedDict[int, np.ndarray] = OrderedDict()
     group: list[Perturbed] = []
     pending_refs: dict[int, Span] = {}
     references: dict[int, Span] = {}  # reference window of every item in the group
-    if getattr(adapter, "overlap", False):  # read and perturb the next windows while a batch runs
-        items = prefetch(items, depth=2 * batch_size)
 
     def flush():
         spans = list(pending_refs.values()) + [p.span for p in group]

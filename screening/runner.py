@@ -252,6 +252,7 @@ class _Dispatcher:
         self.on_failure = on_failure
         self.cancelled = cancelled
         self.poll_s = 0.2  # how often a wait for results looks at the cancel hook
+        self.probe_interval_s = 0.5  # between readiness probes of a restarting worker
         self.max_retries = execution.max_retries
         self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
         self.remote_cls = ray.remote(ScreenWorker).options(
@@ -276,20 +277,35 @@ class _Dispatcher:
         queue = deque(units)
         attempts: dict[WorkUnit, int] = {}
         pending: dict[Any, tuple[int, WorkUnit]] = {}
+        probes: dict[Any, int] = {}  # readiness probes of workers whose task failed, by ref
+        retry_probe_at: dict[int, float] = {}  # workers to probe again after a refused probe
         load = [0] * len(self.workers)
+        healthy = [True] * len(self.workers)
         while queue or pending:
             if self.cancelled():
                 self.stop()
                 raise ScreenCancelled()
             for index, worker in enumerate(self.workers):
-                while queue and load[index] < self.in_flight_per_worker:
+                while healthy[index] and queue and load[index] < self.in_flight_per_worker:
                     unit = queue.popleft()
                     pending[self._submit(worker, unit)] = (index, unit)
                     load[index] += 1
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+            now = time.monotonic()
+            for index, at in list(retry_probe_at.items()):
+                if now >= at:
+                    del retry_probe_at[index]
+                    probes[self.workers[index].ready.remote()] = index
+            waiting = [*pending, *probes]
+            if not waiting:  # every worker restarting, next probe due shortly
+                time.sleep(self.poll_s)
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
             if not ready:
                 continue
             ref = ready[0]
+            if ref in probes:
+                self._probed(ref, probes.pop(ref), healthy, retry_probe_at)
+                continue
             index, unit = pending.pop(ref)
             load[index] -= 1
             try:
@@ -302,8 +318,20 @@ class _Dispatcher:
                     raise RuntimeError(f"work unit {unit} failed {attempts[unit]} times; last error: {err}") from err
                 self.retries += 1
                 queue.appendleft(unit)
+                if healthy[index]:  # no new unit goes to it until it answers again (restarted)
+                    healthy[index] = False
+                    probes[self.workers[index].ready.remote()] = index
                 continue
             self.on_done(result)
+
+    def _probed(self, ref, index: int, healthy: list[bool], retry_probe_at: dict[int, float]) -> None:
+        """A restarting worker's readiness probe came back: use it again, or probe again shortly."""
+        try:
+            self.ray.get(ref)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
+            retry_probe_at[index] = time.monotonic() + self.probe_interval_s  # still restarting
+            return
+        healthy[index] = True
 
     def stop(self) -> None:
         """Kill the workers: in-flight units end without their ``chunk_done`` flag and are redone on resume."""

@@ -7,6 +7,8 @@ import logging
 import os
 from typing import Iterator
 
+import requests
+
 ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -27,6 +29,9 @@ def s3_server(buckets: tuple[str, ...] = ("bucket",)) -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # Every server in this process shares moto's in-memory backends: start from an empty S3, so
+    # buckets and objects of an earlier test are not there.
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
     saved = {key: os.environ.get(key) for key in (*ENV, "AWS_ENDPOINT_URL")}
     os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint)
     try:

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,9 +43,22 @@ def cluster():
     cluster.shutdown()
 
 
-def spec_for(toy_paths, store, address):
-    raw = toy_spec_dict(toy_paths, store, regions=["chr1:2,000-5,000"])  # 150 deletions in 19 units
-    raw["execution"].update(num_workers=2, chunk_size=8, batch_size=1, max_retries=3, address=address)
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+def spec_for(toy_paths, store, address, delay_s: float = 0.3):
+    """80 deletions in 14 units of 6; each unit makes 7 forward passes of at least ``delay_s`` s."""
+    raw = toy_spec_dict(toy_paths, store, regions=["chr1:2,000-3,600"])
+    raw["model"] = {
+        "kind": "user",
+        "import_path": "screening_slow_model:SlowContactModel",
+        "python_path": [str(MODELS)],
+        "config": {"delay_s": delay_s, "n_tracks": 2, "bin_size": 32, "hidden": 4},
+        "random_seed": 0,
+        "declare": {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+                    "n_value": 0.25, "tracks": ["ctcf", "atac"], "symmetric": True},
+    }
+    raw["execution"].update(num_workers=2, chunk_size=6, batch_size=1, max_retries=3, address=address)
     return parse_spec(raw)
 
 
@@ -54,7 +68,7 @@ def reference(toy_paths, tmp_path_factory):
     from workers.screen_worker import ScreenWorker
 
     store_path = tmp_path_factory.mktemp("reference") / "clean.zarr"
-    spec = spec_for(toy_paths, store_path, None)
+    spec = spec_for(toy_paths, store_path, None, delay_s=0.0)  # same weights, no wait
     prepared = prepare_screen(spec)
     open_or_create_store(store_path, spec.model_dump(mode="json"), spec.science_hash(), prepared.provenance,
                          prepared.plan.layouts)
@@ -132,8 +146,9 @@ def test_removed_node_mid_screen_is_survived(cluster, toy_paths, tmp_path, refer
     def remove_a_worker_node(log):
         deadline = time.time() + 90
         while time.time() < deadline:
-            if len(log) >= 2:
-                hosts = {a.node_id for a in alive_workers()} - {head_id}
+            if len(log) >= 2:  # a node whose worker is computing a unit right now
+                busy = running_unit_actor_ids()
+                hosts = {a.node_id for a in alive_workers() if a.actor_id in busy} - {head_id}
                 nodes = [n for n in cluster.worker_nodes if n.node_id in hosts]
                 if nodes:
                     cluster.remove_node(nodes[0], allow_graceful=False)

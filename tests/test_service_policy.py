@@ -161,6 +161,35 @@ def test_server_spec_places_the_store_and_names_refused_fields(roots, toy_paths)
         server_spec(bad, config, "0" * 32)
 
 
+def test_user_code_comes_only_from_the_specs_python_path(roots, toy_paths):
+    stores, inputs = roots
+    for name in ("fasta", "ctcf", "atac"):
+        shutil.copy(toy_paths[name], inputs / toy_paths[name].name)
+    (inputs / "models").mkdir()
+    (inputs / "models" / "lab_model_xyz.py").write_text("def build():\n    pass\n")
+    config = config_for(stores, inputs, allow_user_code=True)
+
+    def outcome(import_path, python_path):
+        raw = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+        raw["model"].update(kind="user", import_path=import_path, python_path=python_path)
+        try:
+            server_spec(raw, config, "0" * 32)
+        except PolicyError as err:
+            return err.field, str(err)
+        except SpecError:
+            return "passed the policy", ""  # the toy model section is not a valid user model: policy let it through
+        return "passed the policy", ""
+
+    assert outcome("lab_model_xyz:build", ["models"])[0] == "passed the policy"
+    for import_path, python_path, said in [
+        ("subprocess:run", ["models"], "module of the server"),
+        ("screening.cli:main", ["models"], "module of the server"),
+        ("lab_model_xyz:build", [], "no module"),
+    ]:
+        field, message = outcome(import_path, python_path)
+        assert field == "model.import_path" and said in message, (import_path, message)
+
+
 # --------------------------------------------------------------------------- wire format
 
 

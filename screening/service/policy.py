@@ -12,7 +12,10 @@ a metrics port) are replaced.
 from __future__ import annotations
 
 import copy
+import importlib.machinery
+import importlib.util
 import os
+import sys
 from typing import Any, Iterator
 
 from screening.spec import ScreenSpec, SpecError, parse_spec
@@ -161,6 +164,31 @@ def _check_model_code(raw: dict[str, Any], config) -> None:
         model["python_path"] = [check_input(f"model.python_path.{i}", p, config.input_roots) for i, p in enumerate(paths)]
     elif paths is not None:
         raise PolicyError("model.python_path", f"expected a list of folders, got {type(paths).__name__}")
+    if model.get("import_path") is not None:
+        _check_import_source(model["import_path"], model.get("python_path") or [])
+
+
+def _check_import_source(import_path: Any, folders: list[str]) -> None:
+    """The imported module must come from the user's ``python_path`` folders and nowhere else.
+
+    Otherwise an import path could name any installed module (``subprocess:run``) and
+    call it with ``model.config`` as arguments.
+    """
+    if not isinstance(import_path, str) or ":" not in import_path:
+        return  # the spec's own validation names the malformed value
+    top = import_path.split(":", 1)[0].split(".", 1)[0]
+    if not top.isidentifier():
+        return
+    try:
+        installed = top in sys.modules or importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        installed = True
+    if installed:
+        raise PolicyError(
+            "model.import_path", f"{import_path!r}: {top!r} is a module of the server; user code must come from model.python_path"
+        )
+    if importlib.machinery.PathFinder.find_spec(top, folders) is None:
+        raise PolicyError("model.import_path", f"{import_path!r}: no module {top!r} in model.python_path {folders}")
 
 
 def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
