@@ -28,6 +28,7 @@ from screening.overlap import predict_batches, prefetch
 from screening.perturb import Edit, apply_edit, centered_window_start, dinucleotide_shuffle, duplicate, invert, mask, mutate
 from screening.regions import parse_region
 from screening.score import score_maps
+from screening.targets import bins_of, make_target
 
 __all__ = [
     "Span",
@@ -174,11 +175,11 @@ def _context(spec, items: list[Perturbed], adapter: ModelAdapter) -> dict[str, A
 
 
 def _bins(region, window_start: int, geometry) -> np.ndarray:
-    """Map bins of this window covered by ``region`` (empty when it lies outside)."""
-    first = window_start + geometry.map_offset
-    lo = max(0, (region.start - first) // geometry.bin_size)
-    hi = min(geometry.n_bins, -(-(region.end - first) // geometry.bin_size))
-    return np.arange(lo, hi) if hi > lo else np.zeros(0, np.int64)
+    """Map bins of this window covered by ``region`` (clipped to the map; empty when it lies outside)."""
+    try:
+        return np.asarray(bins_of(region.start, region.end, window_start, geometry, clip=True), dtype=np.int64)
+    except ValueError:  # outside this window's map
+        return np.zeros(0, np.int64)
 
 
 def score_items(
@@ -300,8 +301,6 @@ def run_unit(
 
 
 def _target(spec, window_start: int, geometry):
-    from screening.targets import bins_of, make_target
-
     target = spec.target
 
     def block(rows: str, cols: str):

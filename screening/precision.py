@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "configure_adapter", "effective_precision", "worker_precision"]
+__all__ = ["PRECISIONS", "autocast", "configure_adapter", "effective_precision", "strict_float32_cuda", "worker_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,19 @@ def configure_adapter(adapter: Any, precision: str = "fp32", overlap: bool = Fal
     adapter.precision = used
     adapter.overlap = bool(overlap)
     if adapter.device.type == "cuda" and used == "fp32":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        strict_float32_cuda()
     return used
+
+
+def strict_float32_cuda() -> None:
+    """TF32 off and deterministic cuDNN, so CUDA float32 results match CPU/float32 references at 1e-4.
+
+    Process-wide: every adapter on a CUDA device calls it (a worker holds one model).
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False  # benchmark mode may pick different conv algorithms run to run
+    torch.backends.cudnn.deterministic = True
 
 
 def autocast(device: torch.device, precision: str):

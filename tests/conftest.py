@@ -86,6 +86,27 @@ def toy_spec_dict(paths: dict[str, Path], store: Path, **changes) -> dict:
     return spec
 
 
+#: Folder of test-only user models (``python_path`` of ``slow_model_section``).
+TEST_MODELS = Path(__file__).resolve().parent / "models"
+
+
+def slow_model_section(delay_s: float) -> dict:
+    """``model`` section of a tiny user model whose forward takes at least ``delay_s`` s.
+
+    The same seed gives the same weights and maps at any delay; fault-tolerance tests use it
+    so that units last long enough to be interrupted mid-way on any machine.
+    """
+    return {
+        "kind": "user",
+        "import_path": "screening_slow_model:SlowContactModel",
+        "python_path": [str(TEST_MODELS)],
+        "config": {"delay_s": delay_s, "n_tracks": 2, "bin_size": 32, "hidden": 4},
+        "random_seed": 0,
+        "declare": {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+                    "n_value": 0.25, "tracks": ["ctcf", "atac"], "symmetric": True},
+    }
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for tiny models: on a shared 2-core machine two threads spin-wait on

@@ -16,12 +16,11 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import toy_spec_dict
+from conftest import slow_model_section, toy_spec_dict
 from screening.results import open_results
 from screening.runner import prepare_screen, run_screen
 from screening.spec import parse_spec
@@ -43,21 +42,9 @@ def cluster():
     cluster.shutdown()
 
 
-MODELS = Path(__file__).resolve().parent / "models"
-
-
 def spec_for(toy_paths, store, address, delay_s: float = 0.3):
     """80 deletions in 14 units of 6; each unit makes 7 forward passes of at least ``delay_s`` s."""
-    raw = toy_spec_dict(toy_paths, store, regions=["chr1:2,000-3,600"])
-    raw["model"] = {
-        "kind": "user",
-        "import_path": "screening_slow_model:SlowContactModel",
-        "python_path": [str(MODELS)],
-        "config": {"delay_s": delay_s, "n_tracks": 2, "bin_size": 32, "hidden": 4},
-        "random_seed": 0,
-        "declare": {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
-                    "n_value": 0.25, "tracks": ["ctcf", "atac"], "symmetric": True},
-    }
+    raw = toy_spec_dict(toy_paths, store, regions=["chr1:2,000-3,600"], model=slow_model_section(delay_s))
     raw["execution"].update(num_workers=2, chunk_size=6, batch_size=1, max_retries=3, address=address)
     return parse_spec(raw)
 

@@ -1,20 +1,24 @@
 """Fault tolerance on a real local Ray: a worker process killed with SIGKILL mid-screen."""
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from screening import open_results
-from screening.runner import run_screen
-from screening.spec import load_spec
+from screening.runner import ScreenCancelled, ScreenProgress, run_screen
+from screening.spec import load_spec, parse_spec
 
-from conftest import toy_spec_dict
+from conftest import slow_model_section, toy_spec_dict
 
 
 def worker_pids() -> list[int]:
@@ -71,11 +75,60 @@ def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(toy_paths
     assert reference.n_perturbations == summary.n_perturbations == 175
 
 
+def chunks_done(store: Path) -> int:
+    """Finished chunks of the toy screen's one analysis so far (0 before the store exists)."""
+    import zarr
+
+    try:
+        return int(np.asarray(zarr.open_array(str(store / "chr1" / "del20" / "chunk_done"), mode="r")[:]).sum())
+    except (FileNotFoundError, KeyError, ValueError):
+        return 0
+
+
+def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray_local):
+    """``screening run`` SIGKILLed mid-screen (driver and its embedded Ray): the same spec resumes the
+    store, computes only the unfinished chunks, and ends equal to an uninterrupted run."""
+    raw = toy_spec_dict(toy_paths, tmp_path / "driver.zarr", regions=["chr1:2,000-2,960"],
+                        model=slow_model_section(0.15))  # 48 deletions, 8 units of about 1 s
+    raw["execution"].update(chunk_size=6, batch_size=1)
+    spec_path = tmp_path / "driver.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-c", "import sys; from screening.cli import main; sys.exit(main())",
+               "run", str(spec_path), "--no-progress", "--no-plots"]
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while chunks_done(tmp_path / "driver.zarr") < 2 and driver.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, f"the screen ended before it could be killed: {driver.stderr.read()!r}"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # what Ray had started in the driver's session
+        driver.stderr.close()
+
+    before = open_results(tmp_path / "driver.zarr")
+    done_before, total = before.progress
+    assert 2 <= done_before < total and not before.is_complete
+    kept = before.query("chr1").compute()
+
+    resumed = run_screen(load_spec(spec_path), progress=False)
+    assert resumed.resumed and resumed.n_units == total - done_before
+    after = open_results(tmp_path / "driver.zarr")
+    got = after.query("chr1").compute()
+    assert after.is_complete and bool(got["done"].all())
+    finished = kept["done"].values
+    np.testing.assert_array_equal(got["impact_mean_abs"].values[finished], kept["impact_mean_abs"].values[finished])
+
+    clean_raw = dict(raw, model=slow_model_section(0.0), output={"store": str(tmp_path / "clean.zarr")})
+    run_screen(parse_spec(clean_raw), progress=False)
+    clean = open_results(tmp_path / "clean.zarr").query("chr1").compute()
+    np.testing.assert_array_equal(got["start"].values, clean["start"].values)
+    np.testing.assert_allclose(got["impact_mean_abs"].values, clean["impact_mean_abs"].values, rtol=1e-6)
+
+
 # --- progress reports and cancellation ---------------------------------------------------------
-
-import pytest
-
-from screening.runner import ScreenCancelled, ScreenProgress
 
 
 @pytest.fixture(scope="module")

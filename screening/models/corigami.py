@@ -22,6 +22,7 @@ from torch import nn
 
 from screening.encode import one_hot
 from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.precision import strict_float32_cuda
 
 __all__ = ["CorigamiConfig", "ConvTransModel", "CorigamiAdapter", "DNA_ORDER", "N_DNA_CHANNELS"]
 
@@ -297,14 +298,6 @@ def _default_track_names(n: int) -> tuple[str, ...]:
     return ("ctcf", "atac") if n == 2 else tuple(f"track{i}" for i in range(n))
 
 
-def _strict_float32_cuda() -> None:
-    """TF32 off so CUDA results match CPU/float32 references at 1e-4."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    # benchmark mode may pick different conv algorithms run to run
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
 
 class CorigamiAdapter(ModelAdapter):
     """:class:`~screening.models.base.ModelAdapter` for :class:`ConvTransModel`.
@@ -338,7 +331,7 @@ class CorigamiAdapter(ModelAdapter):
         self.geometry = WindowGeometry(self.config.window_length, self.config.bin_size, self.config.n_bins)
         self.name = "corigami"
         if self.device.type == "cuda":
-            _strict_float32_cuda()
+            strict_float32_cuda()
 
     @classmethod
     def from_checkpoint(

@@ -35,7 +35,7 @@ from screening.attribution import InputLayout
 from screening.encode import one_hot
 from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
 from screening.models.checkpoint import describe_misfit
-from screening.precision import autocast
+from screening.precision import autocast, strict_float32_cuda
 
 __all__ = [
     "ORCA_ALPHABET",
@@ -389,13 +389,6 @@ def _init_random(net: OrcaNet) -> None:
 # --------------------------------------------------------------------------- adapter
 
 
-def _strict_float32_cuda() -> None:
-    """TF32 off so CUDA results match CPU/float32 references at 1e-4."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
 
 class OrcaAdapter(ModelAdapter):
     """:class:`~screening.models.base.ModelAdapter` for :class:`OrcaNet` (sequence only).
@@ -424,7 +417,7 @@ class OrcaAdapter(ModelAdapter):
         self.incremental = True  # predict_near recomputes only what a substitution can reach
         self._references: OrderedDict[bytes, list[list[torch.Tensor]]] = OrderedDict()
         if self.device.type == "cuda":
-            _strict_float32_cuda()
+            strict_float32_cuda()
 
     # ---- construction
 

@@ -35,6 +35,7 @@ from screening.attribution import InputLayout
 from screening.encode import ALPHABET, one_hot
 from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
 from screening.models.checkpoint import describe_misfit
+from screening.precision import strict_float32_cuda
 from screening.spec import ModelSpec, UserModelDeclaration
 
 __all__ = [
@@ -85,9 +86,7 @@ class UserModelAdapter(ModelAdapter):
         self.symmetric = declaration.symmetric
         self.name = name
         if self.device.type == "cuda":
-            from screening.models.corigami import _strict_float32_cuda  # the package's one GPU float policy
-
-            _strict_float32_cuda()
+            strict_float32_cuda()
         alphabet = declaration.alphabet
         n_dna = len(alphabet)
         self.input_layout = InputLayout(
