@@ -277,24 +277,25 @@ class _Dispatcher:
         queue = deque(units)
         attempts: dict[WorkUnit, int] = {}
         pending: dict[Any, tuple[int, WorkUnit]] = {}
-        probes: dict[Any, int] = {}  # readiness probes of workers whose task failed, by ref
-        retry_probe_at: dict[int, float] = {}  # workers to probe again after a refused probe
         load = [0] * len(self.workers)
-        healthy = [True] * len(self.workers)
+        # Workers whose unit failed get no new unit until a readiness probe reaches their restarted
+        # process: index -> when to send the next probe (None while one is out).
+        restarting: dict[int, float | None] = {}
+        probes: dict[Any, int] = {}  # probes out, by ref
         while queue or pending:
             if self.cancelled():
                 self.stop()
                 raise ScreenCancelled()
             for index, worker in enumerate(self.workers):
-                while healthy[index] and queue and load[index] < self.in_flight_per_worker:
+                while index not in restarting and queue and load[index] < self.in_flight_per_worker:
                     unit = queue.popleft()
                     pending[self._submit(worker, unit)] = (index, unit)
                     load[index] += 1
             now = time.monotonic()
-            for index, at in list(retry_probe_at.items()):
-                if now >= at:
-                    del retry_probe_at[index]
+            for index, due in restarting.items():
+                if due is not None and now >= due:
                     probes[self.workers[index].ready.remote()] = index
+                    restarting[index] = None
             waiting = [*pending, *probes]
             if not waiting:  # every worker restarting, next probe due shortly
                 time.sleep(self.poll_s)
@@ -304,7 +305,12 @@ class _Dispatcher:
                 continue
             ref = ready[0]
             if ref in probes:
-                self._probed(ref, probes.pop(ref), healthy, retry_probe_at)
+                index = probes.pop(ref)
+                try:
+                    ray.get(ref)
+                    del restarting[index]
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                    restarting[index] = time.monotonic() + self.probe_interval_s  # still restarting
                 continue
             index, unit = pending.pop(ref)
             load[index] -= 1
@@ -318,20 +324,9 @@ class _Dispatcher:
                     raise RuntimeError(f"work unit {unit} failed {attempts[unit]} times; last error: {err}") from err
                 self.retries += 1
                 queue.appendleft(unit)
-                if healthy[index]:  # no new unit goes to it until it answers again (restarted)
-                    healthy[index] = False
-                    probes[self.workers[index].ready.remote()] = index
+                restarting.setdefault(index, now)  # probe it at once (unless already restarting)
                 continue
             self.on_done(result)
-
-    def _probed(self, ref, index: int, healthy: list[bool], retry_probe_at: dict[int, float]) -> None:
-        """A restarting worker's readiness probe came back: use it again, or probe again shortly."""
-        try:
-            self.ray.get(ref)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-            retry_probe_at[index] = time.monotonic() + self.probe_interval_s  # still restarting
-            return
-        healthy[index] = True
 
     def stop(self) -> None:
         """Kill the workers: in-flight units end without their ``chunk_done`` flag and are redone on resume."""

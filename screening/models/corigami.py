@@ -298,7 +298,6 @@ def _default_track_names(n: int) -> tuple[str, ...]:
     return ("ctcf", "atac") if n == 2 else tuple(f"track{i}" for i in range(n))
 
 
-
 class CorigamiAdapter(ModelAdapter):
     """:class:`~screening.models.base.ModelAdapter` for :class:`ConvTransModel`.
 

@@ -389,7 +389,6 @@ def _init_random(net: OrcaNet) -> None:
 # --------------------------------------------------------------------------- adapter
 
 
-
 class OrcaAdapter(ModelAdapter):
     """:class:`~screening.models.base.ModelAdapter` for :class:`OrcaNet` (sequence only).
 
