@@ -19,7 +19,6 @@ import asyncio
 import os
 import platform
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -32,26 +31,20 @@ import numpy as np
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_local_service(workdir: Path, token: str) -> str:
     """Ray + Serve on 127.0.0.1 with the toy inputs of the tests; returns the URL."""
     import ray
     from ray import serve
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import write_toy_genome
+    from conftest import free_port, write_toy_genome
 
     from screening.service.app import build_app
 
     write_toy_genome(workdir / "inputs")
     (workdir / "stores").mkdir()
     (workdir / "tokens").write_text(token + "\n")
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"store_roots": [str(workdir / "stores")], "input_roots": [str(workdir / "inputs")],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,27 @@ def toy_spec_dict(paths: dict[str, Path], store: Path, **changes) -> dict:
     }
     spec.update(changes)
     return spec
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server a test starts later.
+
+    Chosen below the kernel's ephemeral range and above Ray's worker ports (10002-19999): a port
+    the kernel hands out (bind to port 0) can be taken again by any of the dozens of sockets Ray
+    opens on ephemeral ports before the test's server binds it ("Failed to bind", seen on CI).
+    """
+    port_range = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first_ephemeral = int(port_range.read_text().split()[0]) if port_range.exists() else 32768
+    candidates = list(range(20_000, max(first_ephemeral, 20_100)))
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port between 20000 and the ephemeral range")
 
 
 #: Folder of test-only user models (``python_path`` of ``slow_model_section``).

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import yaml
-from conftest import toy_spec_dict
+from conftest import free_port, toy_spec_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -674,14 +674,6 @@ def test_image_healthcheck(status, exit_code, tmp_path):
 # --------------------------------------------------------------------------- serveConfigV2 on a local Ray
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _deployed_serve_config() -> dict[str, Any]:
     """serveConfigV2 as the overlays render it (all the same), or the base's where kubectl is missing
     (the overlays do not patch it: test_kustomization_renders and this check so where kubectl exists)."""
@@ -725,7 +717,7 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
     config = _deployed_serve_config()
     (app,) = config["applications"]
     assert app["import_path"] == "screening.service.app:build_app"
-    port = _free_port()
+    port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     app["args"].update(store_roots=str(tmp_path / "stores"), input_roots=str(toy_paths["fasta"].parent))
     (tmp_path / "stores").mkdir()
@@ -736,7 +728,7 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
 
     if ray.is_initialized():
         ray.shutdown()
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     ray.init(
         address="local",  # a new cluster, even where another one on this machine could be joined
         num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, logging_level="ERROR", log_to_driver=False,

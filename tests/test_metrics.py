@@ -1,6 +1,5 @@
 """Prometheus metrics: scraped over HTTP while a real screen runs on Ray."""
 
-import socket
 import threading
 import time
 import urllib.request
@@ -11,13 +10,9 @@ import yaml
 from screening.cli import main
 from screening.metrics import ScreenMetrics
 
-from conftest import toy_spec_dict
+from conftest import free_port, toy_spec_dict
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sample(text: str, name: str) -> float | None:

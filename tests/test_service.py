@@ -7,7 +7,6 @@ Serve starts once for the module (about 15 s on 2 cores); every screen is the se
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,16 +21,12 @@ from screening.cli import main
 from screening.client import ScreenFailedError, ServiceError
 from screening.export import to_bedgraph, to_bigwig
 
-from conftest import write_toy_genome, toy_spec_dict
+from conftest import free_port, toy_spec_dict, write_toy_genome
 
 TOKEN = "test-token-0123456789"
 LIMITS = {"max_spec_bytes": 20_000, "max_perturbations": 2_000, "max_json_rows": 12, "max_workers": 2}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
