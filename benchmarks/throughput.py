@@ -13,7 +13,8 @@ windows). Cases:
     C.Origami's own procedure (``corigami-screen``): per deletion, a window centred on it, the
     reference and the deleted window each predicted at batch size 1 with autograd on, inputs
     one-hot encoded by a per-character Python dict, bigWigs reopened per query, both maps
-    appended to float64 arrays with ``np.append``.
+    appended to float64 arrays with ``np.append``; fp32, on the benchmark's device (the original
+    moves its model to CUDA when there is one).
 ``deletion`` / ``mutagenesis`` / ``ig``
     The project's real path: :class:`workers.screen_worker.ScreenWorker` (model load, CPU
     allocator tuning, precision, channels-last/compile) computing the plan's work units with
@@ -24,8 +25,9 @@ windows). Cases:
 Memory is the process's peak resident size (``VmHWM``; on CUDA also
 ``torch.cuda.max_memory_allocated``). FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`:
 the model's forward counted on the meta device times the forward passes a case makes, and for
-integrated gradients everything counted during the run. Each case warms up with one forward pass
-first (a long screen amortises it), the naive baseline included.
+integrated gradients everything counted during the run. Each case warms up first with a forward pass
+at batch size 1 and one at the case's batch size (a long screen amortises both: CUDA kernel
+selection, and compilation with ``--compile``), the naive baseline with one deletion.
 
 Usage::
 
@@ -240,11 +242,13 @@ def _random_batch(batch: int, window: int, n_tracks: int, seed: int = 0):
     return codes, tracks
 
 
-def _warm_up(adapter, device: str) -> float:
+def _warm_up(adapter, options: argparse.Namespace) -> float:
+    """Untimed forward passes at batch size 1 (reference windows) and at the case's batch size."""
     geometry = adapter.geometry
     began = time.perf_counter()
-    adapter.predict(*_random_batch(1, geometry.window_length, len(adapter.track_names), seed=99))
-    _sync(device)
+    for batch in sorted({1, options.batch_size}):
+        adapter.predict(*_random_batch(batch, geometry.window_length, len(adapter.track_names), seed=99))
+    _sync(options.device)
     return time.perf_counter() - began
 
 
@@ -265,7 +269,7 @@ def run_forward(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Bare batched forward throughput of the worker's adapter."""
     worker, _, _ = _worker_and_plan("deletion", options, workdir)
     adapter = worker.adapter
-    warm = _warm_up(adapter, options.device)
+    warm = _warm_up(adapter, options)
     _reset_cuda_peak(options.device)
     codes, tracks = _random_batch(options.batch_size, adapter.geometry.window_length, len(adapter.track_names))
     began, cpu = time.perf_counter(), time.process_time()
@@ -319,7 +323,7 @@ def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from screening.results import open_results
 
     worker, plan, spec = _worker_and_plan("deletion", options, workdir)
-    warm = _warm_up(worker.adapter, options.device)
+    warm = _warm_up(worker.adapter, options)
     _reset_cuda_peak(options.device)
     bracket = _bare_forwards(worker.adapter, options, options.bracket_forwards)
     seconds, peaks, reports = _run_units(worker, plan, options)
@@ -340,7 +344,7 @@ def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def run_mutagenesis(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Saturation mutagenesis of a few positions (3 alternatives each) in one shared window."""
     worker, plan, _ = _worker_and_plan("mutagenesis", options, workdir)
-    warm = _warm_up(worker.adapter, options.device)
+    warm = _warm_up(worker.adapter, options)
     _reset_cuda_peak(options.device)
     seconds, peaks, reports = _run_units(worker, plan, options)
     n = 3 * plan.n_perturbations  # random bases: no N, 3 alternatives per position
@@ -377,7 +381,7 @@ def flop_tally():
 def run_ig(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Integrated gradients of one window (checkpointed), FLOPs counted during the run."""
     worker, plan, _ = _worker_and_plan("ig", options, workdir)
-    warm = _warm_up(worker.adapter, options.device)
+    warm = _warm_up(worker.adapter, options)
     _reset_cuda_peak(options.device)
     counter = flop_tally()
     with counter:
@@ -420,6 +424,7 @@ def naive_deletion_screen(module, sequence: str, paths: dict[str, Path], starts:
     import torch
 
     n_bins = module.config.n_bins
+    device = next(module.parameters()).device
     ref_maps = np.empty((0, n_bins, n_bins))
     del_maps = np.empty((0, n_bins, n_bins))
     scores = []
@@ -440,8 +445,8 @@ def naive_deletion_screen(module, sequence: str, paths: dict[str, Path], starts:
         atac_d = np.delete(atac_z, np.arange(offset, offset + width))[:window]
         del_input = np.concatenate([naive_one_hot(seq_d), ctcf_d[:, None], atac_d[:, None]], axis=1)
         with torch.enable_grad():  # the original never turns autograd off
-            pred_ref = module(torch.tensor(ref_input).unsqueeze(0).float())[0].detach().numpy()
-            pred_del = module(torch.tensor(del_input).unsqueeze(0).float())[0].detach().numpy()
+            pred_ref = module(torch.tensor(ref_input).unsqueeze(0).float().to(device))[0].detach().cpu().numpy()
+            pred_del = module(torch.tensor(del_input).unsqueeze(0).float().to(device))[0].detach().cpu().numpy()
         ref_maps = np.append(ref_maps, pred_ref[None].astype(np.float64), axis=0)
         del_maps = np.append(del_maps, pred_del[None].astype(np.float64), axis=0)
         scores.append(float(np.abs(pred_del - pred_ref).mean()))
@@ -461,7 +466,9 @@ def run_naive(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     chrom_length = _chrom_length(window)
     paths = write_synthetic_genome(workdir / "genome", chrom_length)
     sequence = "".join(paths["fasta"].read_text().splitlines()[1:])  # the original holds the chromosome as a str
-    module = CorigamiAdapter.random_init(config, seed=0).module  # eval mode, parameters require grad
+    # eval mode, parameters require grad; on the benchmark's device as the original puts it (its
+    # load_checkpoint moves the model to CUDA when there is one), with torch's default CUDA settings
+    module = CorigamiAdapter.random_init(config, seed=0).module.to(options.device)
     start, _ = _region("deletion", options, window, chrom_length)
     width = options.deletion_width
     starts = [start + k * width for k in range(options.naive_perturbations)]
