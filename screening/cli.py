@@ -29,9 +29,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.client import ScreenFailedError, ServiceError
     from screening.service.commands import ClientSetupError
     from screening.service.config import ConfigError
+    from screening.predict import PredictError
 
     return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, VcfError, FileNotFoundError,
-            ServiceError, ScreenFailedError, ClientSetupError, ConfigError)
+            ServiceError, ScreenFailedError, ClientSetupError, ConfigError, PredictError)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -200,6 +201,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict reference maps tiled along regions and write them as .cool (with a picture)."""
+    from screening.plot import plot_contact_map
+    from screening.predict import dense_map, predict_to_cool
+    from screening.spec import load_spec
+
+    spec = load_spec(args.config)
+    out = Path(args.output)
+    done = predict_to_cool(spec, out, args.region, args.batch_size, args.stride_bins, args.symmetrize,
+                           progress=not args.no_progress)
+    print(f"wrote {done['n_pixels']:,} pixels ({done['n_windows']:,} windows, {done['bin_size']:,} bp bins) of "
+          f"{', '.join(map(str, done['regions']))} to {out}")
+    if not args.no_plots:
+        region = done["regions"][0]
+        bin_size = done["bin_size"]
+        first = region.start // bin_size
+        n = min(-(-region.end // bin_size) - first, args.plot_bins)
+        matrix = dense_map(done["pixels"][region.chrom], first, n, done["symmetric"])
+        extent = (first * bin_size, (first + n) * bin_size)
+        title = f"{spec.model.kind} prediction, {region.chrom}:{extent[0]:,}-{extent[1]:,}"
+        print(f"picture: {plot_contact_map(matrix, out.with_suffix('.png'), extent, region.chrom, title)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the bundled demo data (once) and run the demo screen."""
     from screening.demo import prepare_demo
@@ -257,6 +282,24 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--positive-role", help="role counted as positive (default: ctcf_site, else every element)")
     evaluate.add_argument("--out", help="picture path (default: beside the store)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser(
+        "predict", help="predict reference contact maps along regions (tiled windows) and write a .cool file",
+        epilog=COORDS_NOTE + " Pixels are the mean over the windows that contain them; pixels farther apart than one "
+        "map are not predicted. The .cool 'count' column holds the model's output (not read counts): do not balance it.",
+    )
+    predict.add_argument("config", help="screen spec (YAML or JSON): its model, genome, tracks and execution settings")
+    predict.add_argument("output", help="the .cool file to write (replaced if it exists)")
+    predict.add_argument("--region", action="append",
+                         help="region to predict, e.g. chr1:1,000,000-9,000,000 or chr1 (repeatable; default: the spec's regions)")
+    predict.add_argument("--stride-bins", type=int, help="bins between consecutive windows' maps (default: half a map)")
+    predict.add_argument("--batch-size", type=int, help="windows per forward pass (default: execution.batch_size)")
+    predict.add_argument("--symmetrize", action="store_true",
+                         help="average each map with its transpose (models whose maps are not symmetric, e.g. C.Origami)")
+    predict.add_argument("--plot-bins", type=int, default=1000, help="bins of the first region shown in the picture")
+    predict.add_argument("--no-progress", action="store_true")
+    predict.add_argument("--no-plots", action="store_true", help="skip the picture (OUTPUT with .png)")
+    predict.set_defaults(func=cmd_predict)
 
     demo = sub.add_parser("demo", help="run the bundled demo screen (synthetic genome, small model)")
     demo.add_argument("--workdir", default="demo", help="where demo data, store and pictures go (default: ./demo)")

@@ -34,6 +34,7 @@ __all__ = [
     "Span",
     "Perturbed",
     "load_span",
+    "stack_spans",
     "perturbed_items",
     "score_items",
     "run_unit",
@@ -155,7 +156,8 @@ def _mutagenesis_items(genome, tracks, chrom: str, payload: dict[str, Any], wind
                 yield Perturbed(window_start, Edit(position, 1, 1), Span(codes, reference.tracks), base), reference
 
 
-def _stack(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
+def stack_spans(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch of spans as ``(codes [B, L], tracks [B, T, L] or None)``, what :meth:`ModelAdapter.predict` takes."""
     codes = np.stack([s.codes for s in spans])
     tracks = None if spans[0].tracks is None else np.stack([s.tracks for s in spans])
     return codes, tracks
@@ -203,7 +205,7 @@ def score_items(
         if spec.kind == "mutagenesis":  # substitutions of shared windows: the adapter may reuse the reference's work
             maps = _predict_substitutions(adapter, spans[: len(pending_refs)], group, references, batch_size)
         else:
-            batches = (_stack(spans[i : i + batch_size]) for i in range(0, len(spans), batch_size))
+            batches = (stack_spans(spans[i : i + batch_size]) for i in range(0, len(spans), batch_size))
             maps = np.concatenate(list(predict_batches(adapter, batches)))
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
             cache[key] = ref_map
@@ -237,11 +239,11 @@ def _predict_substitutions(
     Items of one window are consecutive (mutagenesis yields window by window); each run
     of them is passed with its reference, at most ``batch_size`` windows per call.
     """
-    parts = [adapter.predict(*_stack(reference_spans[i : i + batch_size])) for i in range(0, len(reference_spans), batch_size)]
+    parts = [adapter.predict(*stack_spans(reference_spans[i : i + batch_size])) for i in range(0, len(reference_spans), batch_size)]
     for window_start, run in groupby(group, key=lambda p: p.window_start):
         run, reference = list(run), references[window_start]
         for i in range(0, len(run), batch_size):
-            codes, tracks = _stack([p.span for p in run[i : i + batch_size]])
+            codes, tracks = stack_spans([p.span for p in run[i : i + batch_size]])
             parts.append(adapter.predict_near(reference.codes, reference.tracks, codes, tracks))
     return np.concatenate(parts)
 
@@ -389,7 +391,7 @@ def predict_pair(
     """
     items = perturbed_items(spec, genome, tracks, chrom, payload, adapter.geometry.window_length)
     perturbed, reference = next((p, r) for p, r in items if base is None or p.base == base)
-    maps = adapter.predict(*_stack([reference, perturbed.span]))
+    maps = adapter.predict(*stack_spans([reference, perturbed.span]))
     return maps[0], maps[1], perturbed.window_start
 
 

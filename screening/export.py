@@ -20,13 +20,13 @@ import pyBigWig
 from screening.regions import Region
 from screening.results import Results, open_results
 
-__all__ = ["bigwig_intervals", "to_bedgraph", "to_bigwig"]
+__all__ = ["atomic_path", "bigwig_intervals", "to_bedgraph", "to_bigwig"]
 
 _BATCH = 200_000  # bigWig entries handed to pyBigWig per call
 
 
 @contextmanager
-def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling of ``path``, renamed onto it only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +120,7 @@ def to_bedgraph(
     """
     results, analysis, regions = _prepare(results, score, analysis, region)
     regions.sort(key=lambda r: r.chrom.encode())
-    with _atomic_path(path) as tmp, open(tmp, "w") as out:
+    with atomic_path(path) as tmp, open(tmp, "w") as out:
         for reg in regions:
             start, end, values = _rows(results, reg, analysis, score)
             keep = ~np.isnan(values)
@@ -218,7 +218,7 @@ def to_bigwig(
     header = list(results.chromosomes.items())
     rank = {chrom: i for i, (chrom, _) in enumerate(header)}
     regions.sort(key=lambda r: rank[r.chrom])  # pyBigWig wants entries in header order
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         bw = pyBigWig.open(str(tmp), "w")
         try:
             bw.addHeader(header)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_impact_track", "plot_map_pair"]
+__all__ = ["plot_contact_map", "plot_impact_track", "plot_map_pair"]
 
 
 def _unit(span_bp: float) -> tuple[float, str]:
@@ -90,6 +90,23 @@ def plot_map_pair(
         fig.colorbar(image, ax=ax, shrink=0.8)
     axes[0].set_ylabel(f"{chrom} ({unit})")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_contact_map(matrix: np.ndarray, path: str | Path, extent_bp: tuple[int, int], chrom: str, title: str,
+                     label: str = "predicted") -> Path:
+    """One contact map over ``chrom:[extent_bp)``; pixels that were not predicted (NaN) are grey."""
+    finite = matrix[np.isfinite(matrix)]
+    lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
+    scale, unit = _unit(extent_bp[1] - extent_bp[0])
+    extent = [extent_bp[0] / scale, extent_bp[1] / scale, extent_bp[1] / scale, extent_bp[0] / scale]
+    cmap = plt.get_cmap("Reds").with_extremes(bad="#d9d9d9")
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), constrained_layout=True)
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
+    ax.set_xlabel(f"{chrom} ({unit})")
+    ax.set_ylabel(f"{chrom} ({unit})")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
     return _save(fig, path)
 
 

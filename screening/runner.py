@@ -19,7 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 import screening
-from screening.models.base import ModelError
+from screening.io.genome import Genome
+from screening.io.tracks import TrackSet
+from screening.models.base import ModelAdapter, ModelError
 from screening.metrics import ScreenMetrics
 from screening.models.loader import load_model
 from screening.plan import ScreenPlan, WorkUnit, plan_screen
@@ -28,7 +30,10 @@ from screening.regions import Region, read_bed, validate_region
 from screening.spec import ScreenSpec
 from screening.store import ResultStore, open_or_create_store
 
-__all__ = ["PreparedScreen", "ScreenCancelled", "ScreenProgress", "ScreenSummary", "prepare_screen", "run_screen"]
+__all__ = [
+    "PreparedScreen", "ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_model_tracks", "input_provenance",
+    "prepare_screen", "run_screen", "screen_regions",
+]
 
 
 @dataclass
@@ -137,7 +142,8 @@ def _cancel_check(cancel: Any) -> Callable[[], bool]:
     raise TypeError(f"cancel must be a threading.Event or a callable, got {type(cancel).__name__}")
 
 
-def _regions(spec: ScreenSpec, chrom_sizes: dict[str, int]) -> list[Region]:
+def screen_regions(spec: ScreenSpec, chrom_sizes: dict[str, int]) -> list[Region]:
+    """The spec's regions (``regions`` and ``bed``), checked against the chromosome sizes."""
     regions = [validate_region(r, chrom_sizes, source="regions") for r in spec.parsed_regions()]
     if spec.bed is not None:
         regions += [validate_region(r, chrom_sizes, source=f"bed {spec.bed}") for r in read_bed(spec.bed)]
@@ -159,28 +165,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
-    """Open and check every input, load the model once, and plan the screen.
-
-    Raises
-    ------
-    SpecError, RegionError, GenomeError, TrackError, ModelError
-        On any bad input, before anything is written.
-    """
-    from workers.screen_worker import open_inputs
-
-    genome, tracks = open_inputs(spec)
-    chrom_sizes = genome.chrom_sizes
-    regions = _regions(spec, chrom_sizes)
-    tracks.check({r.chrom: chrom_sizes[r.chrom] for r in regions})
-    adapter = load_model(spec.model, "cpu")
+def check_model_tracks(adapter: ModelAdapter, tracks: TrackSet) -> None:
+    """Raise :class:`ModelError` unless the spec's tracks are the model's, in its order."""
     expected = tuple(adapter.track_names)
     if tuple(tracks.names) != expected:
         raise ModelError(
             f"tracks: the model takes tracks {list(expected)} in this order, the spec gives {list(tracks.names)}"
         )
-    plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry, genome)
-    provenance = {
+
+
+def input_provenance(spec: ScreenSpec, adapter: ModelAdapter, genome: Genome, tracks: TrackSet) -> dict[str, Any]:
+    """Versions, host, time, and the model, genome and tracks (with checksums) behind a result."""
+    return {
         "package_version": screening.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
@@ -198,6 +194,28 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
             {"name": t.name, "path": t.path, "transform": t.transform, "sha256": track.sha256()}
             for t, track in zip(spec.tracks, tracks.tracks)
         ],
+    }
+
+
+def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
+    """Open and check every input, load the model once, and plan the screen.
+
+    Raises
+    ------
+    SpecError, RegionError, GenomeError, TrackError, ModelError
+        On any bad input, before anything is written.
+    """
+    from workers.screen_worker import open_inputs
+
+    genome, tracks = open_inputs(spec)
+    chrom_sizes = genome.chrom_sizes
+    regions = screen_regions(spec, chrom_sizes)
+    tracks.check({r.chrom: chrom_sizes[r.chrom] for r in regions})
+    adapter = load_model(spec.model, "cpu")
+    check_model_tracks(adapter, tracks)
+    plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry, genome)
+    provenance = {
+        **input_provenance(spec, adapter, genome, tracks),
         "skipped": plan.skipped,
         "precision": worker_precision(spec.execution),  # {"requested", "used"}: CPU workers run fp32
     }

@@ -16,6 +16,7 @@ import torch
 from screening.engine import run_attribution, run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
+from screening.models.base import ModelAdapter
 from screening.models.loader import load_model
 from screening.plan import WorkUnit
 from screening.tuning import optimize_adapter, tune_cpu_allocator
@@ -23,7 +24,7 @@ from screening.precision import configure_adapter
 from screening.spec import ScreenSpec
 from screening.store import ResultStore
 
-__all__ = ["ScreenWorker", "open_inputs"]
+__all__ = ["ScreenWorker", "load_configured_model", "open_inputs"]
 
 
 def open_inputs(spec: ScreenSpec) -> tuple[Genome, TrackSet]:
@@ -35,6 +36,20 @@ def open_inputs(spec: ScreenSpec) -> tuple[Genome, TrackSet]:
     genome = Genome(spec.genome.fasta, name=spec.genome.name)
     tracks = TrackSet([Track(t.path, t.name, t.transform) for t in spec.tracks])
     return genome, tracks
+
+
+def load_configured_model(spec: ScreenSpec) -> tuple[ModelAdapter, str]:
+    """The spec's model on its execution device, set up as ``execution`` asks; returns it and the precision used.
+
+    Applies the CPU allocator tuning (``keep_freed_memory``), channels-last and ``torch.compile``,
+    the precision (bf16/fp16 on CUDA only) and input overlap.
+    """
+    execution = spec.execution
+    adapter = load_model(spec.model, execution.device)
+    if adapter.device.type == "cpu" and execution.keep_freed_memory:
+        tune_cpu_allocator()  # reuse freed activations instead of page-faulting them in every batch
+    optimize_adapter(adapter, execution.channels_last, execution.compile)
+    return adapter, configure_adapter(adapter, execution.precision, execution.overlap)
 
 
 class ScreenWorker:
@@ -51,12 +66,7 @@ class ScreenWorker:
     def __init__(self, spec: dict[str, Any], torch_threads: int = 1) -> None:
         torch.set_num_threads(max(1, torch_threads))
         self.spec = ScreenSpec.model_validate(spec)
-        self.adapter = load_model(self.spec.model, self.spec.execution.device)
-        if self.adapter.device.type == "cpu" and self.spec.execution.keep_freed_memory:
-            tune_cpu_allocator()  # reuse freed activations instead of page-faulting them in every batch
-        optimize_adapter(self.adapter, self.spec.execution.channels_last, self.spec.execution.compile)
-        execution = self.spec.execution
-        self.precision = configure_adapter(self.adapter, execution.precision, execution.overlap)
+        self.adapter, self.precision = load_configured_model(self.spec)
         self.genome, self.tracks = open_inputs(self.spec)
         self.store = ResultStore(self.spec.output.store, self.spec.output.storage_options)
         self.analyses = {p.label: p for p in self.spec.perturbations}

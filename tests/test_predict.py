@@ -1,0 +1,174 @@
+"""Reference maps tiled along regions and written as .cool (screening.predict, `screening predict`)."""
+
+from __future__ import annotations
+
+import json
+
+import cooler
+import numpy as np
+import pytest
+import yaml
+
+from conftest import toy_spec_dict
+from screening.cli import main
+from screening.models.base import WindowGeometry
+from screening.predict import BandMean, PredictError, dense_map, predict_regions, predict_to_cool, tile_windows, write_cool
+from screening.regions import RegionError, parse_region
+from screening.spec import parse_spec
+
+TOY = WindowGeometry(window_length=512, bin_size=32, n_bins=16)
+
+
+def regions(*texts):
+    return [parse_region(t) for t in texts]
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize("geometry", [TOY, WindowGeometry(window_length=600, bin_size=32, n_bins=16, map_offset=44)])
+@pytest.mark.parametrize("stride", [None, 1, 5, 16])
+def test_tiles_lie_on_the_grid_inside_the_chromosome_and_cover_the_region(geometry, stride):
+    region = parse_region("chr1:1,000-4,000")
+    tiling = tile_windows([region], geometry, 6_000, stride)
+    starts = tiling.window_starts
+    assert np.all((starts + geometry.map_offset) % geometry.bin_size == 0)  # every map on one bin grid
+    assert np.all(starts >= 0) and np.all(starts + geometry.window_length <= 6_000)
+    assert np.all(np.diff(tiling.map_start_bins) <= (stride or 8)) and np.all(np.diff(tiling.map_start_bins) > 0)
+    covered = np.zeros(200, bool)
+    for first in tiling.map_start_bins:
+        covered[first : first + geometry.n_bins] = True
+    assert covered[region.start // 32 : -(-region.end // 32)].all()
+    assert tiling.first_bin == region.start // 32 and tiling.keep.sum() == -(-region.end // 32) - region.start // 32
+
+
+def test_a_region_narrower_than_a_map_gets_one_centred_window_shifted_inside_near_the_ends():
+    (middle,) = tile_windows(regions("chr1:3,000-3,100"), TOY, 6_000).map_start_bins
+    assert middle == 93 - (16 - 4) // 2  # bins 93..96 centred in a 16-bin map
+    assert tile_windows(regions("chr1:0-100"), TOY, 6_000).window_starts.tolist() == [0]
+    assert tile_windows(regions("chr1:5,950-6,000"), TOY, 6_000).window_starts.tolist() == [(6_000 - 512) // 32 * 32]
+
+
+def test_tiling_refuses_what_cannot_be_tiled():
+    with pytest.raises(PredictError, match="stride_bins: 17 must be between 1 and the map width"):
+        tile_windows(regions("chr1:0-1,000"), TOY, 6_000, stride_bins=17)
+    with pytest.raises(RegionError, match=r"chr1 \(500 bp\) is shorter than the model window \(512 bp\)"):
+        tile_windows(regions("chr1:0-100"), TOY, 500)
+    with pytest.raises(RegionError, match="one chromosome"):
+        tile_windows(regions("chr1:0-100", "chr2:0-100"), TOY, 6_000)
+
+
+# --------------------------------------------------------------------------- averaging
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_band_mean_equals_the_mean_of_the_overlapping_maps(symmetric):
+    rng = np.random.default_rng(0)
+    n, starts = 6, [10, 13, 14, 20]
+    maps = [rng.normal(size=(n, n)) for _ in starts]
+    if symmetric:
+        maps = [(m + m.T) / 2 for m in maps]
+    band = BandMean(10, 16, n, symmetric)
+    total, count = np.zeros((16, 16)), np.zeros((16, 16))
+    for start, m in zip(starts, maps):
+        band.add(start, m)
+        total[start - 10 : start - 10 + n, start - 10 : start - 10 + n] += m
+        count[start - 10 : start - 10 + n, start - 10 : start - 10 + n] += 1
+    pixels = band.pixels()
+    assert (np.diff(pixels["bin1_id"]) >= 0).all()
+    assert len(pixels) == (np.triu(count) > 0).sum() if symmetric else (count > 0).sum()
+    want = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    np.testing.assert_allclose(dense_map(pixels, 10, 16, symmetric), want)
+    kept = band.pixels(keep=np.arange(16) < 8)
+    assert kept["bin1_id"].max() < 18 and kept["bin2_id"].max() < 18 and len(kept) < len(pixels)
+    with pytest.raises(ValueError, match="leaves the band"):
+        band.add(22, maps[0])
+
+
+# --------------------------------------------------------------------------- the model, and the file
+
+
+@pytest.fixture
+def toy(toy_paths, tmp_path):
+    from workers.screen_worker import load_configured_model, open_inputs
+
+    spec = parse_spec(toy_spec_dict(toy_paths, tmp_path / "unused.zarr"))
+    genome, tracks = open_inputs(spec)
+    adapter, _ = load_configured_model(spec)
+    return adapter, genome, tracks
+
+
+def test_without_overlap_every_pixel_is_its_window_s_prediction(toy, one_thread):
+    adapter, genome, tracks = toy
+    (pixels,) = predict_regions(adapter, genome, tracks, regions("chr1:1,024-2,048"), batch_size=3, stride_bins=16).values()
+    assert not adapter.symmetric and len(pixels) == 2 * 16 * 16  # two windows side by side, every pixel
+    for k, start in enumerate((1_024, 1_536)):
+        want = adapter.predict(genome.fetch("chr1", start, start + 512)[None], tracks.fetch("chr1", start, start + 512)[None])[0]
+        # other batch compositions than here: equal up to float noise
+        np.testing.assert_allclose(dense_map(pixels, 32 + 16 * k, 16, False), want, rtol=1e-5, atol=1e-6)
+
+
+def test_overlapping_windows_are_averaged_and_symmetrized_on_request(toy, one_thread):
+    adapter, genome, tracks = toy
+    (pixels,) = predict_regions(adapter, genome, tracks, regions("chr1:1,024-1,792"), stride_bins=8, symmetrize=True).values()
+    assert (pixels["bin1_id"] <= pixels["bin2_id"]).all()
+    starts = (1_024, 1_280)  # maps at bins 32 and 40: bins 40..47 seen twice
+    maps = [adapter.predict(genome.fetch("chr1", s, s + 512)[None], tracks.fetch("chr1", s, s + 512)[None])[0] for s in starts]
+    maps = [(m + m.T) / 2 for m in maps]
+    got = dense_map(pixels, 32, 24, True)
+    np.testing.assert_allclose(got[8:16, 8:16], (maps[0][8:, 8:] + maps[1][:8, :8]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[:8, :8], maps[0][:8, :8], rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[0, 20])  # 20 bins apart: in no window
+
+
+def test_cool_file_reads_back_with_provenance(toy_paths, tmp_path, one_thread):
+    spec = parse_spec(toy_spec_dict(toy_paths, tmp_path / "unused.zarr"))
+    out = tmp_path / "maps.cool"
+    done = predict_to_cool(spec, out, ["chr1:1,000-3,000", "chr2:0-3,000"], stride_bins=8, symmetrize=True, progress=False)
+    clr = cooler.Cooler(str(out))
+    assert clr.binsize == 32 and clr.chromnames == ["chr1", "chr2"] and clr.storage_mode == "symmetric-upper"
+    assert clr.info["nnz"] == done["n_pixels"] == sum(len(p) for p in done["pixels"].values())
+    matrix = clr.matrix(balance=False, sparse=True).fetch("chr2:0-3,000").toarray()
+    want = np.nan_to_num(dense_map(done["pixels"]["chr2"], 0, 94, True))
+    np.testing.assert_allclose(matrix, want, rtol=1e-5, atol=1e-6)
+    meta = clr.info["metadata"]
+    assert meta["regions"] == ["chr1:1,000-3,000", "chr2:0-3,000"] and meta["stride_bins"] == 8 and meta["symmetrized"]
+    assert meta["provenance"]["model"]["checksum"] and meta["provenance"]["genome"]["sha256"]
+    assert meta["spec"]["model"]["kind"] == "corigami" and "log(1 + normalised Hi-C" in meta["values"]
+
+
+def test_a_failed_write_leaves_no_file_and_the_old_one_intact(tmp_path):
+    out = tmp_path / "maps.cool"
+    out.write_text("previous")
+    pixels = {"chr1": BandMean(0, 4, 2, True).pixels()}
+    with pytest.raises(TypeError):
+        write_cool(out, {"chr1": 128}, 32, pixels, True, metadata={"bad": object()})
+    assert out.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["maps.cool"]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_predict_writes_cool_and_picture(toy_paths, tmp_path, capsys, one_thread):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_spec_dict(toy_paths, tmp_path / "unused.zarr")))
+    out = tmp_path / "pred" / "toy.cool"
+    assert main(["predict", str(tmp_path / "s.yaml"), str(out), "--no-progress"]) == 0  # the spec's two regions
+    printed = capsys.readouterr().out
+    assert f"to {out}" in printed and "chr1:2,000-2,400, chr2:1,000-1,200" in printed
+    assert out.with_suffix(".png").stat().st_size > 0
+    clr = cooler.Cooler(str(out))
+    assert clr.storage_mode == "square"  # C.Origami's maps are not symmetric
+    assert json.loads(json.dumps(clr.info["metadata"]))["regions"] == ["chr1:2,000-2,400", "chr2:1,000-1,200"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--region", "chr1:5,000-7,000"], "--region: region chr1:5,000-7,000 runs past the end of chr1"),
+    (["--region", "chrX:0-100"], "chrX"),
+    (["--stride-bins", "0"], "stride_bins: 0 must be between 1"),
+])
+def test_cli_predict_refuses_bad_input_and_writes_nothing(toy_paths, tmp_path, capsys, argv, message):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_spec_dict(toy_paths, tmp_path / "unused.zarr")))
+    out = tmp_path / "toy.cool"
+    assert main(["predict", str(tmp_path / "s.yaml"), str(out), "--no-progress", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not out.with_suffix(".png").exists()
