@@ -207,10 +207,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from screening.predict import dense_map, predict_to_cool
     from screening.spec import load_spec
 
-    spec = load_spec(args.config)
+    # --batch-size goes through the spec, so its validation names the field
+    spec = load_spec(args.config, {"execution.batch_size": args.batch_size} if args.batch_size is not None else None)
     out = Path(args.output)
-    done = predict_to_cool(spec, out, args.region, args.batch_size, args.stride_bins, args.symmetrize,
-                           progress=not args.no_progress)
+    done = predict_to_cool(spec, out, args.region, None, args.stride_bins, args.symmetrize, progress=not args.no_progress)
     print(f"wrote {done['n_pixels']:,} pixels ({done['n_windows']:,} windows, {done['bin_size']:,} bp bins) of "
           f"{', '.join(map(str, done['regions']))} to {out}")
     if not args.no_plots:
@@ -232,6 +232,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spec = prepare_demo(Path(args.workdir), overwrite=args.overwrite)
     truth = Path(args.workdir).resolve() / "data" / "truth.bed"
     return run_and_report(spec, progress=not args.no_progress, truth=truth)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -296,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, help="windows per forward pass (default: execution.batch_size)")
     predict.add_argument("--symmetrize", action="store_true",
                          help="average each map with its transpose (models whose maps are not symmetric, e.g. C.Origami)")
-    predict.add_argument("--plot-bins", type=int, default=1000, help="bins of the first region shown in the picture")
+    predict.add_argument("--plot-bins", type=_positive_int, default=1000, help="bins of the first region shown in the picture")
     predict.add_argument("--no-progress", action="store_true")
     predict.add_argument("--no-plots", action="store_true", help="skip the picture (OUTPUT with .png)")
     predict.set_defaults(func=cmd_predict)

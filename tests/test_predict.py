@@ -165,6 +165,7 @@ def test_cli_predict_writes_cool_and_picture(toy_paths, tmp_path, capsys, one_th
     (["--region", "chr1:5,000-7,000"], "--region: region chr1:5,000-7,000 runs past the end of chr1"),
     (["--region", "chrX:0-100"], "chrX"),
     (["--stride-bins", "0"], "stride_bins: 0 must be between 1"),
+    (["--batch-size", "0"], "execution.batch_size"),
 ])
 def test_cli_predict_refuses_bad_input_and_writes_nothing(toy_paths, tmp_path, capsys, argv, message):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_spec_dict(toy_paths, tmp_path / "unused.zarr")))
@@ -172,3 +173,9 @@ def test_cli_predict_refuses_bad_input_and_writes_nothing(toy_paths, tmp_path, c
     assert main(["predict", str(tmp_path / "s.yaml"), str(out), "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_cli_predict_refuses_a_non_positive_picture_size(toy_paths, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", "s.yaml", str(tmp_path / "toy.cool"), "--plot-bins", "0"])
+    assert exited.value.code == 2 and "--plot-bins: 0 is not a positive integer" in capsys.readouterr().err
