@@ -28,8 +28,8 @@ from screening.overlap import predict_batches
 from screening.regions import Region, RegionError
 
 __all__ = [
-    "BandMean", "PredictError", "Tiling", "dense_map", "predict_maps", "predict_regions", "predict_to_cool", "tile_windows",
-    "write_cool",
+    "BandMean", "PredictError", "Tiling", "dense_map", "predict_maps", "predict_regions", "predict_tilings", "predict_to_cool",
+    "tile_regions", "tile_windows", "write_cool",
 ]
 
 #: What the stored values are, per model kind (the ``count`` column holds the model's output, not read counts).
@@ -99,9 +99,9 @@ def tile_windows(
         raise RegionError(
             f"{chrom} ({chrom_length:,} bp) is shorter than the model window ({geometry.window_length:,} bp)"
         )
+    spans = [(r.start // bin_size, -(-r.end // bin_size)) for r in regions]  # grid bins [first, last) of each
     starts: list[int] = []
-    for region in regions:
-        first, last = region.start // bin_size, -(-region.end // bin_size)
+    for first, last in spans:
         if last - first <= n_bins:
             starts.append(first - (n_bins - (last - first)) // 2)
         else:
@@ -109,12 +109,21 @@ def tile_windows(
             if starts[-1] + n_bins < last:
                 starts.append(last - n_bins)
     map_starts = np.unique(np.clip(np.asarray(starts, dtype=np.int64), lowest, highest))
-    first_bin = int(min(r.start // bin_size for r in regions))
-    last_bin = int(max(-(-r.end // bin_size) for r in regions))
-    keep = np.zeros(last_bin - first_bin, dtype=bool)
-    for region in regions:
-        keep[region.start // bin_size - first_bin : -(-region.end // bin_size) - first_bin] = True
+    first_bin = min(first for first, _ in spans)
+    keep = np.zeros(max(last for _, last in spans) - first_bin, dtype=bool)
+    for first, last in spans:
+        keep[first - first_bin : last - first_bin] = True
     return Tiling(chrom, map_starts, map_starts * bin_size - offset, keep, first_bin)
+
+
+def tile_regions(
+    regions: Sequence[Region], geometry: WindowGeometry, chrom_sizes: dict[str, int], stride_bins: int | None = None
+) -> list[Tiling]:
+    """:func:`tile_windows` of each chromosome's regions (several on one chromosome are tiled together)."""
+    by_chrom: dict[str, list[Region]] = {}
+    for region in regions:
+        by_chrom.setdefault(region.chrom, []).append(region)
+    return [tile_windows(rs, geometry, chrom_sizes[chrom], stride_bins) for chrom, rs in by_chrom.items()]
 
 
 class BandMean:
@@ -134,7 +143,7 @@ class BandMean:
     """
 
     def __init__(self, first_bin: int, n_rows: int, n_bins: int, symmetric: bool) -> None:
-        self.first_bin, self.n_bins, self.symmetric = first_bin, n_bins, symmetric
+        self.first_bin, self.n_bins = first_bin, n_bins
         self._low = 0 if symmetric else n_bins - 1  # band column of diagonal offset 0
         self.sum = np.zeros((n_rows, self._low + n_bins), dtype=np.float64)
         self.count = np.zeros(self.sum.shape, dtype=np.uint32)
@@ -212,20 +221,24 @@ def predict_regions(
     progress
         Show a progress bar over windows.
     """
+    tilings = tile_regions(regions, adapter.geometry, genome.chrom_sizes, stride_bins)
+    return predict_tilings(adapter, genome, tracks, tilings, batch_size, symmetrize, progress)
+
+
+def predict_tilings(
+    adapter, genome, tracks, tilings: Sequence[Tiling], batch_size: int = 4, symmetrize: bool = False, progress: bool = False
+) -> dict[str, pd.DataFrame]:
+    """:func:`predict_regions` over tilings made already (:func:`tile_regions`)."""
     from tqdm.auto import tqdm
 
-    geometry = adapter.geometry
+    n_bins = adapter.geometry.n_bins
     symmetric = bool(adapter.symmetric or symmetrize)
-    by_chrom: dict[str, list[Region]] = {}
-    for region in regions:
-        by_chrom.setdefault(region.chrom, []).append(region)
-    tilings = [tile_windows(rs, geometry, genome.chrom_size(chrom), stride_bins) for chrom, rs in by_chrom.items()]
     bar = tqdm(total=sum(len(t.window_starts) for t in tilings), unit="window", disable=not progress)
     out: dict[str, pd.DataFrame] = {}
     for tiling in tilings:
         first = min(tiling.first_bin, int(tiling.map_start_bins[0]))
-        last = max(tiling.first_bin + len(tiling.keep), int(tiling.map_start_bins[-1]) + geometry.n_bins)
-        band = BandMean(first, last - first, geometry.n_bins, symmetric)
+        last = max(tiling.first_bin + len(tiling.keep), int(tiling.map_start_bins[-1]) + n_bins)
+        band = BandMean(first, last - first, n_bins, symmetric)
         maps = predict_maps(adapter, genome, tracks, tiling.chrom, tiling.window_starts, batch_size)
         for map_start, values in zip(tiling.map_start_bins.tolist(), maps):
             band.add(map_start, (values + values.T) / 2 if symmetrize else values)
@@ -335,11 +348,8 @@ def predict_to_cool(
     adapter, precision = load_configured_model(spec)
     check_model_tracks(adapter, tracks)
     geometry = adapter.geometry
-    n_windows = 0
-    for chrom in {r.chrom for r in parsed}:  # every bad region or stride is refused before the model runs
-        n_windows += len(tile_windows([r for r in parsed if r.chrom == chrom], geometry, sizes[chrom], stride_bins).window_starts)
-    pixels = predict_regions(adapter, genome, tracks, parsed, batch_size or spec.execution.batch_size, stride_bins,
-                             symmetrize, progress)
+    tilings = tile_regions(parsed, geometry, sizes, stride_bins)  # a bad region or stride is refused here
+    pixels = predict_tilings(adapter, genome, tracks, tilings, batch_size or spec.execution.batch_size, symmetrize, progress)
     symmetric = bool(adapter.symmetric or symmetrize)
     metadata = {
         "what": "contact maps predicted by a model, tiled along regions (screening predict)",
@@ -352,5 +362,6 @@ def predict_to_cool(
         "spec": spec.model_dump(mode="json"),
     }
     write_cool(path, sizes, geometry.bin_size, pixels, symmetric, metadata, assembly=genome.name)
+    n_windows = sum(len(t.window_starts) for t in tilings)
     return {"path": str(path), "regions": parsed, "bin_size": geometry.bin_size, "n_windows": n_windows,
             "n_pixels": int(sum(len(frame) for frame in pixels.values())), "symmetric": symmetric, "pixels": pixels}
