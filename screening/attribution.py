@@ -41,6 +41,7 @@ __all__ = [
     "InputLayout",
     "attribute",
     "check_deeplift",
+    "check_model",
     "checkpoint_blocks",
     "checkpointing",
     "gradient_correction",
@@ -452,6 +453,28 @@ def check_deeplift(adapter: ModelAdapter, inputs: torch.Tensor, target: Target) 
             "ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus, MaxPool and Softmax, each called once; "
             "use integrated_gradients for this model"
         )
+
+
+def check_model(adapter: ModelAdapter, method: str) -> None:
+    """What can be checked of ``method`` on a model before any window is read.
+
+    The adapter must declare its input layout, and DeepLIFT methods must meet no torch.nn
+    module without a DeepLIFT rule (e.g. C.Origami's attention): the static half of
+    :func:`check_deeplift`, cheap enough to run before a screen's store is created.
+
+    Raises
+    ------
+    AttributionError
+        Naming the missing layout or each unsupported module.
+    """
+    input_layout(adapter)
+    if method in ("deeplift", "deeplift_shap"):
+        problems = _static_problems(adapter.module)
+        if problems:
+            raise AttributionError(
+                f"{method}: DeepLIFT (captum) has no rule for: {_describe(problems)}; use integrated_gradients for "
+                "this model"
+            )
 
 
 class _TargetNet(nn.Module):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -30,20 +31,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from screening.service.commands import ClientSetupError
     from screening.service.config import ConfigError
     from screening.predict import PredictError
+    from screening.io.paths import OutputPathError
 
     return (SpecError, RegionError, GenomeError, TrackError, ModelError, StoreError, ResultsError, EvaluationError, VcfError, FileNotFoundError,
-            ServiceError, ScreenFailedError, ClientSetupError, ConfigError, PredictError)
+            ServiceError, ScreenFailedError, ClientSetupError, ConfigError, PredictError, OutputPathError)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     overrides = {}
     if args.store:
         overrides["output.store"] = args.store if "://" in args.store else str(Path(args.store).resolve())
-    if args.workers:
+    if args.workers is not None:
         overrides["execution.num_workers"] = args.workers
     if args.address:
         overrides["execution.address"] = args.address
-    if args.batch_size:
+    if args.batch_size is not None:
         overrides["execution.batch_size"] = args.batch_size
     if args.overwrite:
         overrides["output.overwrite"] = True
@@ -56,13 +58,24 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume a screen from a spec file."""
+    from screening.io.paths import check_store_path, is_disk_full
     from screening.spec import load_spec
+    from screening.store import StoreError
 
     spec = load_spec(args.config, _overrides(args))
-    return run_and_report(spec, progress=not args.no_progress, plots=not args.no_plots)
+    check_store_path(spec.output.store)  # before the inputs are read and Ray starts
+    try:
+        return run_and_report(spec, progress=not args.no_progress, plots=not args.no_plots, verify=args.verify)
+    except Exception as err:
+        if not is_disk_full(err):  # also when a Ray worker's write hit it
+            raise
+        raise StoreError(
+            f"disk full while writing {spec.output.store}; free space and run the same command again to resume "
+            "(finished chunks are kept)"
+        ) from None
 
 
-def run_and_report(spec, progress: bool = True, plots: bool = True, truth: Path | None = None) -> int:
+def run_and_report(spec, progress: bool = True, plots: bool = True, truth: Path | None = None, verify: bool = False) -> int:
     """Run a spec, then print the summary and top hits and write the pictures.
 
     With ``truth`` (a BED of known elements), the pictures mark them and the scores are
@@ -73,11 +86,14 @@ def run_and_report(spec, progress: bool = True, plots: bool = True, truth: Path 
     from screening.runner import prepare_screen, run_screen
 
     prepared = prepare_screen(spec)
+    _report_skipped(prepared.plan.skipped, f"provenance.skipped of the store {spec.output.store} (screening info)")
     print(
         f"screen {spec.name!r}: {prepared.plan.n_perturbations:,} perturbations in {len(prepared.plan.units):,} "
         f"units on {', '.join(sorted({r.chrom for r in prepared.regions}))}; model {prepared.provenance['model']['name']}"
     )
-    summary = run_screen(spec, progress=progress, prepared=prepared)
+    summary = run_screen(spec, progress=progress, prepared=prepared, verify=verify)
+    for damaged in summary.damaged:  # found by --verify, recomputed by this run
+        print(f"recomputed damaged {damaged}")
     results = open_results(summary.store, spec.output.storage_options)
     verb = "resumed" if summary.resumed else "ran"
     print(
@@ -143,10 +159,11 @@ def print_frame(frame, fmt: str) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a score as bedGraph or bigWig."""
     from screening.export import to_bedgraph, to_bigwig
+    from screening.io.paths import check_output_file
     from screening.results import open_results
 
+    out = check_output_file(args.output, "export output")  # before the store is read
     results = open_results(args.store)
-    out = Path(args.output)
     fmt = args.format or ("bigwig" if out.suffix.lower() in {".bw", ".bigwig"} else "bedgraph")
     score = args.score or results.scores(args.analysis or results.analyses[0])[0]
     writer = to_bigwig if fmt == "bigwig" else to_bedgraph
@@ -166,6 +183,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "complete": results.is_complete,
         "chunks_done": done,
         "chunks_total": total,
+        "integrity": "crc32c checksums on every chunk, verified on read; per-chunk digests" if results.checksummed
+        else "unverified: format version 1 store, chunks carry no checksums",
         "analyses": {a: results.scores(a) for a in results.analyses},
         "chromosomes": results.chromosomes,
         "provenance": results.provenance,
@@ -192,13 +211,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a spec and all its inputs without running anything."""
+    from screening.io.paths import check_store_path
     from screening.runner import prepare_screen
     from screening.spec import load_spec
 
     spec = load_spec(args.config)
+    check_store_path(spec.output.store)
     prepared = prepare_screen(spec)
+    _report_skipped(prepared.plan.skipped, "the store's provenance.skipped once the screen runs (screening info)")
     print(f"ok: {prepared.plan.n_perturbations:,} perturbations in {len(prepared.plan.units):,} work units")
     return 0
+
+
+def _report_skipped(skipped: dict[str, dict], where: str) -> None:
+    """Say on stderr how many perturbations (VCF records, windows off a chromosome) are left out, and where
+    they are listed: nothing is dropped silently."""
+    for analysis, entry in skipped.items():
+        first = entry["items"][0] if entry["items"] else ""
+        print(
+            f"screening: {analysis}: skipped {entry['count']:,} perturbation(s) that cannot be modelled or placed"
+            + (f" (first: {first})" if first else "") + f"; they are listed (up to 1,000) in {where}",
+            file=sys.stderr,
+        )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -235,6 +269,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):  # int() would take "٣" or "1_0"
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
@@ -249,14 +285,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run or resume a screen from a YAML/JSON spec", epilog=COORDS_NOTE)
     run.add_argument("config", help="screen spec (YAML or JSON)")
     run.add_argument("--store", help="result store path (overrides output.store)")
-    run.add_argument("--workers", type=int, help="number of Ray workers (overrides execution.num_workers)")
-    run.add_argument("--batch-size", type=int, help="inputs per forward pass (overrides execution.batch_size)")
+    run.add_argument("--workers", type=_positive_int, help="number of Ray workers (overrides execution.num_workers)")
+    run.add_argument("--batch-size", type=_positive_int, help="inputs per forward pass (overrides execution.batch_size)")
     run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another spec")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
     run.add_argument("--metrics-host", help="address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 in a pod)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true", help="skip the pictures")
+    run.add_argument("--verify", action="store_true",
+                     help="check every finished chunk of an existing store (checksums) and recompute damaged ones")
     run.set_defaults(func=cmd_run)
 
     query = sub.add_parser("query", help="print results overlapping a region", epilog=COORDS_NOTE)
@@ -328,11 +366,19 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``screening`` console command."""
+    from screening.io.paths import is_disk_full
+
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except _user_errors() as err:
         print(f"screening: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"screening: error: disk full{where}; free space and run the same command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("screening: interrupted; run the same command again to resume", file=sys.stderr)

@@ -23,7 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from screening.align import bin_alignment, centre_bin
-from screening.models.base import ModelAdapter
+from screening.io.tracks import TrackError
+from screening.models.base import ModelAdapter, ModelError
 from screening.overlap import predict_batches, prefetch
 from screening.perturb import Edit, apply_edit, centered_window_start, dinucleotide_shuffle, duplicate, invert, mask, mutate
 from screening.regions import parse_region
@@ -31,6 +32,7 @@ from screening.score import score_maps
 from screening.targets import bins_of, make_target
 
 __all__ = [
+    "NonFiniteMapError",
     "Span",
     "Perturbed",
     "load_span",
@@ -43,6 +45,10 @@ __all__ = [
     "predict_pair",
     "predict_deletion",
 ]
+
+
+class NonFiniteMapError(ModelError):
+    """The model predicted inf or NaN for a window: its unit fails rather than store NaN scores."""
 
 
 @dataclass
@@ -67,10 +73,29 @@ class Perturbed:
 
 
 def load_span(genome, tracks, chrom: str, start: int, end: int) -> Span:
-    """Read sequence and transformed tracks of ``chrom:[start, end)``."""
+    """Read sequence and transformed tracks of ``chrom:[start, end)``.
+
+    Raises
+    ------
+    TrackError
+        If a track holds inf (or its transform gives inf/NaN) there: a model fed that
+        predicts non-finite maps, and every score of the unit would be NaN.
+    """
     codes = genome.fetch(chrom, start, end)
     values = tracks.fetch(chrom, start, end) if tracks is not None and len(tracks.names) else None
+    if values is not None and not np.isfinite(values).all():
+        _refuse_tracks(values, tracks.names, chrom, start, end)
     return Span(codes, values)
+
+
+def _refuse_tracks(values: np.ndarray, names: list[str], chrom: str, start: int, end: int) -> None:
+    row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+    bad = ~np.isfinite(values[row])
+    first = start + int(np.flatnonzero(bad)[0])
+    raise TrackError(
+        f"track {names[row]} has {int(bad.sum()):,} non-finite value(s) (inf, or NaN after its transform) in "
+        f"{chrom}:{start:,}-{end:,}, read for a model input, the first at {chrom}:{first:,}; the model cannot use them"
+    )
 
 
 def _segment(span: Span, offset: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -163,17 +188,24 @@ def stack_spans(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
     return codes, tracks
 
 
-def _context(spec, items: list[Perturbed], adapter: ModelAdapter) -> dict[str, Any]:
+def _context(spec, items: list[Perturbed], adapter: ModelAdapter, chrom: str | None = None) -> dict[str, Any]:
     geometry = adapter.geometry
     context: dict[str, Any] = {
         "position": np.array([centre_bin(p.edit.offset, max(p.edit.ref_length, 1), geometry.bin_size, geometry.map_offset) for p in items]),
         "window": spec.insulation_window,
     }
-    if spec.roi is not None:
-        context["roi"] = tuple(
-            [_bins(parse_region(text), p.window_start, geometry) for p in items] for text in (spec.roi.rows, spec.roi.cols)
-        )
+    if spec.roi is not None and any(name.startswith("roi_mean_delta") for name in spec.scores):
+        blocks = [_same_chrom(parse_region(text), chrom, f"roi {text}") for text in (spec.roi.rows, spec.roi.cols)]
+        context["roi"] = tuple([_bins(block, p.window_start, geometry) for p in items] for block in blocks)
     return context
+
+
+def _same_chrom(region, chrom: str | None, what: str):
+    """``region``, unless it lies on another chromosome than the window it is read in (checked up front by
+    :func:`screening.plan.check_map_blocks`; here so that no caller reads another chromosome's bins)."""
+    if chrom is not None and region.chrom != chrom:
+        raise ValueError(f"{what} is on {region.chrom}, but the window it is read in is on {chrom}")
+    return region
 
 
 def _bins(region, window_start: int, geometry) -> np.ndarray:
@@ -185,12 +217,19 @@ def _bins(region, window_start: int, geometry) -> np.ndarray:
 
 
 def score_items(
-    adapter: ModelAdapter, spec, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False
+    adapter: ModelAdapter, spec, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False,
+    chrom: str | None = None,
 ) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], np.ndarray | None]]:
     """Predict and score perturbations in groups; yield ``(items, scores, Δ maps or None)`` per group.
 
     References are cached by window start, so a window shared by many
-    perturbations (mutagenesis) is predicted once.
+    perturbations (mutagenesis) is predicted once. ``chrom``, the items' chromosome,
+    names them in errors and is checked against an ROI's.
+
+    Raises
+    ------
+    NonFiniteMapError
+        If a predicted map holds inf or NaN (naming the window and perturbation).
     """
     geometry = adapter.geometry
     if getattr(adapter, "overlap", False):  # read and perturb the next windows while a batch runs
@@ -207,6 +246,7 @@ def score_items(
         else:
             batches = (stack_spans(spans[i : i + batch_size]) for i in range(0, len(spans), batch_size))
             maps = np.concatenate(list(predict_batches(adapter, batches)))
+        _check_maps(maps, list(pending_refs), group, geometry.window_length, chrom)
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
             cache[key] = ref_map
         while len(cache) > 2 * batch_size + len(pending_refs):
@@ -214,7 +254,7 @@ def score_items(
         reference = np.stack([cache[p.window_start] for p in group])
         alignments = [bin_alignment(p.edit.offset, p.edit.ref_length, p.edit.alt_length, geometry.bin_size, geometry.n_bins, geometry.map_offset) for p in group]
         perturbed = maps[len(pending_refs) :]
-        scores = score_maps(reference, perturbed, spec.scores, alignments, _context(spec, group, adapter))
+        scores = score_maps(reference, perturbed, spec.scores, alignments, _context(spec, group, adapter, chrom))
         return scores, (perturbed - reference if keep_deltas else None)
 
     for perturbed, reference in items:
@@ -229,6 +269,31 @@ def score_items(
         group.append(perturbed)
     if group:
         yield group, *flush()
+
+
+def _check_maps(maps: np.ndarray, references: list[int], group: list[Perturbed], window: int, chrom: str | None) -> None:
+    """Raise :class:`NonFiniteMapError` naming the first window whose predicted map is not all finite.
+
+    ``maps`` holds the maps of the ``references`` (window starts), then of the ``group``'s items.
+    """
+    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    if finite.all():
+        return
+    k = int(np.flatnonzero(~finite)[0])
+    where = f"{chrom}:" if chrom else ""
+    if k < len(references):
+        what = f"the reference window {where}{references[k]:,}-{references[k] + window:,}"
+    else:
+        p = group[k - len(references)]
+        start = p.window_start + p.edit.offset
+        base = f" to {'ACGT'[p.base]}" if p.base >= 0 else ""
+        what = (f"the perturbation at {where}{start:,}-{start + max(p.edit.ref_length, 1):,}{base} (window "
+                f"{where}{p.window_start:,}-{p.window_start + window:,})")
+    counts = f"{int(np.isnan(maps[k]).sum()):,} NaN, {int(np.isinf(maps[k]).sum()):,} inf"
+    raise NonFiniteMapError(
+        f"model output is not finite for {what}: {counts} of {maps[k].size:,} map values; the unit fails "
+        "rather than store NaN scores"
+    )
 
 
 def _predict_substitutions(
@@ -283,7 +348,7 @@ def run_unit(
     index = {int(s): i for i, s in enumerate(payload["start"].tolist())} if mutagenesis else None
     done = 0
     items = perturbed_items(spec, genome, tracks, chrom, payload, window)
-    for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None):
+    for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None, chrom):
         if mutagenesis:
             rows = np.array([index[p.window_start + p.edit.offset] for p in group])
             cols = np.array([p.base for p in group])
@@ -302,11 +367,11 @@ def run_unit(
     return out
 
 
-def _target(spec, window_start: int, geometry):
+def _target(spec, window_start: int, geometry, chrom: str | None = None):
     target = spec.target
 
     def block(rows: str, cols: str):
-        r, c = parse_region(rows), parse_region(cols)
+        r, c = (_same_chrom(parse_region(text), chrom, f"target block {text}") for text in (rows, cols))
         return bins_of(r.start, r.end, window_start, geometry), bins_of(c.start, c.end, window_start, geometry)
 
     if target.kind == "whole_map":
@@ -340,10 +405,11 @@ def run_attribution(adapter: ModelAdapter, genome, tracks, spec, chrom: str, pay
         span = load_span(genome, tracks, chrom, window_start, window_start + window)
         result = attribute(
             adapter, span.codes[None], None if span.tracks is None else span.tracks[None],
-            _target(spec, window_start, adapter.geometry), spec.method,
+            _target(spec, window_start, adapter.geometry, chrom), spec.method,
             baseline=spec.baseline, track_baseline=spec.track_baseline, n_shuffles=spec.n_shuffles, seed=spec.seed,
             n_steps=spec.n_steps, internal_batch_size=spec.internal_batch_size, checkpoint=spec.checkpoint,
         )
+        _check_attribution(result, chrom, window_start, window)
         offsets = starts[rows] - window_start
         out["attribution"][rows] = result.sequence[0][offsets]
         out["attribution_corrected"][rows] = result.sequence_corrected[0][offsets]
@@ -353,6 +419,17 @@ def run_attribution(adapter: ModelAdapter, genome, tracks, spec, chrom: str, pay
         if "completeness_error" in out and result.completeness_error is not None:
             out["completeness_error"][rows] = result.completeness_error[0]
     return out
+
+
+def _check_attribution(result, chrom: str, window_start: int, window: int) -> None:
+    """Raise :class:`NonFiniteMapError` when a window's target (read from the predicted map) or its
+    attributions are not finite, rather than store them as results."""
+    for what, values in (("the target of the predicted map", result.target), ("the attribution", result.sequence)):
+        if not np.isfinite(values).all():
+            raise NonFiniteMapError(
+                f"model output is not finite for the window {chrom}:{window_start:,}-{window_start + window:,}: "
+                f"{what} holds inf or NaN; the unit fails rather than store it"
+            )
 
 
 def run_deletions(

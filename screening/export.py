@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyBigWig
 
+from screening.io.paths import OutputPathError, check_output_file, is_disk_full
 from screening.regions import Region
 from screening.results import Results, open_results
 
@@ -27,13 +28,30 @@ _BATCH = 200_000  # bigWig entries handed to pyBigWig per call
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary sibling of ``path``, renamed onto it only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary sibling of ``path``, renamed onto it only if the block succeeds.
+
+    The path is checked and the temporary file created here, so an unwritable destination
+    is refused by name before a writer (pyBigWig crashes on some) opens it.
+
+    Raises
+    ------
+    OutputPathError
+        If ``path`` is a directory or cannot be written; or the disk fills up while writing.
+    """
+    path = check_output_file(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch(exist_ok=False)
+    except OSError as err:
+        raise OutputPathError(f"output {path} cannot be written: {err.strerror or err}") from None
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if is_disk_full(err):
+            raise OutputPathError(f"disk full while writing {path}; free space and export again (nothing was written)") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -117,6 +135,8 @@ def to_bedgraph(
         Unknown score or analysis.
     RegionError
         Malformed region, or one on a chromosome without results.
+    OutputPathError
+        ``path`` is a directory or cannot be written, or the disk filled up (nothing is left behind).
     """
     results, analysis, regions = _prepare(results, score, analysis, region)
     regions.sort(key=lambda r: r.chrom.encode())
@@ -213,6 +233,8 @@ def to_bigwig(
         Unknown score or analysis.
     RegionError
         Malformed region, or one on a chromosome without results.
+    OutputPathError
+        ``path`` is a directory or cannot be written, or the disk filled up (nothing is left behind).
     """
     results, analysis, regions = _prepare(results, score, analysis, region)
     header = list(results.chromosomes.items())
@@ -220,6 +242,8 @@ def to_bigwig(
     regions.sort(key=lambda r: rank[r.chrom])  # pyBigWig wants entries in header order
     with atomic_path(path) as tmp:
         bw = pyBigWig.open(str(tmp), "w")
+        if bw is None:  # pyBigWig reports no error of its own
+            raise OutputPathError(f"output {path}: pyBigWig cannot open {tmp} for writing")
         try:
             bw.addHeader(header)
             for reg in regions:

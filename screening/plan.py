@@ -23,11 +23,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from screening.models.base import WindowGeometry
-from screening.regions import Region, RegionError, merge_sorted, validate_region
+from screening.regions import Region, RegionError, merge_sorted, parse_region, validate_region
 from screening.spec import TILED_KINDS, ScreenSpec
 from screening.store import GroupLayout
+from screening.targets import windows_missing
 
-__all__ = ["WorkUnit", "ScreenPlan", "deletion_starts", "plan_screen", "shared_windows"]
+__all__ = ["WorkUnit", "ScreenPlan", "check_attributions", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
 
 _MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
@@ -68,6 +69,22 @@ class ScreenPlan:
             if layout.chrom == chrom and layout.analysis == analysis:
                 return layout
         raise KeyError(f"no group {chrom}/{analysis} in the plan")
+
+    def windows(self, window: int) -> dict[str, list[tuple[int, int]]]:
+        """Merged model windows ``[start, start + window)`` of every perturbation, per chromosome.
+
+        What the workers will read (but a net deletion's few extra bp), for probing the inputs
+        before the store is created.
+        """
+        out: dict[str, list[tuple[int, int]]] = {}
+        for chrom in dict.fromkeys(layout.chrom for layout in self.layouts):
+            starts = np.unique(np.concatenate([lay.window_start for lay in self.layouts if lay.chrom == chrom]))
+            if not len(starts):
+                continue
+            # windows of one length: a new interval begins where a window starts past the previous one's end
+            breaks = np.flatnonzero(starts[1:] > starts[:-1] + window) + 1
+            out[chrom] = [(int(run[0]), int(run[-1]) + window) for run in np.split(starts, breaks)]
+        return out
 
     def payload(self, unit: WorkUnit) -> dict[str, Any]:
         """What a worker needs to compute ``unit``: its coordinates (and variants)."""
@@ -356,6 +373,9 @@ def plan_screen(
                 candidates = _variant_candidates(chosen, window) if chosen else None
             if candidates is None or not len(candidates.start):
                 continue
+            candidates = _check_fit(spec, perturbation, chrom, candidates, window, skipped)
+            if not len(candidates.start):
+                continue
             if getattr(perturbation, "window", "centred") == "shared":
                 candidates = _place_shared(chrom, perturbation, candidates, geometry, chrom_sizes[chrom],
                                            spec.execution.chunk_size, policy, skipped)
@@ -373,12 +393,155 @@ def plan_screen(
                 variants[(chrom, perturbation.label)] = candidates.variants
     if not layouts:
         raise RegionError("the screen has no perturbations (regions shorter than one step, or nothing left after skipping)")
+    check_map_blocks(spec, layouts, chrom_sizes, geometry)
     units = [
         WorkUnit(layout.chrom, layout.analysis, k, sl.start, sl.stop)
         for layout in layouts
         for k, sl in ((k, layout.chunk_slice(k)) for k in range(layout.n_chunks))
     ]
     return ScreenPlan(layouts, units, skipped, variants)
+
+
+def _map_blocks(perturbation) -> list[tuple[str, str, bool]]:
+    """``(field, region, clip)`` of every map block an analysis reads in its windows.
+
+    An attribution ``block``/``difference`` target must lie inside each window's map (clip
+    False); an ROI, used only by the ``roi_mean_delta`` scores, is clipped to the map but
+    must overlap it (clip True).
+    """
+    if perturbation.kind == "attribution":
+        names = {"block": ("rows", "cols"), "difference": ("rows", "cols", "rows_b", "cols_b")}
+        target = perturbation.target
+        return [(f"target.{name}", getattr(target, name), False) for name in names.get(target.kind, ())]
+    if perturbation.roi is not None and any(name.startswith("roi_mean_delta") for name in perturbation.scores):
+        return [(f"roi.{name}", getattr(perturbation.roi, name), True) for name in ("rows", "cols")]
+    return []
+
+
+def check_map_blocks(
+    spec: ScreenSpec, layouts: list[GroupLayout], chrom_sizes: dict[str, int], geometry: WindowGeometry
+) -> None:
+    """Refuse ROIs and attribution targets that some window of the plan cannot read.
+
+    A block is read in the map of each perturbation's (or attribution tile's) own model
+    window, so it must lie on that window's chromosome and inside (a target) or across
+    (an ROI) its map: checked here, before any store exists, instead of failing or
+    silently reading another chromosome's bins in a worker.
+
+    Raises
+    ------
+    RegionError
+        Naming the field (``perturbations.<i>.roi.rows``, ``perturbations.<i>.target.cols``, ...),
+        the block, and the chromosome or window that cannot hold it.
+    """
+    index = {p.label: i for i, p in enumerate(spec.perturbations)}
+    for layout in layouts:
+        i = index[layout.analysis]
+        for name, text, clip in _map_blocks(spec.perturbations[i]):
+            field = f"perturbations.{i}.{name}"
+            block = validate_region(text, chrom_sizes, source=field)
+            if parse_region(text).end is None:
+                raise RegionError(f"{field}: {text!r} is a whole chromosome; a map block needs an interval chrom:start-end")
+            if block.chrom != layout.chrom:
+                raise RegionError(
+                    f"{field}: {block} is on {block.chrom}, but analysis {layout.analysis!r} has perturbations on "
+                    f"{layout.chrom} (e.g. {_describe(layout, 0)}); a map block is read in each perturbation's own "
+                    f"window, so it must lie on that window's chromosome: give this analysis its own 'regions' on "
+                    f"{block.chrom} only"
+                )
+            missing = np.flatnonzero(windows_missing(block.start, block.end, layout.window_start, geometry, clip))
+            if len(missing):
+                k = int(missing[0])
+                ws, origin = int(layout.window_start[k]), int(layout.window_start[k]) + geometry.map_offset
+                need = "overlap" if clip else "lie inside"
+                raise RegionError(
+                    f"{field}: {block} does not {need} the map of the model window {layout.chrom}:{ws:,}-"
+                    f"{ws + geometry.window_length:,} (map {layout.chrom}:{origin:,}-"
+                    f"{origin + geometry.n_bins * geometry.bin_size:,}) of {_describe(layout, k)}; every window of "
+                    f"the analysis must {'overlap' if clip else 'hold'} it: screen nearer to it or choose a block "
+                    f"nearer the perturbations"
+                )
+
+
+def _describe(layout: GroupLayout, k: int) -> str:
+    """``<kind> chrom:start-end`` of perturbation ``k`` of a group, for messages."""
+    return f"{layout.kind} {layout.chrom}:{int(layout.start[k]):,}-{int(layout.end[k]):,}"
+
+
+def check_attributions(spec: ScreenSpec, adapter) -> None:
+    """Refuse attribution analyses the loaded model cannot run (no input layout; DeepLIFT on a model
+    with modules DeepLIFT has no rule for), naming the field, before any store exists.
+
+    Raises
+    ------
+    ModelError
+        ``perturbations.<i>.method: ...`` with the reason.
+    """
+    from screening.attribution import AttributionError, check_model
+    from screening.models.base import ModelError
+
+    for i, perturbation in enumerate(spec.perturbations):
+        if perturbation.kind != "attribution":
+            continue
+        try:
+            check_model(adapter, perturbation.method)
+        except AttributionError as err:
+            raise ModelError(f"perturbations.{i}.method: {err}") from None
+
+
+def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidates, window: int, skipped) -> _Candidates:
+    """Refuse (or skip) perturbations whose edit cannot be made inside their model window.
+
+    The worker applies the edit to the window's loaded span (:func:`screening.perturb.apply_edit`):
+    it must start inside the window and end inside the span (window + the bp a net deletion pulls
+    in). A perturbation longer than the window (a 500 kb ``<DUP>`` in a 2 Mb model is fine, in a 1 Mb
+    one is not) fails that rule, so it is refused here, before any store exists.
+
+    Raises
+    ------
+    RegionError
+        For a tiled kind whose ``width`` exceeds the model window (every perturbation would fail).
+    VcfError
+        Naming each variant (file, line, id, position) that does not fit, with ``invalid_policy: fail``.
+    """
+    if perturbation.kind in ("mutagenesis", "attribution"):
+        return candidates  # one base in a window centred on it: always fits
+    if candidates.variants is not None:
+        ref_length = np.array([v.ref_length for v in candidates.variants], np.int64)
+    else:
+        ref_length = candidates.end - candidates.start if perturbation.kind != "insertion" else np.zeros_like(candidates.start)
+    offset = candidates.start - candidates.window_start
+    bad = np.flatnonzero((offset < 0) | (offset + ref_length > window + candidates.extra))
+    if not len(bad):
+        return candidates
+    index = next(i for i, p in enumerate(spec.perturbations) if p is perturbation)
+    if candidates.variants is None:
+        raise RegionError(
+            f"perturbations.{index}.width: {perturbation.width:,} bp {perturbation.kind}s do not fit in the model "
+            f"window of {window:,} bp; choose a width of at most {window:,} bp or a model with a longer window"
+        )
+    reasons = {
+        int(i): f"{candidates.variants[i].vcf_alt} changes {int(ref_length[i]):,} bp, more than the model window "
+                f"({window:,} bp) holds"
+        for i in bad
+    }
+    if spec.invalid_policy == "fail":
+        from screening.io.vcf import VcfError
+
+        listed = [f"{perturbation.vcf}:{v.line} {v.id} {chrom}:{v.vcf_pos} {reasons[i]}"
+                  for i, v in ((int(i), candidates.variants[int(i)]) for i in bad[:20])]
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise VcfError(
+            f"{len(bad)} variant(s) of perturbations.{index} cannot be placed in a model window (set "
+            "invalid_policy: skip to skip and list them):\n  " + "\n  ".join(listed) + more
+        )
+    entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
+    entry["count"] += len(bad)
+    entry["items"] += [f"line {candidates.variants[i].line} {candidates.variants[i].id}: {reasons[int(i)]}"
+                       for i in bad[: max(0, _MAX_LISTED - len(entry["items"]))]]
+    keep = np.ones(len(candidates.start), bool)
+    keep[bad] = False
+    return _select(candidates, keep)
 
 
 def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_length, policy, skipped) -> _Candidates:

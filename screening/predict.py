@@ -333,11 +333,15 @@ def predict_to_cool(
     ------
     RegionError, GenomeError, TrackError, ModelError, PredictError
         On a bad region, input or stride; nothing is written then.
+    OutputPathError
+        If ``path`` is a directory or its folder cannot be written.
     """
+    from screening.io.paths import check_output_file
     from screening.regions import parse_region, validate_region
     from screening.runner import check_model_tracks, input_provenance, screen_regions
     from workers.screen_worker import load_configured_model, open_inputs
 
+    check_output_file(path)  # before minutes of prediction: a directory or a read-only folder is refused now
     genome, tracks = open_inputs(spec)
     sizes = genome.chrom_sizes
     if regions:
@@ -349,6 +353,10 @@ def predict_to_cool(
     check_model_tracks(adapter, tracks)
     geometry = adapter.geometry
     tilings = tile_regions(parsed, geometry, sizes, stride_bins)  # a bad region or stride is refused here
+    windows: dict[str, list[tuple[int, int]]] = {}
+    for tiling in tilings:
+        windows.setdefault(tiling.chrom, []).extend((int(s), int(s) + geometry.window_length) for s in tiling.window_starts)
+    tracks.probe(windows)  # a corrupt bigWig block is refused before the prediction, not after
     pixels = predict_tilings(adapter, genome, tracks, tilings, batch_size or spec.execution.batch_size, symmetrize, progress)
     symmetric = bool(adapter.symmetric or symmetrize)
     metadata = {

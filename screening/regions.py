@@ -18,10 +18,13 @@ class RegionError(ValueError):
     """A region string, BED line or interval that cannot be used."""
 
 
+# \d also matches non-ASCII digits here, so that _to_int can name them when it refuses them.
 _REGION_RE = re.compile(
     r"^\s*(?P<chrom>[^\s:]+)"
     r"(?::(?P<start>[\d,_]+)\s*-\s*(?P<end>[\d,_]+))?\s*$"
 )
+# ASCII digits only, plain or grouped by thousands with commas or underscores (1,000,000 / 1_000_000).
+_NUMBER_RE = re.compile(r"[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?:_[0-9]{3})+", re.ASCII)
 
 
 @dataclass(frozen=True, order=True)
@@ -53,10 +56,20 @@ class Region:
 
 
 def _to_int(text: str, what: str, source: str) -> int:
-    digits = text.replace(",", "").replace("_", "")
-    if not digits.isdigit():
-        raise RegionError(f"{source}: {what} {text!r} is not a whole number")
-    return int(digits)
+    """A coordinate of ASCII digits; commas or underscores only as thousands separators.
+
+    ``str.isdigit`` and ``int`` also take full-width or Arabic-Indic digits, and dropping
+    every comma takes ``1,0,0``: both are refused, so a typo cannot become a coordinate.
+    """
+    if not _NUMBER_RE.fullmatch(text):
+        if any(ch.isdigit() and not ch.isascii() for ch in text):
+            problem = "has non-ASCII digits (use 0-9)"
+        elif "," in text or "_" in text:
+            problem = "has a comma or underscore out of place (only as thousands separators, e.g. 1,000,000)"
+        else:
+            problem = "is not a whole number"
+        raise RegionError(f"{source}: {what} {text!r} {problem}")
+    return int(text.replace(",", "").replace("_", ""))
 
 
 def parse_region(text: str | Region) -> Region:
@@ -137,24 +150,32 @@ def read_bed(path: str | Path) -> list[Region]:
     if not path.is_file():
         raise RegionError(f"BED file {path} does not exist")
     regions: list[Region] = []
-    with path.open() as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 3:
-                fields = line.split()
-            if len(fields) < 3:
-                raise RegionError(f"{path}:{lineno}: expected at least 3 columns (chrom, start, end)")
-            source = f"{path}:{lineno}"
-            start = _to_int(fields[1], "start", source)
-            end = _to_int(fields[2], "end", source)
-            if end <= start:
-                raise RegionError(f"{source}: empty interval {fields[0]}:{start}-{end}")
-            regions.append(Region(fields[0], start, end))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, 1):
+                if "\0" in line:  # NUL never occurs in a text file: a binary (or compressed) file
+                    raise RegionError(f"BED file {path} is not text (a NUL byte on line {lineno}); is it a BED file?")
+                if not line.strip() or line.startswith(("#", "track", "browser")):
+                    continue
+                regions.append(_bed_line(line, f"{path}:{lineno}"))
+    except UnicodeDecodeError as err:
+        raise RegionError(f"BED file {path} is not UTF-8 text (byte {err.start} of a line); is it a BED file?") from None
     if not regions:
         raise RegionError(f"BED file {path} holds no intervals")
     return regions
+
+
+def _bed_line(line: str, source: str) -> Region:
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) < 3:
+        fields = line.split()
+    if len(fields) < 3:
+        raise RegionError(f"{source}: expected at least 3 columns (chrom, start, end)")
+    start = _to_int(fields[1], "start", source)
+    end = _to_int(fields[2], "end", source)
+    if end <= start:
+        raise RegionError(f"{source}: empty interval {fields[0]}:{start}-{end}")
+    return Region(fields[0], start, end)
 
 
 def merge_sorted(regions: Iterable[Region]) -> list[Region]:

@@ -8,6 +8,7 @@ chunks whose ``chunk_done`` flag is not set read as NaN.
 from __future__ import annotations
 
 import os
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -22,16 +23,21 @@ from screening.store import (
     COORDS,
     DIM,
     DONE,
+    DamagedChunkError,
     StoreError,
     StoreNotFoundError,
     _check_format,
     _location,
     _zarr_store,
+    read_checked,
     read_store_attrs,
 )
 
-# StoreError / StoreNotFoundError are re-exported: open_results raises them.
-__all__ = ["Results", "ResultsError", "StoreError", "StoreNotFoundError", "dataset_to_frame", "open_results"]
+# StoreError / StoreNotFoundError / DamagedChunkError are re-exported: open_results and queries raise them.
+__all__ = [
+    "DamagedChunkError", "Results", "ResultsError", "StoreError", "StoreNotFoundError", "dataset_to_frame",
+    "open_results",
+]
 
 _COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
 
@@ -127,6 +133,11 @@ class Results:
         return dict(self._attrs["chromosomes"])
 
     @property
+    def checksummed(self) -> bool:
+        """Whether chunks carry checksums verified on read (format 2); format 1 stores are unverified."""
+        return int(self._attrs.get("format_version", 1)) >= 2
+
+    @property
     def is_complete(self) -> bool:
         """Whether the driver recorded the screen as finished (read fresh)."""
         attrs = read_store_attrs(self._location) or {}
@@ -211,11 +222,26 @@ class Results:
         if key in self._coords:
             self._coords.move_to_end(key)
         else:
-            start, end = group["start"][:], group["end"][:]
+            start, end = (self._read(group, name, slice(None), chrom, analysis) for name in ("start", "end"))
             self._coords[key] = (start, end, bool(np.all(np.diff(end) >= 0)))
             while len(self._coords) > _COORD_CACHE:
                 self._coords.popitem(last=False)
         return self._coords[key]
+
+    def _read(self, group: zarr.Group, name: str, key: Any, chrom: str, analysis: str) -> np.ndarray:
+        """``group[name][key]``; an undecodable chunk raises :class:`DamagedChunkError` naming it."""
+        return read_checked(group[name], key, self.path, f"{chrom}/{analysis}/{name}")
+
+    def _span(self, chrom: str, analysis: str, group: zarr.Group) -> Any:
+        """``span(k)``: the genomic range of chunk ``k``, for error messages."""
+        chunk_size = int(group.attrs["chunk_size"])
+
+        def span(k: int) -> str:
+            start, end, _ = self._start_end(chrom, analysis, group)
+            rows = slice(k * chunk_size, (k + 1) * chunk_size)
+            return f"{chrom}:{int(start[rows].min()):,}-{int(end[rows].max()):,}" if len(start[rows]) else ""
+
+        return span
 
     def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
         """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
@@ -254,7 +280,8 @@ class Results:
             return _empty_dataset(self.scores(analysis), attrs)
         attrs.update(kind=group.attrs["kind"], params=group.attrs["params"])
         idx = self._overlapping(region.chrom, analysis, group, region)
-        return _dataset(group, idx, attrs)
+        where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group))
+        return _dataset(group, idx, attrs, where)
 
     def spec_kind(self, analysis: str) -> str:
         """The perturbation kind of an analysis, from the stored spec."""
@@ -280,17 +307,28 @@ class Results:
         group = self._group(region.chrom, analysis)
         if group is None or not group.attrs.get("top_maps", [0])[0]:
             raise ResultsError(f"analysis {analysis!r} kept no Δ maps (run it with keep_maps: K)")
-        index = group["top_index"][:]
+        chrom = region.chrom
+        index = self._read(group, "top_index", slice(None), chrom, analysis)
         per_base = dict(group.attrs.get("extra_dims", {})).get("base") == 4
         row = np.where(index >= 0, index // 4 if per_base else index, -1)
-        start, end = group["start"][:], group["end"][:]
+        start, end, _ = self._start_end(chrom, analysis, group)
         hit = np.flatnonzero((row >= 0) & (start[row] < region.end) & (end[row] > region.start))
-        maps = group["top_delta"].get_orthogonal_selection((hit, slice(None), slice(None))) if hit.size else np.zeros((0, 0, 0), np.float32)
+        maps = self._top_delta(group, hit, chrom, analysis) if hit.size else np.zeros((0, 0, 0), np.float32)
         coords = {"start": ("top", start[row[hit]]), "end": ("top", end[row[hit]])}
         if per_base:
             coords["base"] = ("top", np.array(list("ACGT"))[index[hit] % 4])
         return xr.DataArray(maps, dims=("top", "row", "col"), coords=coords, name="delta",
                             attrs={"analysis": analysis, "chrom": region.chrom})
+
+    def _top_delta(self, group: zarr.Group, hit: np.ndarray, chrom: str, analysis: str) -> np.ndarray:
+        delta = group["top_delta"]
+        try:
+            return delta.get_orthogonal_selection((hit, slice(None), slice(None)))
+        except Exception:  # noqa: BLE001  read the touched chunks one by one to name the damaged one
+            keep = delta.chunks[0]
+            for k in np.unique(hit // keep):
+                self._read(group, "top_delta", slice(int(k) * keep, (int(k) + 1) * keep), chrom, analysis)
+            raise
 
     def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
         """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
@@ -318,19 +356,43 @@ def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
         }
     )
 
-def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Dataset:
+class _Where:
+    """Where a query reads from (store, ``chrom/analysis``, chunk → genomic range), for error messages."""
+
+    def __init__(self, store: str, group: str, span: Any) -> None:
+        self.store, self.group, self.span = store, group, span
+
+    def read(self, array: zarr.Array, name: str, key: Any) -> np.ndarray:
+        return read_checked(array, key, self.store, f"{self.group}/{name}", self.span)
+
+
+class _CheckedArray:
+    """A zarr array as dask sees it: each block read names the chunk it cannot decode, and chunks
+    whose unit is not done are not read at all (NaN: a dead worker may have left them half-written)."""
+
+    def __init__(self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool]) -> None:
+        self.array, self.name, self.where, self.done = array, name, where, done
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if not self.done.get(key[0].indices(self.shape[0])[0] // self.array.chunks[0], True):
+            shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape))
+            return np.full(shape, np.nan, self.dtype)
+        return self.where.read(self.array, self.name, key)
+
+
+def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where) -> xr.Dataset:
     chunk_size = int(group.attrs["chunk_size"])
     lo, hi = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
     contiguous = idx.size == hi - lo
     k_lo, k_hi = lo // chunk_size, -(-hi // chunk_size)
-    flags = group[DONE][k_lo:k_hi] if hi > lo else np.zeros(0, np.uint8)
+    flags = where.read(group[DONE], DONE, slice(k_lo, k_hi)) if hi > lo else np.zeros(0, np.uint8)
     done = flags[idx // chunk_size - k_lo].astype(bool)
+    chunk_done = {k_lo + i: bool(flag) for i, flag in enumerate(flags)}
     coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
-    for name in COORDS:
-        values = group[name][lo:hi]
-        coords[name] = (DIM, values if contiguous else values[idx - lo])
-    for name in group.attrs.get("labels", []):
-        values = group[name][lo:hi]
+    for name in (*COORDS, *group.attrs.get("labels", [])):
+        values = where.read(group[name], name, slice(lo, hi))
         coords[name] = (DIM, values if contiguous else values[idx - lo])
     extra_dims = dict(group.attrs.get("extra_dims", {}))
     score_dims = group.attrs.get("score_dims", {})
@@ -339,8 +401,12 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any]) -> xr.Da
     data_vars: dict[str, Any] = {}
     for score in group.attrs["scores"]:
         dims = list(score_dims.get(score, list(extra_dims)))
-        # from_zarr then slice: the graph only holds getters for the overlapping chunks.
-        lazy = da.from_zarr(group[score])[lo:hi]
+        array = group[score]
+        # One dask block per zarr chunk, then slice: the graph only reads the overlapping chunks.
+        lazy = da.from_array(
+            _CheckedArray(array, score, where, chunk_done), chunks=array.chunks, lock=False, fancy=False,
+            meta=np.empty((0,) * array.ndim, array.dtype), name=f"screening-{uuid.uuid4().hex}",
+        )[lo:hi]
         if not contiguous:
             lazy = lazy[idx - lo]
         mask = da.from_array(done.reshape(-1, *[1] * len(dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in dims))

@@ -19,15 +19,17 @@ from typing import Any, Callable
 import numpy as np
 
 import screening
-from screening.io.genome import Genome
-from screening.io.tracks import TrackSet
+from screening import reaper
+from screening.io.genome import Genome, GenomeError
+from screening.io.tracks import TrackError, TrackSet
 from screening.models.base import ModelAdapter, ModelError
 from screening.metrics import ScreenMetrics
 from screening.models.loader import load_model
-from screening.plan import ScreenPlan, WorkUnit, plan_screen
+from screening.plan import ScreenPlan, WorkUnit, check_attributions, plan_screen
 from screening.precision import worker_precision
-from screening.regions import Region, read_bed, validate_region
-from screening.spec import ScreenSpec
+from screening.regions import Region, RegionError, read_bed, validate_region
+from screening.spec import ScreenSpec, SpecError
+from screening.lease import StoreLease
 from screening.store import ResultStore, open_or_create_store
 
 __all__ = [
@@ -61,6 +63,7 @@ class ScreenSummary:
     resumed: bool
     workers: list[str] = field(default_factory=list)
     retries: int = 0
+    damaged: list[str] = field(default_factory=list)  # chunks a --verify found damaged (recomputed)
 
     @property
     def rate(self) -> float:
@@ -213,7 +216,10 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
     tracks.check({r.chrom: chrom_sizes[r.chrom] for r in regions})
     adapter = load_model(spec.model, "cpu")
     check_model_tracks(adapter, tracks)
+    check_attributions(spec, adapter)  # e.g. DeepLIFT on a model with attention: refused now, not in a worker
     plan = plan_screen(spec, regions, chrom_sizes, adapter.geometry, genome)
+    tracks.probe(plan.windows(adapter.geometry.window_length))  # corrupt data blocks fail here, not in a worker
+    tracks.check_finite(sorted({layout.chrom for layout in plan.layouts}))  # inf in, NaN maps out
     provenance = {
         **input_provenance(spec, adapter, genome, tracks),
         "skipped": plan.skipped,
@@ -222,8 +228,51 @@ def prepare_screen(spec: ScreenSpec) -> PreparedScreen:
     return PreparedScreen(spec, regions, plan, provenance, adapter, genome, tracks)
 
 
+#: How long connecting to a Ray address may take before the run fails naming ``execution.address``.
+RAY_CONNECT_TIMEOUT_S = 15.0
+
+
+def _probe_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S, field: str = "execution.address") -> None:
+    """Refuse an unreachable Ray address quickly: a TCP connect to its host and port with a timeout.
+
+    ``ray.init`` retries an unreachable address for minutes; this fails in at most ``timeout_s``.
+    ``auto`` (the cluster started on this machine) and ``local`` are left to Ray, which fails at once
+    without one.
+
+    Raises
+    ------
+    SpecError
+        Naming ``field`` (``execution.address``) when the address is malformed or nothing answers there.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else None)  # Ray Client's default
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise SpecError(f"{field}: {address!r} is not host:port or ray://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise SpecError(f"{field}: cannot reach Ray at {address} ({err.strerror or err}); "
+                        "check the address and that the cluster is up") from None
+
+
 def _init_ray(spec: ScreenSpec) -> bool:
-    """Connect to the spec's Ray address or start an embedded local Ray; True if we started it."""
+    """Connect to the spec's Ray address or start an embedded local Ray; True if we started it.
+
+    Either way the cluster is checked to have room for the spec's workers (:func:`check_cluster_resources`).
+
+    Raises
+    ------
+    SpecError
+        Naming ``execution.address`` (unreachable) or the execution field the cluster cannot satisfy.
+    """
     import ray
 
     if ray.is_initialized():
@@ -231,20 +280,122 @@ def _init_ray(spec: ScreenSpec) -> bool:
     execution = spec.execution
     address = execution.address or os.environ.get("RAY_ADDRESS")
     if address:
+        _probe_address(address)
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        return True
-    needed = execution.num_workers * execution.cpus_per_worker
-    # "local" always starts a private Ray: a plain init() would join a cluster
-    # someone started on this machine with `ray start`.
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))),
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-        configure_logging=True,
-    )
+    else:
+        needed = execution.num_workers * execution.cpus_per_worker
+        since = reaper.now_ticks() if os.path.isdir("/proc/self") else 0
+        # "local" always starts a private Ray: a plain init() would join a cluster
+        # someone started on this machine with `ray start`.
+        ray.init(
+            address="local",
+            num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))),
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            configure_logging=True,
+        )
+        global _REAPER
+        _REAPER = reaper.start(since)  # a SIGKILLed driver takes its embedded Ray (agents included) with it
+    try:
+        check_cluster_resources(execution)
+    except BaseException:
+        _shutdown_ray()
+        raise
     return True
+
+
+_REAPER = None  # the watchdog of the embedded Ray this process started, if any
+
+
+def _shutdown_ray() -> None:
+    """Shut down the Ray this process connected to or started, and end its watchdog."""
+    import ray
+
+    global _REAPER
+    ray.shutdown()
+    reaper.stop(_REAPER)
+    _REAPER = None
+
+
+def _autoscaling_node_groups() -> list[tuple[dict[str, float], int]]:
+    """``(resources, max_count)`` of the node groups an autoscaler may add (KubeRay, ``ray up``), or [].
+
+    Read from the autoscaler's cluster config that Ray keeps in its GCS (a private Ray API, so any
+    failure means "no autoscaler known"); ``max_count`` -1 is unbounded.
+    """
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older/newer Ray or no autoscaler: judge by the nodes alone
+        return []
+    if config is None:
+        return []
+    return [(dict(group.resources), int(group.max_count)) for group in config.node_group_configs
+            if group.max_count != 0]
+
+
+def _workers_per_node(resources: dict[str, float], cpus: float, gpus: float) -> int:
+    """How many workers of ``cpus`` CPUs and ``gpus`` GPUs a node (or free pool) of ``resources`` holds."""
+    fit = int(resources.get("CPU", 0.0) / cpus + 1e-9) if cpus > 0 else 1 << 30
+    if gpus > 0:
+        fit = min(fit, int(resources.get("GPU", 0.0) / gpus + 1e-9))
+    return fit
+
+
+def check_cluster_resources(execution: Any) -> None:
+    """Refuse workers the connected Ray cluster cannot place (they would wait forever).
+
+    One worker (``cpus_per_worker`` and ``gpus_per_worker``) must fit on one node: an alive node, or
+    a node type the cluster's autoscaler may add. ``num_workers`` of them must fit in the cluster's
+    free resources now (beside the service's replica and other running screens), plus, on an
+    autoscaling cluster, what its node groups may add at their maximum size; workers the autoscaler
+    must first start are bounded by ``execution.placement_timeout_s`` instead.
+
+    Parameters
+    ----------
+    execution
+        The spec's ``execution`` section.
+
+    Raises
+    ------
+    SpecError
+        Naming ``execution.cpus_per_worker``, ``execution.gpus_per_worker`` or ``execution.num_workers``.
+    """
+    import ray
+
+    cpus, gpus, workers = execution.cpus_per_worker, execution.gpus_per_worker, execution.num_workers
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    groups = _autoscaling_node_groups()
+    shapes = nodes + [resources for resources, _ in groups]
+    most_cpus = max((n.get("CPU", 0.0) for n in shapes), default=0.0)
+    most_gpus = max((n.get("GPU", 0.0) for n in shapes), default=0.0)
+    scope = "Ray node (or node type its autoscaler may add)" if groups else "Ray node"
+    if cpus > most_cpus:
+        raise SpecError(f"execution.cpus_per_worker: {cpus:g} CPUs per worker, but the largest {scope} has {most_cpus:g}")
+    if gpus > most_gpus:
+        raise SpecError(f"execution.gpus_per_worker: {gpus:g} GPUs per worker, but the largest {scope} has {most_gpus:g}"
+                        + (" (the cluster has no GPU)" if not most_gpus else ""))
+    if not any(_workers_per_node(n, cpus, gpus) for n in shapes):
+        raise SpecError(f"execution.cpus_per_worker: no {scope} has {cpus:g} CPUs and {gpus:g} GPUs for one worker")
+    free = ray.available_resources()
+    fit = _workers_per_node(free, cpus, gpus)
+    if any(count < 0 and _workers_per_node(resources, cpus, gpus) for resources, count in groups):
+        return  # an unbounded node group can hold any number of workers
+    fit += sum(count * _workers_per_node(resources, cpus, gpus) for resources, count in groups)
+    if workers > fit:
+        raise SpecError(
+            f"execution.num_workers: {workers} workers of {cpus:g} CPUs"
+            + (f" and {gpus:g} GPUs" if gpus else "")
+            + f" asked; the Ray cluster has room for {fit}"
+            + (" at its autoscaler's maximum size" if groups else " now")
+            + f" ({free.get('CPU', 0.0):g} CPUs" + (f", {free.get('GPU', 0.0):g} GPUs" if gpus else "") + " free)"
+        )
+
+
+#: Errors a worker raises about the unit's own inputs or model output, reported to the user as they are.
+_UNIT_INPUT_ERRORS = (ModelError, TrackError, GenomeError, RegionError)
 
 
 class _Dispatcher:
@@ -281,8 +432,29 @@ class _Dispatcher:
         )
         self.threads = max(1, int(execution.cpus_per_worker))
         self.workers = [self._start() for _ in range(execution.num_workers)]
-        self.names = ray.get([w.ready.remote() for w in self.workers])
+        self.names = self._await_placement(execution)
         self.retries = 0
+
+    def _await_placement(self, execution: Any) -> list[str]:
+        """The workers' names once every one is placed and started; fails (workers killed) when they are not
+        placed within ``execution.placement_timeout_s``, and stops on cancel meanwhile."""
+        refs = [worker.ready.remote() for worker in self.workers]
+        deadline = time.monotonic() + execution.placement_timeout_s
+        while True:
+            _, waiting = self.ray.wait(refs, num_returns=len(refs), timeout=self.poll_s)
+            if not waiting:
+                return self.ray.get(refs)
+            if self.cancelled():
+                self.stop()
+                raise ScreenCancelled()
+            if time.monotonic() > deadline:
+                self.stop()
+                gpus = f" and {execution.gpus_per_worker:g} GPUs" if execution.gpus_per_worker else ""
+                raise SpecError(
+                    f"execution.placement_timeout_s: {len(waiting)} of {len(refs)} workers ({execution.cpus_per_worker:g} "
+                    f"CPUs{gpus} each) were not placed on the Ray cluster within {execution.placement_timeout_s:g} s; "
+                    "ask for fewer or smaller workers (execution.num_workers, cpus_per_worker, gpus_per_worker)"
+                )
 
     def _start(self):
         return self.remote_cls.remote(self.spec_json, self.threads)
@@ -344,6 +516,14 @@ class _Dispatcher:
                 queue.appendleft(unit)
                 restarting.setdefault(index, now)  # probe it at once (unless already restarting)
                 continue
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if not isinstance(cause, _UNIT_INPUT_ERRORS):
+                    raise
+                # the unit's inputs or model are at fault (e.g. non-finite maps): a retry gives the same, so the
+                # screen fails at once with the worker's message, as the user error it is (CLI exit 2)
+                self.on_failure(False)
+                raise type(cause)(f"work unit {unit}: {cause}") from None
             self.on_done(result)
 
     def stop(self) -> None:
@@ -360,6 +540,7 @@ def run_screen(
     *,
     on_progress: Callable[[ScreenProgress], None] | None = None,
     cancel: Any = None,
+    verify: bool = False,
 ) -> ScreenSummary:
     """Run (or resume) a screen end to end and return its summary.
 
@@ -379,16 +560,48 @@ def run_screen(
         after it fires, in-flight units are stopped (their workers killed) within
         about 0.2 s, and :class:`ScreenCancelled` is raised. Completed chunks keep their
         ``chunk_done`` flags, the store is not marked complete, and the same spec resumes it.
+    verify
+        When resuming, check every done chunk first (checksums, digests) and recompute damaged ones
+        (listed in the summary's ``damaged``).
 
     Raises
     ------
     ScreenCancelled
         When ``cancel`` fired before every unit was done.
+    StoreError
+        When another driver holds the store's lease (one driver per store), or this run lost it.
     """
+    user_cancelled = _cancel_check(cancel)  # a bad hook is refused before the store is created
+    prepared = prepared or prepare_screen(spec)
+    # Ray is connected (an unreachable execution.address fails within seconds) and checked to have room
+    # for the workers before the lease and the store are touched.
+    started_ray = _init_ray(spec)
+    try:
+        # One driver per store: the lease is held from before the store is opened (or replaced by
+        # --overwrite) until the run ends, and a lost lease stops the dispatch like a cancel.
+        with StoreLease(spec.output.store, spec.output.storage_options) as lease:
+
+            def cancelled() -> bool:
+                lease.check()
+                return user_cancelled()
+
+            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify)
+    finally:
+        if started_ray:
+            _shutdown_ray()
+
+
+def _run_leased(
+    spec: ScreenSpec,
+    progress: bool,
+    prepared: PreparedScreen,
+    on_progress: Callable[[ScreenProgress], None] | None,
+    cancelled: Callable[[], bool],
+    verify: bool,
+) -> ScreenSummary:
+    """:func:`run_screen` once the store's lease is held."""
     from tqdm.auto import tqdm
 
-    cancelled = _cancel_check(cancel)  # a bad hook is refused before the store is created
-    prepared = prepared or prepare_screen(spec)
     plan = prepared.plan
     store, resumed = open_or_create_store(
         spec.output.store,
@@ -398,6 +611,7 @@ def run_screen(
         plan.layouts,
         overwrite=spec.output.overwrite,
         storage_options=spec.output.storage_options,
+        verify=verify,
     )
     pending = _pending_units(store, plan)
     n_todo = sum(u.size for u in pending)
@@ -430,10 +644,8 @@ def run_screen(
                 retries = dispatcher.retries
         finally:
             metrics.stop()
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+            if started_ray:  # already connected by run_screen (which shuts it down): kept for direct callers
+                _shutdown_ray()
     store.mark_complete()
     return ScreenSummary(
         store=str(spec.output.store),
@@ -444,6 +656,7 @@ def run_screen(
         resumed=resumed,
         workers=names,
         retries=retries,
+        damaged=list(store.damaged),
     )
 
 

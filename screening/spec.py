@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator,
+)
 
 from screening.regions import Region, RegionError, parse_region
 
@@ -41,6 +43,8 @@ __all__ = [
     "ExecutionSpec",
     "OutputSpec",
     "load_spec",
+    "MAX_DEPTH",
+    "nesting_depth",
     "parse_spec",
 ]
 
@@ -48,14 +52,71 @@ __all__ = [
 DEFAULT_SCORES = ("impact_mean_abs", "impact_abs_mean")
 
 
+_SPLIT_PIECE = re.compile(r"[0-9_]+(\s*-\s*[0-9_]+)?", re.ASCII)
+
+
+def _split_region_hint(value: list, index: int) -> str:
+    """A hint when YAML cut an unquoted region at its commas (``[chr1:1,000-2,000]`` is a list of 2).
+
+    The pieces that follow a region's beginning are bare digit groups (``000-2``, ``000``);
+    glued back together they show the region to quote.
+    """
+    pieces = [str(value[index])]
+    for piece in value[index + 1 :]:
+        if not (isinstance(piece, (str, int)) and not isinstance(piece, bool) and _SPLIT_PIECE.fullmatch(str(piece))):
+            break
+        # a piece after a comma is a thousands group: YAML read "000" as the int 0
+        pieces.append(f"{piece:03d}" if isinstance(piece, int) else piece)
+    if len(pieces) == 1:
+        return ""
+    return f"; YAML split an unquoted region at its commas: quote it, e.g. ['{','.join(pieces)}']"
+
+
 def _checked_regions(value: list[str] | None) -> list[str] | None:
     """Validate region strings, raising the region module's message as a field error."""
-    for text in value or []:
+    for index, text in enumerate(value or []):
         try:
             parse_region(text)
         except RegionError as err:
-            raise ValueError(str(err)) from None
+            raise ValueError(f"item {index}: {err}{_split_region_hint(value, index)}") from None
     return value
+
+
+def _unsplit_regions(value: Any) -> Any:
+    """Before type checks (YAML makes the piece ``400`` an int): refuse a region list that YAML cut
+    at a region's commas, with the hint to quote it."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            hint = _split_region_hint(value, index) if isinstance(item, str) and re.fullmatch(r"\S+:[0-9_]+", item) else ""
+            if hint:
+                raise ValueError(f"item {index}: {item!r} is not a region{hint}")
+    return value
+
+
+#: A list of region strings; ``[chr1:1,000-2,000]`` unquoted in YAML gets a hint to quote it.
+RegionList = Annotated[list[str], BeforeValidator(_unsplit_regions)]
+
+
+# Zarr's own metadata files and the arrays every analysis group holds (screening.store): an analysis
+# of one of these names would overwrite them, on case-insensitive file systems in any case.
+_ZARR_NAMES = ("zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata", "coordinates")
+_ANALYSIS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}", re.ASCII)
+
+
+def _checked_analysis_name(name: str | None) -> str | None:
+    """An analysis name is a folder of the store: letters, digits, ``_ . + -``; none of the store's own."""
+    if name is None:
+        return name
+    from screening.store import RESERVED_NAMES
+
+    if not _ANALYSIS_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"{name!r} cannot name an analysis (a folder of the store): use 1-100 ASCII letters, digits, '_', '.', "
+            "'+' or '-', starting with a letter or digit (no '/', '..', spaces)"
+        )
+    if name.lower() in {n.lower() for n in (*_ZARR_NAMES, *RESERVED_NAMES)}:
+        raise ValueError(f"{name!r} is a name the result store uses itself; choose another analysis name")
+    return name
 
 
 class SpecError(ValueError):
@@ -73,10 +134,10 @@ class UserModelDeclaration(_Strict):
     loaded (one forward on a dummy batch). See ``docs/user_models.md``.
     """
 
-    window_length: Annotated[int, Field(gt=0)] = Field(description="input length in bp")
-    bin_size: Annotated[int, Field(gt=0)] = Field(description="bp per output map bin")
-    n_bins: Annotated[int, Field(gt=0)] = Field(description="the output map is n_bins x n_bins")
-    map_offset: Annotated[int, Field(ge=0)] = Field(0, description="bp from the window start to the first map bin")
+    window_length: Annotated[StrictInt, Field(gt=0)] = Field(description="input length in bp")
+    bin_size: Annotated[StrictInt, Field(gt=0)] = Field(description="bp per output map bin")
+    n_bins: Annotated[StrictInt, Field(gt=0)] = Field(description="the output map is n_bins x n_bins")
+    map_offset: Annotated[StrictInt, Field(ge=0)] = Field(0, description="bp from the window start to the first map bin")
     symmetric: bool = Field(False, description="the output map is symmetric (checked at load)")
     input_layout: Literal["NCL", "NLC"] = Field(
         description="NCL: [batch, channels, length]; NLC: [batch, length, channels]"
@@ -84,7 +145,7 @@ class UserModelDeclaration(_Strict):
     alphabet: str = Field(
         description="DNA channel order, a permutation of ACGT with optionally N (own channel), e.g. ATCGN"
     )
-    n_value: float | None = Field(
+    n_value: StrictFloat | None = Field(
         None, description="value of every A/C/G/T channel at an N base (e.g. 0.25 or 0); required iff alphabet has no N"
     )
     tracks: tuple[str, ...] = Field(
@@ -141,7 +202,7 @@ class ModelSpec(_Strict):
         "corigami", description="corigami, orca (the 1 Mb model) or user (your own PyTorch/TorchScript model)"
     )
     checkpoint: str | None = None
-    random_seed: int | None = None
+    random_seed: StrictInt | None = None
     config: dict[str, Any] = Field(default_factory=dict, description="architecture overrides")
     track_names: tuple[str, ...] | None = Field(
         None, description="names of the model's input tracks, in order (C.Origami: ctcf, atac)"
@@ -233,11 +294,11 @@ class RoiSpec(_Strict):
 
 class _PerturbationBase(_Strict):
     name: str | None = None
-    regions: list[str] | None = Field(None, description="this analysis's own regions (default: the screen's)")
+    regions: RegionList | None = Field(None, description="this analysis's own regions (default: the screen's)")
     scores: tuple[str, ...] = DEFAULT_SCORES
     roi: RoiSpec | None = None
-    insulation_window: Annotated[int, Field(ge=1)] = 10
-    keep_maps: Annotated[int, Field(ge=0)] = Field(
+    insulation_window: Annotated[StrictInt, Field(ge=1)] = 10
+    keep_maps: Annotated[StrictInt, Field(ge=0)] = Field(
         0, description="store the Δ maps of the K strongest perturbations (by the first score) of every work unit"
     )
 
@@ -245,6 +306,11 @@ class _PerturbationBase(_Strict):
     @classmethod
     def _own_regions(cls, value: list[str] | None) -> list[str] | None:
         return _checked_regions(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return _checked_analysis_name(value)
 
     @field_validator("scores")
     @classmethod
@@ -285,8 +351,8 @@ _WINDOW_HELP = (
 class _TiledSpec(_PerturbationBase):
     """Tiled over the screen's regions: ``width`` bp at ``start + k·step`` (region end exclusive)."""
 
-    width: Annotated[int, Field(gt=0)]
-    step: Annotated[int, Field(gt=0)]
+    width: Annotated[StrictInt, Field(gt=0)]
+    step: Annotated[StrictInt, Field(gt=0)]
     window: Literal["centred", "shared"] = Field("centred", description=_WINDOW_HELP)
 
     def _default_label(self) -> str:
@@ -316,7 +382,7 @@ class ShuffleSpec(_TiledSpec):
     """Dinucleotide-preserving shuffle of ``width`` bp, seeded by ``seed`` and the position."""
 
     kind: Literal["shuffle"] = "shuffle"
-    seed: int = 0
+    seed: StrictInt = 0
 
 
 class InversionSpec(_TiledSpec):
@@ -335,7 +401,7 @@ class InsertionSpec(_PerturbationBase):
     """Insert a sequence (or a bundled motif's consensus) before ``start + k·step``; tracks 0 over it."""
 
     kind: Literal["insertion"] = "insertion"
-    step: Annotated[int, Field(gt=0)]
+    step: Annotated[StrictInt, Field(gt=0)]
     window: Literal["centred", "shared"] = Field("centred", description=_WINDOW_HELP)
     sequence: str | None = None
     motif: Literal["CTCF"] | None = None
@@ -403,7 +469,7 @@ class TargetSpec(_Strict):
     cols: str | None = None
     rows_b: str | None = None
     cols_b: str | None = None
-    window: Annotated[int, Field(ge=1)] = 10
+    window: Annotated[StrictInt, Field(ge=1)] = 10
 
     @model_validator(mode="after")
     def _blocks(self):
@@ -432,16 +498,17 @@ class AttributionSpec(_Strict):
 
     kind: Literal["attribution"] = "attribution"
     name: str | None = None
-    regions: list[str] | None = None
+    regions: RegionList | None = None
     method: Literal["saliency", "input_x_gradient", "integrated_gradients", "deeplift", "deeplift_shap"] = "saliency"
     baseline: Literal["zeros", "uniform", "shuffle"] = "zeros"
     track_baseline: Literal["unchanged", "zeros"] = "zeros"
-    n_steps: Annotated[int, Field(ge=1)] = 50
-    n_shuffles: Annotated[int, Field(ge=1)] = 10
-    seed: int = 0
-    internal_batch_size: Annotated[int, Field(ge=1)] | None = None
+    # captum's integration needs two points at least; every method is handed n_steps
+    n_steps: Annotated[StrictInt, Field(ge=2)] = 50
+    n_shuffles: Annotated[StrictInt, Field(ge=1)] = 10
+    seed: StrictInt = 0
+    internal_batch_size: Annotated[StrictInt, Field(ge=1)] | None = None
     checkpoint: bool = False
-    window_step: Annotated[int, Field(gt=0)] | None = Field(
+    window_step: Annotated[StrictInt, Field(gt=0)] | None = Field(
         None, description="bp between window centres (default: half the model window)"
     )
     target: TargetSpec = TargetSpec()
@@ -460,6 +527,27 @@ class AttributionSpec(_Strict):
     def _own_regions(cls, value: list[str] | None) -> list[str] | None:
         return _checked_regions(value)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return _checked_analysis_name(value)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> "AttributionSpec":
+        """The settings screening.attribution refuses at run time, refused here naming the field."""
+        deeplift = self.method in ("deeplift", "deeplift_shap")
+        if self.method == "deeplift_shap" and self.baseline != "shuffle":
+            raise ValueError(
+                f"baseline: {self.baseline!r} with method deeplift_shap, which averages over a distribution of "
+                "references: set baseline: shuffle (n_shuffles references per window)"
+            )
+        if deeplift and self.checkpoint:
+            raise ValueError(
+                f"checkpoint: true with method {self.method}: DeepLIFT's hooks would see recomputed blocks; "
+                "drop checkpoint (or use integrated_gradients)"
+            )
+        return self
+
 
 Perturbation = Annotated[
     Union[
@@ -475,14 +563,18 @@ class ExecutionSpec(_Strict):
     """How to run: Ray address, workers, devices and batching. Not part of the science."""
 
     address: str | None = Field(None, description="Ray address; None starts an embedded local Ray")
-    num_workers: Annotated[int, Field(ge=1)] = 1
-    cpus_per_worker: Annotated[float, Field(gt=0)] = 1.0
-    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    num_workers: Annotated[StrictInt, Field(ge=1)] = 1
+    cpus_per_worker: Annotated[StrictFloat, Field(gt=0)] = 1.0
+    gpus_per_worker: Annotated[StrictFloat, Field(ge=0)] = 0.0
+    placement_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        900.0, description="fail the screen when its workers are not placed on the Ray cluster within this many seconds "
+        "(long enough for an autoscaler to start GPU nodes)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: Annotated[int, Field(ge=1)] = 4
-    chunk_size: Annotated[int, Field(ge=1)] = 16
-    max_retries: Annotated[int, Field(ge=0)] = 2
-    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+    batch_size: Annotated[StrictInt, Field(ge=1)] = 4
+    chunk_size: Annotated[StrictInt, Field(ge=1)] = 16
+    max_retries: Annotated[StrictInt, Field(ge=0)] = 2
+    metrics_port: Annotated[StrictInt, Field(ge=0, le=65535)] | None = Field(
         None, description="serve Prometheus metrics of the screen on http://<metrics_host>:<port>/metrics"
     )
     metrics_host: str = Field(
@@ -527,7 +619,7 @@ class ScreenSpec(_Strict):
     model: ModelSpec
     genome: GenomeSpec
     tracks: list[TrackSpec] = Field(default_factory=list)
-    regions: list[str] = Field(default_factory=list)
+    regions: RegionList = Field(default_factory=list)
     bed: str | None = None
     perturbations: Annotated[list[Perturbation], Field(min_length=1)]
     invalid_policy: Literal["fail", "skip"] = Field(
@@ -599,6 +691,10 @@ def _format_error(err: ValidationError, source: str) -> str:
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-")) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] in ("int_type", "float_type"):  # strict numbers: say what was given (true is no 1)
+            given = item.get("input")
+            message += f", got {str(given).lower() if isinstance(given, bool) else repr(given)}"
+            message += " (a boolean)" if isinstance(given, bool) else ""
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)
 
@@ -642,6 +738,8 @@ def parse_spec(raw: dict[str, Any], base_dir: str | Path | None = None, source: 
     """
     if not isinstance(raw, dict):
         raise SpecError(f"invalid screen spec {source}: expected a mapping at the top level, got {type(raw).__name__}")
+    if nesting_depth(raw) > MAX_DEPTH:  # the service hands parsed JSON here directly
+        raise SpecError(f"invalid screen spec {source}: nested too deeply (more than {MAX_DEPTH} levels)")
     try:
         resolved = _resolve_paths(raw, Path(base_dir or Path.cwd()))
         return ScreenSpec.model_validate(resolved)
@@ -665,14 +763,56 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Scre
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"spec file {path} is not valid YAML/JSON: {err}") from None
+    raw = _read_document(path)
     if isinstance(raw, dict):
         for key, value in (overrides or {}).items():
             _set_dotted(raw, key, value)
     return parse_spec(raw, base_dir=path.parent.resolve(), source=str(path))
+
+
+#: Nesting deeper than this is no screen spec (the deepest real one has 5 levels); refused before
+#: anything recursive (json, pydantic) walks it into a RecursionError.
+MAX_DEPTH = 32
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses deep nesting without recursing in Python
+
+
+def _read_document(path: Path) -> Any:
+    """Parse a spec file as YAML (JSON is YAML), refusing binary files and absurd nesting."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise SpecError(f"spec file {path} is not text (it holds NUL bytes); give a YAML or JSON spec")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"spec file {path} is not UTF-8 text (byte {err.start}); give a YAML or JSON spec") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as err:
+        raise SpecError(f"spec file {path} is not valid YAML/JSON: {err}") from None
+    except RecursionError:
+        raise SpecError(f"spec file {path} is nested too deeply (more than {MAX_DEPTH} levels)") from None
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise SpecError(f"spec file {path} is nested too deeply (more than {MAX_DEPTH} levels)")
+    return raw
+
+
+def nesting_depth(value: Any) -> int:
+    """Nesting depth of lists and mappings, without recursion (a 10,000-deep list is no problem); counting
+    stops once it passes :data:`MAX_DEPTH`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

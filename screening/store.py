@@ -16,40 +16,54 @@ import math
 import os
 import shutil
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from screening.storage import Location, redact_options
 
 __all__ = [
     "FORMAT_VERSION",
+    "DamagedChunkError",
     "GroupLayout",
     "ResultStore",
     "StoreError",
     "StoreNotFoundError",
     "create_store",
     "open_or_create_store",
+    "read_checked",
     "read_store_attrs",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: crc32c on every chunk and a per-unit digest (chunk_digest); 1: neither
+READABLE_VERSIONS = (1, 2)
 ATTRS_KEY = "screening"
 DIM = "perturbation"
 CHUNK_DIM = "chunk"
 COORDS = ("start", "end", "window_start")
 DONE = "chunk_done"
+DIGEST = "chunk_digest"  # crc32 of a unit's written values, set just before its flag (format 2)
 # Names a score may not take: they are arrays of the layout or variables of a query result.
 TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
-RESERVED_NAMES = frozenset({*COORDS, DONE, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
+RESERVED_NAMES = frozenset({*COORDS, DONE, DIGEST, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
 BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
-COORD_SHARD = 1 << 20  # perturbations per shard of a coordinate array (rounded to whole chunks)
+COORD_SHARD = 1 << 20  # at most this many perturbations per shard of a coordinate array …
+SHARD_CHUNKS = 4096  # … and at most this many chunks (a shard's index costs 16 bytes per chunk)
+
+
+def _codecs() -> tuple:
+    """Compressors of every array of a new store: zarr's default zstd, then a crc32c checksum that
+    zarr verifies whenever it decodes a chunk (so a flipped bit is an error, not a wrong value)."""
+    return (ZstdCodec(level=0), Crc32cCodec())
 
 
 class StoreError(RuntimeError):
@@ -58,6 +72,63 @@ class StoreError(RuntimeError):
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """No result store at the given path."""
+
+
+class DamagedChunkError(StoreError):
+    """A chunk of a result store that cannot be decoded or fails its checksum or digest.
+
+    Attributes ``store``, ``array`` (``chrom/analysis/name``) and ``chunk`` name it.
+    """
+
+    def __init__(self, store: str, array: str, chunk: int, detail: str, span: str = "") -> None:
+        where = f" ({span})" if span else ""
+        super().__init__(
+            f"{store}: chunk {chunk} of array {array}{where} is damaged: {detail}. "
+            "Run the screen again with `screening run SPEC --verify` to recompute damaged chunks."
+        )
+        self.store, self.array, self.chunk, self.detail, self.span = store, array, chunk, detail, span
+
+    def __reduce__(self):  # picklable across processes (Ray), like the plain errors
+        return type(self), (self.store, self.array, self.chunk, self.detail, self.span)
+
+
+def _is_damage(err: BaseException) -> bool:
+    """Whether an error from decoding a chunk means damaged bytes (checksum, zstd, shard index …)
+    rather than an unreachable store: I/O errors are reported as they are."""
+    return isinstance(err, Exception) and not isinstance(err, (OSError, StoreError))
+
+
+def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Callable[[int], str] | None = None) -> np.ndarray:
+    """``array[key]``; a chunk that cannot be decoded raises :class:`DamagedChunkError` naming the
+    store, the array and the chunk (along the first dimension, which every array is chunked along).
+
+    Parameters
+    ----------
+    array
+        A zarr array.
+    key
+        A slice of the first dimension, or a tuple of slices starting with one.
+    store, name
+        The store (for messages) and the array's ``chrom/analysis/name``.
+    span
+        Optional ``span(k) -> str``: the genomic range of chunk ``k`` for the message.
+    """
+    try:
+        return array[key]
+    except Exception as err:  # noqa: BLE001  sorted by _is_damage below
+        if not _is_damage(err):
+            raise
+        first = key[0] if isinstance(key, tuple) else key
+        size, length = array.chunks[0], array.shape[0]
+        start, stop, _ = first.indices(length)
+        for k in range(start // size, -(-stop // size)):  # find the chunk to name
+            try:
+                array[k * size : min((k + 1) * size, length)]
+            except Exception as inner:  # noqa: BLE001
+                if not _is_damage(inner):
+                    raise
+                raise DamagedChunkError(store, name, k, f"{type(inner).__name__}: {inner}", span(k) if span else "") from inner
+        raise DamagedChunkError(store, name, start // size, f"{type(err).__name__}: {err}") from err
 
 
 # --------------------------------------------------------------------------- layout
@@ -336,9 +407,10 @@ def _remote_root(location: Location) -> dict[str, Any] | None:
 
 def _check_format(attrs: Mapping[str, Any], path: Path) -> None:
     version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise StoreError(
-            f"{path}: result store format version {version!r}, this package reads version {FORMAT_VERSION}"
+            f"{path}: result store format version {version!r}, this package reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
 
 
@@ -407,17 +479,29 @@ def _redacted_spec(spec: dict) -> dict:
     return {**spec, "output": {**output, "storage_options": redact_options(output["storage_options"])}}
 
 
+def _coord_shard(layout: GroupLayout) -> int:
+    """Perturbations per shard of a coordinate array: whole chunks, no more than the group holds.
+
+    A shard's index has an entry for every chunk it could hold, so a shard sized far beyond the
+    group (2^20 rows for 20 perturbations) is mostly index: megabytes of it per array.
+    """
+    chunks = min(max(1, layout.n_chunks), SHARD_CHUNKS, max(1, COORD_SHARD // layout.chunk_size))
+    return layout.chunk_size * chunks
+
+
 def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
     attrs = _jsonable(layout.group_attrs(), f"params of {layout.chrom}/{layout.analysis}")
     group = root[layout.chrom].create_group(layout.analysis, attributes=attrs)
+    checksums = FORMAT_VERSION >= 2  # a format 1 store (tests of old stores) has neither
+    codecs = {"compressors": _codecs()} if checksums else {}  # format 1 stores: zarr's default zstd
     chunks = (layout.chunk_size,)
     # Coordinates are written once, here, so whole shards of chunks can share one object:
     # a genome-scale screen then needs no file per chunk per coordinate.
-    shards = (layout.chunk_size * max(1, COORD_SHARD // layout.chunk_size),)
+    shards = (_coord_shard(layout),)
     for name in COORDS:
         arr = group.create_array(
             name, shape=(layout.n,), chunks=chunks, shards=shards, dtype="int64", fill_value=0,
-            dimension_names=[DIM],
+            dimension_names=[DIM], **codecs,
         )
         if layout.n:
             arr[:] = getattr(layout, name)
@@ -425,7 +509,7 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         text = values.dtype.kind in "USO"
         arr = group.create_array(
             name, shape=(layout.n,), chunks=chunks, shards=None if text else shards,
-            dtype=str if text else values.dtype, fill_value="" if text else 0, dimension_names=[DIM],
+            dtype=str if text else values.dtype, fill_value="" if text else 0, dimension_names=[DIM], **codecs,
         )
         if layout.n:
             arr[:] = values.astype(str) if text else values
@@ -434,18 +518,25 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         extra = tuple(layout.extra_dims[d] for d in dims)
         group.create_array(
             score, shape=(layout.n, *extra), chunks=(layout.chunk_size, *extra), dtype="float32",
-            fill_value=np.nan, dimension_names=[DIM, *dims],
+            fill_value=np.nan, dimension_names=[DIM, *dims], **codecs,
         )
     keep, n_bins = layout.top_maps
     if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
         rows = layout.n_chunks * keep
-        group.create_array(TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1, dimension_names=["top"])
+        group.create_array(TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1,
+                           dimension_names=["top"], **codecs)
         group.create_array(TOP_DELTA, shape=(rows, n_bins, n_bins), chunks=(keep, n_bins, n_bins), dtype="float32",
-                           fill_value=np.nan, dimension_names=["top", "row", "col"])
+                           fill_value=np.nan, dimension_names=["top", "row", "col"], **codecs)
     # One chunk per flag: each unit's completion record is its own object, like its data.
     group.create_array(
-        DONE, shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM]
+        DONE, shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM],
+        **codecs,
     )
+    if checksums:  # each unit's digest, next to its flag (see ResultStore.verify)
+        group.create_array(
+            DIGEST, shape=(layout.n_chunks,), chunks=(1,), dtype="uint32", fill_value=0,
+            dimension_names=[CHUNK_DIM], **codecs,
+        )
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -570,6 +661,7 @@ def open_or_create_store(
     *,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    verify: bool = False,
 ) -> tuple[ResultStore, bool]:
     """Create a result store, or reopen one written by the same spec to resume it.
 
@@ -583,6 +675,9 @@ def open_or_create_store(
         is deleted first (there is no rename).
     storage_options
         fsspec options for a URL.
+    verify
+        When resuming, first check every done unit with :meth:`ResultStore.verify` (damaged ones
+        lose their flag and are recomputed; what was found is in ``store.damaged``).
 
     Returns
     -------
@@ -618,7 +713,10 @@ def open_or_create_store(
             "Write to another output path, or pass --overwrite to replace it."
         )
     store = ResultStore(local)
-    store.check_layouts(_check_layouts(layouts))
+    layouts = _check_layouts(layouts)
+    if verify:  # before the layout check, which reads coordinates that verify may rewrite
+        store.damaged = store.verify(layouts)
+    store.check_layouts(layouts)
     return store, True
 
 
@@ -638,6 +736,60 @@ class _Group:
         dims = self.attrs.get("score_dims", {})
         self.score_shapes = {s: tuple(extra[d] for d in dims.get(s, list(extra))) for s in self.scores}
         self.arrays = {name: group[name] for name in (*COORDS, *scores, DONE)}
+        self.keep = int(self.attrs.get("top_maps", [0, 0])[0])
+        optional = (TOP_INDEX, TOP_DELTA, DIGEST, *self.attrs.get("labels", []))
+        self.arrays.update({name: group[name] for name in optional if name in group})
+        self.checksums = DIGEST in self.arrays  # format 2: every chunk crc32c-checked, units digested
+
+    @property
+    def unit_arrays(self) -> list[str]:
+        """Arrays a work unit writes, in digest order."""
+        return [*self.scores, *((TOP_INDEX, TOP_DELTA) if self.keep else ())]
+
+    def rows(self, name: str, k: int) -> slice:
+        """Rows of array ``name`` that chunk ``k`` (one work unit) owns."""
+        if name in (TOP_INDEX, TOP_DELTA):
+            return slice(k * self.keep, (k + 1) * self.keep)
+        return _chunk_slice(k, self.n, self.chunk_size)
+
+
+def _digest(parts: Iterable[np.ndarray]) -> int:
+    """crc32 over the bytes of a unit's arrays, in order: the unit's record of what it wrote."""
+    value = 0
+    for part in parts:
+        value = zlib.crc32(np.ascontiguousarray(part).tobytes(), value)
+    return value
+
+
+def _read_flags(flags: zarr.Array) -> tuple[np.ndarray, set[int]]:
+    """``chunk_done`` as booleans, and the chunks whose flag cannot be decoded (read as not done)."""
+    try:
+        return flags[:] != 0, set()
+    except Exception as err:  # noqa: BLE001
+        if not _is_damage(err):
+            raise
+    done, damaged = np.zeros(flags.shape[0], dtype=bool), set()
+    for k in range(flags.shape[0]):
+        try:
+            done[k] = bool(flags[k])
+        except Exception as err:  # noqa: BLE001
+            if not _is_damage(err):
+                raise
+            damaged.add(k)
+    return done, damaged
+
+
+def _delete_chunk(array: zarr.Array, k: int) -> None:
+    """Remove chunk ``k`` (along the first dimension) of ``array`` without reading it; it then reads
+    as the fill value, and a later partial write of it does not have to decode damaged bytes."""
+    key = array.metadata.encode_chunk_key((k, *[0] * (array.ndim - 1)))
+    sync(array.store_path.store.delete(f"{array.store_path.path}/{key}"))
+
+
+def _delete_chunks(array: zarr.Array) -> None:
+    """Remove every chunk (or shard) object of ``array``, keeping its metadata."""
+    prefix = array.metadata.encode_chunk_key((0,) * array.ndim).split("/")[0]
+    sync(array.store_path.store.delete_dir(f"{array.store_path.path}/{prefix}"))
 
 
 class ResultStore:
@@ -665,6 +817,7 @@ class ResultStore:
         self._groups: dict[tuple[str, str], _Group] = {}
         self._attrs: dict[str, Any] | None = None
         self._group_keys: list[tuple[str, str]] | None = None
+        self.damaged: list[str] = []  # what the last verify() found and cleared
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "storage_options": self.storage_options}
@@ -766,7 +919,7 @@ class ResultStore:
             group = self._group(lay.chrom, lay.analysis)
             stored = (group.n, group.chunk_size, group.scores)
             if stored != (lay.n, lay.chunk_size, lay.scores) or not (
-                np.array_equal(group.arrays["start"][:], lay.start) and np.array_equal(group.arrays["end"][:], lay.end)
+                np.array_equal(self._coord(lay, "start"), lay.start) and np.array_equal(self._coord(lay, "end"), lay.end)
             ):
                 raise StoreError(
                     f"{self.path}: group {lay.chrom}/{lay.analysis} does not match this run's layout "
@@ -775,10 +928,15 @@ class ResultStore:
                     "coordinates); pass --overwrite to start again"
                 )
 
+    def _coord(self, lay: GroupLayout, name: str) -> np.ndarray:
+        """A whole coordinate array; an undecodable chunk raises :class:`DamagedChunkError`."""
+        group = self._group(lay.chrom, lay.analysis)
+        return read_checked(group.arrays[name], slice(None), self.path, f"{lay.chrom}/{lay.analysis}/{name}")
+
     def write_chunk(
         self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
     ) -> None:
-        """Write every score of chunk ``k``, then its ``chunk_done`` flag.
+        """Write every score of chunk ``k`` (and its kept maps), its digest, then its ``chunk_done`` flag.
 
         Parameters
         ----------
@@ -788,11 +946,13 @@ class ResultStore:
             Chunk index; the unit covers :meth:`GroupLayout.chunk_slice` ``(k)``.
         values
             One 1-D array per score name of the group, each as long as the chunk.
+        top
+            ``(index, delta)`` of the chunk's kept Δ maps (groups with ``top_maps``), at most K.
 
         Raises
         ------
         StoreError
-            On an unknown group, chunk index, score name set or array length.
+            On an unknown group, chunk index, score name set or array length; nothing is written.
         """
         group = self._group(chrom, analysis)
         sl = _chunk_slice(k, group.n, group.chunk_size)
@@ -803,7 +963,7 @@ class ResultStore:
                 f"{chrom}/{analysis} chunk {k}: scores must be exactly {group.scores} "
                 f"(missing {missing}, unexpected {extra})"
             )
-        arrays = {}
+        parts = {}
         for score in group.scores:
             expected = (sl.stop - sl.start, *group.score_shapes[score])
             arr = np.asarray(values[score], dtype=np.float32)
@@ -811,29 +971,37 @@ class ResultStore:
                 raise StoreError(
                     f"{chrom}/{analysis} chunk {k}: score {score!r} has shape {arr.shape}, expected {expected}"
                 )
-            arrays[score] = arr
-        for score, arr in arrays.items():
-            group.arrays[score][sl] = arr
-        if top is not None:
-            self._write_top(group, chrom, analysis, k, *top)
+            parts[score] = arr
+        if group.keep:
+            parts[TOP_INDEX], parts[TOP_DELTA] = self._top_chunk(group, chrom, analysis, k, top)
+        elif top is not None:
+            raise StoreError(f"{chrom}/{analysis} keeps no top maps (top_maps is 0)")
+        for name, arr in parts.items():
+            group.arrays[name][group.rows(name, k)] = arr
+        if group.checksums:
+            group.arrays[DIGEST][k] = _digest(parts.values())
         # The flag goes last: a unit without it is recomputed on resume.
         group.arrays[DONE][k] = 1
 
-    def _write_top(self, group, chrom: str, analysis: str, k: int, index: np.ndarray, delta: np.ndarray) -> None:
-        keep = int(group.attrs.get("top_maps", [0, 0])[0])
-        if not keep:
-            raise StoreError(f"{chrom}/{analysis} keeps no top maps (top_maps is 0)")
-        index = np.full(keep, -1, np.int64) if index is None else np.asarray(index, np.int64)
+    @staticmethod
+    def _top_chunk(group: _Group, chrom: str, analysis: str, k: int, top) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk ``k`` of ``top_index`` and ``top_delta`` in full (unused rows -1 / NaN, the fill
+        values), so writing it never reads the chunk already there."""
+        keep, n_bins = group.keep, group.arrays[TOP_DELTA].shape[1]
+        index, delta = top if top is not None else (None, None)
+        index = np.zeros(0, np.int64) if index is None else np.asarray(index, np.int64)
+        delta = np.zeros((0, n_bins, n_bins), np.float32) if delta is None else np.asarray(delta, np.float32)
         if len(index) > keep or delta.shape[0] != len(index):
             raise StoreError(f"{chrom}/{analysis} chunk {k}: at most {keep} top maps, got {len(index)}")
-        rows = slice(k * keep, k * keep + len(index))
-        root = self._open_root()[f"{chrom}/{analysis}"]
-        root[TOP_INDEX][k * keep : (k + 1) * keep] = np.pad(index, (0, keep - len(index)), constant_values=-1)
-        if len(index):
-            root[TOP_DELTA][rows] = delta.astype(np.float32)
+        full = np.full((keep, n_bins, n_bins), np.nan, np.float32)
+        full[: len(index)] = delta
+        return np.pad(index, (0, keep - len(index)), constant_values=-1), full
 
     def done_mask(self, chrom: str, analysis: str) -> np.ndarray:
-        """Boolean array over the chunks of a group: ``True`` once chunk *k* is complete."""
+        """Boolean array over the chunks of a group: ``True`` once chunk *k* is complete.
+
+        A flag object that cannot be decoded counts as not done (its unit is recomputed).
+        """
         group = self._group(chrom, analysis)
         flags = group.arrays[DONE]
         if group.n_chunks == 0:
@@ -845,7 +1013,113 @@ class ResultStore:
             return np.zeros(group.n_chunks, dtype=bool)
         if stored == group.n_chunks:
             return np.ones(group.n_chunks, dtype=bool)
-        return flags[:] != 0
+        return _read_flags(flags)[0]
+
+    def _span(self, chrom: str, analysis: str, k: int) -> str:
+        """``chrom:start-end`` of chunk ``k``'s perturbations (best effort: coordinates may be damaged)."""
+        group = self._group(chrom, analysis)
+        try:
+            sl = _chunk_slice(k, group.n, group.chunk_size)
+            start, end = group.arrays["start"][sl], group.arrays["end"][sl]
+            return f"{chrom}:{int(start.min()):,}-{int(end.max()):,}"
+        except Exception:  # noqa: BLE001  a message detail only
+            return ""
+
+    def verify(self, layouts: Iterable[GroupLayout] | None = None) -> list[str]:
+        """Check every done work unit and clear the flag of damaged ones so that they are recomputed
+        (driver only, under the store's lease).
+
+        Every array chunk of a done unit is decoded (format 2: crc32c-checked) and, where the store
+        records them, compared with the unit's digest (which also catches a missing chunk object).
+        A damaged unit loses its flag first, then its chunk objects. Coordinate arrays that cannot
+        be decoded are rewritten from ``layouts`` when given and of the same size.
+
+        Returns
+        -------
+        list of str
+            One line per damaged chunk or coordinate array found (empty when all is well).
+        """
+        by_key = {(lay.chrom, lay.analysis): lay for lay in layouts or ()}
+        problems: list[str] = []
+        for chrom, analysis in self.groups():
+            group = self._group(chrom, analysis)
+            problems += self._repair_coords(group, chrom, analysis, by_key.get((chrom, analysis)))
+            done, damaged = _read_flags(group.arrays[DONE])
+            for k in range(group.n_chunks):
+                if k in damaged:
+                    detail = "its chunk_done flag cannot be decoded"
+                else:
+                    detail = self._check_unit(group, k) if done[k] else None
+                if detail:
+                    self._clear_unit(group, k)
+                    where = self._span(chrom, analysis, k)
+                    problems.append(f"{chrom}/{analysis} chunk {k}{f' ({where})' if where else ''}: {detail}")
+        if problems:
+            self._set_complete(False)
+        return problems
+
+    @staticmethod
+    def _check_unit(group: _Group, k: int) -> str | None:
+        """Why done unit ``k`` is damaged, or ``None``."""
+        parts = []
+        for name in group.unit_arrays:
+            try:
+                parts.append(group.arrays[name][group.rows(name, k)])
+            except Exception as err:  # noqa: BLE001
+                if not _is_damage(err):
+                    raise
+                return f"array {name} cannot be decoded ({type(err).__name__}: {err})"
+        if not group.checksums:
+            return None
+        try:
+            stored = int(group.arrays[DIGEST][k])
+        except Exception as err:  # noqa: BLE001
+            if not _is_damage(err):
+                raise
+            return f"its digest cannot be decoded ({type(err).__name__}: {err})"
+        computed = _digest(parts)
+        if stored != computed:
+            return f"digest mismatch (recorded {stored:#010x}, data {computed:#010x}): a chunk object is missing or was replaced"
+        return None
+
+    @staticmethod
+    def _clear_unit(group: _Group, k: int) -> None:
+        _delete_chunk(group.arrays[DONE], k)  # the flag first: an interrupted clear leaves the unit to redo
+        for name in (*group.unit_arrays, *((DIGEST,) if group.checksums else ())):
+            _delete_chunk(group.arrays[name], k)
+
+    def _repair_coords(self, group: _Group, chrom: str, analysis: str, layout: GroupLayout | None) -> list[str]:
+        problems = []
+        fits = layout is not None and (layout.n, layout.chunk_size) == (group.n, group.chunk_size)
+        for name in (*COORDS, *group.attrs.get("labels", [])):
+            array = group.arrays[name]
+            try:
+                array[:]
+                continue
+            except Exception as err:  # noqa: BLE001
+                if not _is_damage(err):
+                    raise
+                detail = f"{type(err).__name__}: {err}"
+            if not fits:
+                problems.append(f"{chrom}/{analysis} array {name}: damaged ({detail}); no layout to rewrite it from")
+                continue
+            _delete_chunks(array)
+            values = getattr(layout, name) if name in COORDS else layout.labels[name]
+            if group.n:
+                array[:] = values.astype(str) if values.dtype.kind in "USO" else values
+            problems.append(f"{chrom}/{analysis} array {name}: damaged ({detail}); rewritten from the plan")
+        return problems
+
+    def _set_complete(self, complete: bool) -> None:
+        root = self._open_root()
+        attrs = dict(root.attrs[ATTRS_KEY])
+        attrs["complete"] = complete
+        if complete:
+            attrs["finished"] = _now()
+        else:
+            attrs.pop("finished", None)
+        root.attrs[ATTRS_KEY] = attrs
+        self._attrs = attrs
 
     def pending_units(self) -> list[tuple[str, str, int]]:
         """Every ``(chrom, analysis, k)`` whose ``chunk_done`` flag is not set yet."""
@@ -876,8 +1150,4 @@ class ResultStore:
         done, total = self.progress()
         if done != total:
             raise StoreError(f"{self.path}: {total - done} of {total} work units are not done yet")
-        root = self._open_root()
-        attrs = dict(root.attrs[ATTRS_KEY])
-        attrs.update(complete=True, finished=_now())
-        root.attrs[ATTRS_KEY] = attrs
-        self._attrs = attrs
+        self._set_complete(True)

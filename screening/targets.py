@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from screening.models.base import WindowGeometry
@@ -33,6 +34,7 @@ __all__ = [
     "available_targets",
     "bins_of",
     "make_target",
+    "windows_missing",
 ]
 
 BinSpan = range | slice | tuple[int, int]
@@ -325,3 +327,35 @@ def bins_of(start: int, end: int, window_start: int, geometry: WindowGeometry, c
             f"(bins cover [{origin:,}, {origin + geometry.n_bins * geometry.bin_size:,})); pass clip=True to clip it"
         )
     return range(max(first, 0), min(stop, geometry.n_bins))
+
+
+def windows_missing(start: int, end: int, window_starts: np.ndarray, geometry: WindowGeometry, clip: bool = False) -> np.ndarray:
+    """Which windows' maps cannot take the genomic interval ``[start, end)`` as a block.
+
+    The vectorised counterpart of :func:`bins_of`, for checking every window of a plan
+    before anything runs: a window is missing the interval when :func:`bins_of` with the
+    same ``clip`` would raise for it.
+
+    Parameters
+    ----------
+    start, end
+        0-based, half-open genomic interval on the windows' chromosome (``end > start``).
+    window_starts
+        Genomic starts of the model input windows.
+    geometry
+        The model's window geometry.
+    clip
+        False: the map must hold the whole interval (an attribution target);
+        True: it must overlap the interval (an ROI, clipped to the map).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` per window, True where the map does not hold (or, with ``clip``, overlap) it.
+    """
+    origin = np.asarray(window_starts, dtype=np.int64) + geometry.map_offset
+    map_end = origin + geometry.n_bins * geometry.bin_size
+    if clip:
+        return (end <= origin) | (start >= map_end)
+    # bins_of counts a partly covered bin, so the interval fits when its covering bins are inside the map
+    return (start < origin) | (end > map_end)

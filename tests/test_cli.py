@@ -357,3 +357,428 @@ def test_attribution_bad_target_is_a_spec_error(toy_paths, tmp_path, capsys):
     raw["perturbations"] = [{"kind": "attribution", "target": {"kind": "block", "rows": "chr1:1-100"}}]
     assert main(["run", str(write_spec(tmp_path / "a.yaml", raw)), "--no-progress"]) == 2
     assert "target block needs ['cols']" in capsys.readouterr().err
+
+
+# --- wrong science refused up front: map blocks off the window, non-finite inputs and maps (reliability) ----------
+
+
+def _roi(rows: str, cols: str | None = None) -> dict:
+    return {"kind": "deletion", "name": "del20", "width": 20, "step": 20, "scores": ["roi_mean_delta"],
+            "roi": {"rows": rows, "cols": cols or rows}}
+
+
+def _block_target(rows: str, cols: str | None = None) -> dict:
+    return {"kind": "attribution", "name": "sal", "target": {"kind": "block", "rows": rows, "cols": cols or rows}}
+
+
+def _inf_bigwig(path: Path) -> Path:
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader([("chr1", 6_000), ("chr2", 3_000)])
+    bw.addEntries(["chr1", "chr2", "chr2"], [0, 0, 500], ends=[6_000, 500, 3_000], values=[1.0, 1.0, float("inf")])
+    bw.close()
+    return path
+
+
+WRONG_SCIENCE = {
+    # the toy screen covers chr1 and chr2: a chr1 ROI cannot be read in chr2's windows
+    "roi on one chromosome, regions on two": (
+        lambda raw, tmp: raw.update(perturbations=[_roi("chr1:2,100-2,200")]),
+        ["perturbations.0.roi.rows", "chr1:2,100-2,200 is on chr1", "perturbations on chr2"]),
+    "roi on another chromosome": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"], perturbations=[_roi("chr2:1,000-1,100")]),
+        ["perturbations.0.roi.rows", "is on chr2", "perturbations on chr1"]),
+    "roi cols on another chromosome": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"], perturbations=[_roi("chr1:2,100-2,200", "chr2:1-100")]),
+        ["perturbations.0.roi.cols", "is on chr2"]),
+    "roi off some window's map": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"], perturbations=[_roi("chr1:2,300-2,400")]),
+        ["perturbations.0.roi.rows", "does not overlap the map of the model window chr1:1,754-2,266",
+         "deletion chr1:2,000-2,020"]),
+    "attribution target off a tiled window's map": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"], perturbations=[_block_target("chr1:1,900-1,950")]),
+        ["perturbations.0.target.rows", "does not lie inside the map of the model window chr1:2,072-2,584"]),
+    "attribution target on another chromosome": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"],
+                                    perturbations=[{**_block_target("chr1:2,100-2,200"), "target": {
+                                        "kind": "difference", "rows": "chr1:2,100-2,200", "cols": "chr1:2,100-2,200",
+                                        "rows_b": "chr2:100-200", "cols_b": "chr1:2,100-2,200"}}]),
+        ["perturbations.0.target.rows_b", "is on chr2"]),
+    "roi a whole chromosome": (
+        lambda raw, tmp: raw.update(regions=["chr1:2,000-2,400"], perturbations=[_roi("chr1")]),
+        ["perturbations.0.roi.rows", "'chr1' is a whole chromosome"]),
+    "inf in a bigWig": (
+        lambda raw, tmp: raw["tracks"][0].update(path=str(_inf_bigwig(tmp / "inf.bw"))),
+        ["track ctcf", "inf.bw", "chr2 holds the value inf"]),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("case", list(WRONG_SCIENCE))
+def test_wrong_science_is_refused_up_front_naming_the_field(case, command, toy_paths, tmp_path, capsys):
+    mutate, messages = WRONG_SCIENCE[case]
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr")
+    mutate(raw, tmp_path)
+    spec = write_spec(tmp_path / "spec.yaml", raw)
+    assert main([command, str(spec), *(["--no-progress"] if command == "run" else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("screening: error:") and all(m in err for m in messages), err
+    assert not list(tmp_path.glob("out.zarr*"))
+
+
+def test_roi_and_target_inside_every_window_still_validate(toy_paths, tmp_path, capsys):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=["chr1:2,000-2,400"])
+    raw["perturbations"] = [_roi("chr1:2,150-2,250"), _block_target("chr1:2,100-2,200")]
+    assert main(["validate", str(write_spec(tmp_path / "spec.yaml", raw))]) == 0
+    assert capsys.readouterr().out.startswith("ok:")
+
+
+def test_non_finite_model_output_fails_the_screen_and_leaves_the_unit_not_done(ray_local, toy_paths, tmp_path, capsys):
+    from conftest import TEST_MODELS
+
+    model = {
+        "kind": "user", "import_path": "screening_nonfinite_model:NonFiniteContactModel", "python_path": [str(TEST_MODELS)],
+        "config": {"fill": "nan", "above": 2.0, "n_tracks": 2, "bin_size": 32, "hidden": 4}, "random_seed": 0,
+        "declare": {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+                    "n_value": 0.25, "tracks": ["ctcf", "atac"], "symmetric": True},
+    }
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", model=model, regions=["chr1:2,000-2,080"])
+    assert main(["run", str(write_spec(tmp_path / "spec.yaml", raw)), "--no-progress", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "screening: error: work unit chr1/del20#0: model output is not finite for the reference window chr1:" in err, err
+    from screening.store import ResultStore
+
+    store = ResultStore(tmp_path / "out.zarr")
+    assert not store.done_mask("chr1", "del20").any()
+    assert main(["info", str(tmp_path / "out.zarr")]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is False
+
+
+# --- hostile input refused up front (reliability issue, items 11-13): exit 2, a message naming the
+# field/file/variant, and no store; checked by `validate` and by `run` (which then never starts Ray) ----
+
+
+def _refused(raw: dict, tmp_path: Path, capsys, *messages: str, commands=("validate", "run")) -> None:
+    """Both commands exit 2 with every message on stderr, and nothing is written at output.store."""
+    store = Path(raw["output"]["store"])
+    before = sorted(store.parent.glob(store.name + "*")) if store.parent.is_dir() else []
+    spec = write_spec(tmp_path / "spec.yaml", raw)
+    for command in commands:
+        argv = [command, str(spec)] + (["--no-progress", "--no-plots"] if command == "run" else [])
+        assert main(argv) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("screening: error:") and all(m in err for m in messages), (command, err)
+        assert "Traceback" not in err
+    assert (sorted(store.parent.glob(store.name + "*")) if store.parent.is_dir() else []) == before
+
+
+@pytest.fixture
+def own_toy(tmp_path) -> dict[str, Path]:
+    """A toy genome of this test's own, free to be damaged."""
+    from conftest import write_toy_genome
+
+    return write_toy_genome(tmp_path / "data")
+
+
+def test_truncated_fasta_behind_a_stale_index_is_refused(own_toy, tmp_path, capsys):
+    import os
+
+    assert main(["validate", str(write_spec(tmp_path / "spec.yaml", toy_spec_dict(own_toy, tmp_path / "out.zarr")))]) == 0
+    fasta = own_toy["fasta"]
+    fasta.write_bytes(fasta.read_bytes()[:-700])  # cut after indexing ...
+    os.utime(f"{fasta}.fai")  # ... and the index looks fresh (copied along, touched)
+    _refused(toy_spec_dict(own_toy, tmp_path / "out.zarr"), tmp_path, capsys, str(fasta), "truncated or edited")
+
+
+def _corrupt_data_block(path: Path) -> Path:
+    """Overwrite the middle of a bigWig's data section (between fullDataOffset and fullIndexOffset)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    data_offset, index_offset = struct.unpack_from("<QQ", data, 16)
+    middle = (data_offset + 8 + index_offset) // 2
+    data[middle : middle + 32] = bytes(b ^ 0xFF for b in data[middle : middle + 32])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_bigwig_with_a_corrupt_data_block_is_refused(own_toy, tmp_path, capsys):
+    _corrupt_data_block(own_toy["atac"])
+    _refused(toy_spec_dict(own_toy, tmp_path / "out.zarr"), tmp_path, capsys, str(own_toy["atac"]), "cannot be read")
+
+
+def _sv_vcf(tmp_path: Path, toy_paths, length: int, kind: str = "DUP") -> Path:
+    anchor = "ACGT"[Genome(toy_paths["fasta"]).fetch("chr1", 2_999, 3_000)[0]]
+    path = tmp_path / "sv.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        f"chr1\t3000\tbigdup\t{anchor}\t<{kind}>\t.\t.\tEND={3000 + length}\n"
+    )
+    return path
+
+
+def test_variant_longer_than_the_model_window_is_refused_or_skipped(toy_paths, tmp_path, capsys):
+    # the toy model's window is 512 bp: a 600 bp <DUP> cannot be built in it (as 500 kb cannot in 1 Mb)
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=[])
+    raw["perturbations"] = [{"kind": "variants", "vcf": str(_sv_vcf(tmp_path, toy_paths, 600))}]
+    _refused(raw, tmp_path, capsys, "sv.vcf:3 bigdup chr1:3000", "<DUP> changes 600 bp", "model window (512 bp)")
+    raw["perturbations"].append({"kind": "deletion", "name": "d", "width": 20, "step": 20, "regions": ["chr1:2,000-2,040"]})
+    raw["invalid_policy"] = "skip"
+    assert main(["validate", str(write_spec(tmp_path / "spec.yaml", raw))]) == 0
+    err = capsys.readouterr().err
+    assert "variants: skipped 1 perturbation(s)" in err and "bigdup" in err and "provenance.skipped" in err, err
+
+
+def test_tiled_width_longer_than_the_model_window_is_refused(toy_paths, tmp_path, capsys):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=["chr1:2,000-3,000"])
+    raw["perturbations"] = [{"kind": "inversion", "width": 600, "step": 600}]
+    _refused(raw, tmp_path, capsys, "perturbations.0.width", "512 bp")
+
+
+@pytest.mark.parametrize(
+    "settings, messages",
+    [
+        ({"method": "integrated_gradients", "n_steps": 1}, ["perturbations.0.attribution.n_steps", "greater than or equal to 2"]),
+        ({"method": "deeplift_shap"}, ["perturbations.0.attribution", "baseline: 'zeros'", "baseline: shuffle"]),
+        ({"method": "deeplift", "checkpoint": True}, ["perturbations.0.attribution", "checkpoint: true"]),
+        ({"method": "deeplift_shap", "baseline": "shuffle", "checkpoint": True}, ["checkpoint: true"]),
+    ],
+)
+def test_attribution_settings_the_method_cannot_run_are_refused(toy_paths, tmp_path, capsys, settings, messages):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=["chr1:2,000-2,100"])
+    raw["perturbations"] = [{"kind": "attribution", **settings}]
+    _refused(raw, tmp_path, capsys, *messages)
+
+
+@pytest.mark.parametrize("method", ["deeplift", "deeplift_shap"])
+def test_deeplift_on_a_model_with_attention_is_refused_before_the_store(toy_paths, tmp_path, capsys, method):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=["chr1:2,000-2,100"])
+    raw["perturbations"] = [{"kind": "attribution", "method": method, "baseline": "shuffle"}]
+    _refused(raw, tmp_path, capsys, f"perturbations.0.method: {method}: DeepLIFT (captum) has no rule for: MultiheadAttention")
+
+
+@pytest.mark.parametrize("name", ["zarr.json", "ZARR.JSON", ".zattrs", "chunk_done", "start", "coordinates", "a/b", "..",
+                                  "with space", "tab\there", "__dunder", "", "x" * 101, "ü-umlaut"])
+def test_analysis_names_the_store_cannot_hold_are_refused(toy_paths, tmp_path, capsys, name):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr")
+    raw["perturbations"][0]["name"] = name
+    _refused(raw, tmp_path, capsys, "perturbations.0.deletion.name")
+
+
+def test_store_under_a_file_or_in_a_read_only_folder_is_refused_before_ray(toy_paths, tmp_path, capsys, monkeypatch):
+    import screening.runner
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start for a store that cannot be written")
+
+    monkeypatch.setattr(screening.runner, "_init_ray", no_ray)
+    (tmp_path / "plain").write_text("a file")
+    raw = toy_spec_dict(toy_paths, tmp_path / "plain" / "out.zarr")
+    _refused(raw, tmp_path, capsys, "output.store", f"{tmp_path / 'plain'} is a file")
+    raw = toy_spec_dict(toy_paths, tmp_path / "plain")  # the store path is itself a file
+    _refused(raw, tmp_path, capsys, "output.store", "is a file, not a result store")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        _refused(toy_spec_dict(toy_paths, read_only / "out.zarr"), tmp_path, capsys, "output.store", f"folder {read_only} is not writable")
+    finally:
+        read_only.chmod(0o755)
+    assert list(read_only.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"name: \xff\xfe\xfa toy\n"])
+def test_binary_spec_is_refused_naming_the_file(tmp_path, capsys, content):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(content)
+    for command in ("validate", "run"):
+        assert main([command, str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert f"spec file {spec} is not" in err and "Traceback" not in err, err
+
+
+def test_deeply_nested_spec_is_refused_quickly(tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"name": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    for command in ("validate", "run"):
+        assert main([command, str(spec)]) == 2
+        assert "nested too deeply" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"chr1\t2000\t2400\n\x00\x00\x00\x01", b"chr1\t2000\t2400\n\xff\xfe\x00garbage"])
+def test_binary_bed_is_refused_naming_the_file(toy_paths, tmp_path, capsys, content):
+    bed = tmp_path / "regions.bed"
+    bed.write_bytes(content)
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=[], bed=str(bed))
+    _refused(raw, tmp_path, capsys, f"BED file {bed} is not")
+
+
+def test_disk_full_mid_run_exits_2_and_leaves_a_resumable_store(toy_paths, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import screening.runner
+    from screening.runner import prepare_screen
+    from screening.spec import load_spec
+    from screening.store import open_or_create_store
+
+    class FullDisk:  # a dispatcher whose first chunk write finds the disk full, as a worker would
+        def __init__(self, *args, **kwargs):
+            self.names, self.retries, self.damaged = [], 0, []
+
+        def run(self, units):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(screening.runner, "_init_ray", lambda spec: False)
+    monkeypatch.setattr(screening.runner, "_Dispatcher", FullDisk)
+    store = tmp_path / "out.zarr"
+    spec = write_spec(tmp_path / "spec.yaml", toy_spec_dict(toy_paths, store))
+    assert main(["run", str(spec), "--no-progress", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert f"disk full while writing {store}; free space and run the same command again to resume" in err, err
+    assert "Traceback" not in err
+    assert not open_results(store).is_complete
+    loaded = load_spec(spec)
+    _, resumed = open_or_create_store(store, loaded.model_dump(mode="json"), loaded.science_hash(),
+                                      prepare_screen(loaded).provenance, prepare_screen(loaded).plan.layouts)
+    assert resumed  # the same spec picks the store up again
+
+
+def test_disk_full_inside_a_ray_worker_is_recognised():
+    import errno
+
+    import ray.exceptions
+
+    from screening.io.paths import is_disk_full
+
+    wrapped = ray.exceptions.RayTaskError("run", "traceback", OSError(errno.ENOSPC, "No space left")).as_instanceof_cause()
+    assert is_disk_full(wrapped)
+    assert not is_disk_full(ray.exceptions.RayTaskError("run", "traceback", ValueError("x")).as_instanceof_cause())
+    assert not is_disk_full(OSError(errno.EACCES, "denied"))
+
+
+def test_bool_for_an_integer_field_is_refused(toy_paths, tmp_path, capsys):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr")
+    raw["perturbations"][0]["width"] = True
+    _refused(raw, tmp_path, capsys, "perturbations.0.deletion.width", "valid integer, got true (a boolean)")
+
+
+@pytest.mark.parametrize("option", ["--workers", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-1", "١", "1_0"])
+def test_workers_and_batch_size_must_be_positive(toy_paths, tmp_path, capsys, option, value):
+    spec = write_spec(tmp_path / "spec.yaml", toy_spec_dict(toy_paths, tmp_path / "out.zarr"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(spec), option, value])
+    assert exit_.value.code == 2
+    assert f"argument {option}: {value} is not a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("region, message", [
+    ("chr1:２,０００-２,４００", "non-ASCII digits"),
+    ("chr1:٢٠٠٠-٢٤٠٠", "non-ASCII digits"),
+    ("chr1:2,0,00-2,400", "out of place"),
+    ("chr1:2000-2400,", "out of place"),
+])
+def test_region_with_foreign_digits_or_stray_commas_is_refused(toy_paths, tmp_path, capsys, region, message):
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=[region])
+    _refused(raw, tmp_path, capsys, "regions", region, message)
+
+
+def test_yaml_region_list_split_at_its_commas_gets_a_quoting_hint(toy_paths, tmp_path, capsys):
+    text = yaml.safe_dump(toy_spec_dict(toy_paths, tmp_path / "out.zarr")).replace(
+        "regions:\n- chr1:2,000-2,400\n- chr2:1,000-1,200\n", "regions: [chr1:2,000-2,400]\n"
+    )
+    assert "regions: [chr1:2,000-2,400]" in text
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    for command in ("validate", "run"):
+        assert main([command, str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert "YAML split an unquoted region at its commas: quote it, e.g. ['chr1:2,000-2,400']" in err, err
+
+
+def test_skipped_vcf_records_are_counted_on_stderr(toy_paths, tmp_path, capsys):
+    genome = Genome(toy_paths["fasta"])
+    base = "ACGT"[genome.fetch("chr1", 2_100, 2_101)[0]]
+    alt = "ACGT"[("ACGT".index(base) + 1) % 4]
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        f"chr1\t2101\tsnv\t{base}\t{alt}\t.\t.\t.\n"
+        f"chr1\t2101\tbnd\t{base}\t{base}[chr2:100[\t.\t.\tSVTYPE=BND\n"
+        f"chr1\t2101\tcnv\t{base}\t<CNV>\t.\t.\tEND=2200\n"
+        f"chr1\t2101\tsame\t{base}\t{base}\t.\t.\t.\n"
+    )
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=[])
+    raw["perturbations"] = [{"kind": "variants", "vcf": str(vcf)}]
+    assert main(["validate", str(write_spec(tmp_path / "spec.yaml", raw))]) == 0
+    err = capsys.readouterr().err
+    assert "variants: skipped 3 perturbation(s)" in err and "line 4 bnd" in err and "provenance.skipped" in err, err
+
+
+# --------------------------------------------------------------------------- damaged chunks, --verify, one driver per store
+
+
+def test_damaged_chunk_is_exit_2_and_run_verify_recomputes_it(finished, tmp_path, capsys):
+    """A flipped bit and random bytes in score chunks: query/export/info name the chunk (exit 2), a plain
+    resume does not crash, ``run --verify`` recomputes exactly the damaged units, and the results equal
+    the original ones."""
+    import shutil
+
+    spec, original = finished
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(original, store)
+    before = open_results(original).query("chr1").compute()
+    flipped = store / "chr1" / "del20" / "impact_mean_abs" / "c" / "1"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    flipped.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["query", str(store), "chr1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{store}: chunk 1 of array chr1/del20/impact_mean_abs (chr1:2,080-2,160) is damaged" in err
+    assert "Traceback" not in err and "--verify" in err
+    garbage = store / "chr1" / "del20" / "impact_abs_mean" / "c" / "3"
+    garbage.write_bytes(np.random.default_rng(1).bytes(garbage.stat().st_size))
+    assert main(["export", str(store), str(tmp_path / "x.bedGraph"), "--score", "impact_abs_mean"]) == 2
+    assert "chunk 3 of array chr1/del20/impact_abs_mean" in capsys.readouterr().err
+    assert main(["info", str(store)]) == 0
+    assert "crc32c" in json.loads(capsys.readouterr().out)["integrity"]
+
+    # A plain resume has nothing to compute: it does not crash (it cannot see damage without reading)
+    # and the report's read of the scores names the chunk.
+    assert main(["run", str(spec), "--store", str(store), "--no-progress", "--no-plots"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+
+    assert main(["run", str(spec), "--store", str(store), "--no-progress", "--no-plots", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "recomputed damaged chr1/del20 chunk 1" in out and "recomputed damaged chr1/del20 chunk 3" in out
+    assert "resumed 8 of 30 perturbations" in out  # two units of 4
+    after = open_results(store).query("chr1").compute()
+    for score in ("impact_mean_abs", "impact_abs_mean"):
+        np.testing.assert_array_equal(after[score].values, before[score].values)
+    assert open_results(store).is_complete
+    assert not Path(f"{store}.screening-lock").exists()
+
+
+def test_second_driver_on_a_store_is_refused_naming_the_owner(finished, tmp_path, capsys):
+    """While one driver holds a store's lease, another run (also with --overwrite) stops with exit 2 naming
+    the owner, and touches nothing."""
+    import shutil
+
+    from screening.lease import StoreLease
+
+    spec, original = finished
+    fresh, existing = tmp_path / "new.zarr", tmp_path / "old.zarr"
+    shutil.copytree(original, existing)
+    before = snapshot(existing)
+    for store, extra in ((fresh, []), (existing, ["--overwrite"])):
+        with StoreLease(store) as held:  # another driver, running
+            capsys.readouterr()
+            assert main(["run", str(spec), "--store", str(store), "--no-progress", "--no-plots", *extra]) == 2
+            err = capsys.readouterr().err
+            assert f"{store} is in use by another screening driver" in err and f"pid {held.owner['pid']}" in err
+    assert not fresh.exists()
+    assert snapshot(existing) == before

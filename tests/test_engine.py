@@ -262,3 +262,83 @@ def test_shared_window_deletions_equal_a_direct_computation(toy, padding, one_th
         deleted = adapter.predict(deleted_codes[None], deleted_values[None])[0]
         assert got["impact_mean_abs"][i] == pytest.approx(np.abs(deleted - reference).mean(), rel=1e-5)
         assert got["impact_abs_mean"][i] == pytest.approx(abs((deleted - reference).mean()), rel=1e-4, abs=1e-7)
+
+
+# --- non-finite inputs and model outputs fail the unit, naming the window (reliability) ----------------
+
+from conftest import TEST_MODELS, toy_spec_dict  # noqa: E402
+
+
+def nonfinite_model(fill: str = "inf") -> dict:
+    """``model`` section of a user model whose map is ``fill`` wherever the ctcf track exceeds 2
+    (every toy window; the load-time check's tracks stay below 2, so it loads)."""
+    return {
+        "kind": "user", "import_path": "screening_nonfinite_model:NonFiniteContactModel", "python_path": [str(TEST_MODELS)],
+        "config": {"fill": fill, "above": 2.0, "n_tracks": 2, "bin_size": 32, "hidden": 4}, "random_seed": 0,
+        "declare": {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+                    "n_value": 0.25, "tracks": ["ctcf", "atac"], "symmetric": True},
+    }
+
+
+@pytest.mark.parametrize("fill", ["inf", "nan"])
+def test_non_finite_maps_fail_the_unit_naming_the_window(toy, fill, one_thread):
+    from screening.engine import NonFiniteMapError
+    from screening.models.loader import load_model
+    from screening.spec import ModelSpec
+
+    adapter = load_model(ModelSpec.model_validate(nonfinite_model(fill)), "cpu")
+    _, genome, tracks = toy
+    spec = perturbation(KIND_SPECS["deletion"])
+    counts = "256 NaN, 0 inf" if fill == "nan" else "0 NaN, 256 inf"
+    with pytest.raises(NonFiniteMapError, match=rf"not finite for the reference window chr1:1,754-2,266: {counts} of 256"):
+        run_unit(adapter, genome, tracks, spec, "chr1", unit_payload(spec), 4)
+
+
+def test_non_finite_attribution_target_fails_the_window(toy, one_thread):
+    from screening.engine import NonFiniteMapError, run_attribution
+    from screening.models.loader import load_model
+    from screening.spec import ModelSpec
+
+    adapter = load_model(ModelSpec.model_validate(nonfinite_model("nan")), "cpu")
+    _, genome, tracks = toy
+    spec = parse_spec({"model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"}, "regions": ["chr1:2,000-2,010"],
+                       "perturbations": [{"kind": "attribution"}], "output": {"store": "/x.zarr"}}).perturbations[0]
+    payload = {"start": np.arange(2_000, 2_010), "window_start": np.full(10, 1_749)}
+    with pytest.raises(NonFiniteMapError, match=r"window chr1:1,749-2,261: the target of the predicted map"):
+        run_attribution(adapter, genome, tracks, spec, "chr1", payload)
+
+
+def test_inf_in_a_track_fails_the_window_naming_the_track(toy, tmp_path):
+    import pyBigWig
+
+    adapter, genome, _ = toy
+    path = tmp_path / "inf.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader([("chr1", 6_000), ("chr2", 3_000)])
+    bw.addEntries(["chr1"] * 2, [0, 2_100], ends=[2_100, 6_000], values=[1.0, float("inf")])
+    bw.close()
+    tracks = TrackSet([Track(path, "ctcf"), Track(path, "atac", "log1p")])
+    spec = perturbation(KIND_SPECS["deletion"])
+    with pytest.raises(Exception, match=r"track ctcf has 186 non-finite value\(s\).* in chr1:1,754-2,286, .* the first at chr1:2,100") as err:
+        run_unit(adapter, genome, tracks, spec, "chr1", unit_payload(spec), 4)
+    assert type(err.value).__name__ == "TrackError"
+
+
+def test_worker_unit_with_non_finite_maps_is_not_marked_done(toy_paths, tmp_path, one_thread):
+    """Through the worker: the unit raises before its chunk is written, so it stays not done."""
+    from screening.engine import NonFiniteMapError
+    from screening.runner import prepare_screen
+    from screening.spec import parse_spec
+    from screening.store import open_or_create_store
+    from workers.screen_worker import ScreenWorker
+
+    raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", model=nonfinite_model("inf"), regions=["chr1:2,000-2,080"])
+    spec = parse_spec(raw)
+    prepared = prepare_screen(spec)  # finite tracks, and the model passes its load-time check
+    store, _ = open_or_create_store(spec.output.store, spec.model_dump(mode="json"), spec.science_hash(),
+                                    prepared.provenance, prepared.plan.layouts)
+    worker = ScreenWorker(spec.model_dump(mode="json"))
+    unit = prepared.plan.units[0]
+    with pytest.raises(NonFiniteMapError, match="model output is not finite for the reference window chr1:"):
+        worker.run(unit, prepared.plan.payload(unit))
+    assert not store.done_mask("chr1", "del20").any()

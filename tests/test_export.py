@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyBigWig
@@ -221,3 +223,61 @@ def test_per_base_scores_export_one_track(tmp_path):
     to_bedgraph(tmp_path / "a.zarr", tmp_path / "a.bedGraph", score="attribution")
     rows = [line.split("\t") for line in (tmp_path / "a.bedGraph").read_text().splitlines()]
     assert [float(r[3]) for r in rows] == [0.0, 5.0, 10.0, 15.0]  # the diagonal: A, C, G, T reference bases
+
+
+
+# --------------------------------------------------------------------------- refused output paths (reliability)
+
+
+def _export(store, out, capsys) -> tuple[int, str]:
+    from screening.cli import main
+
+    code = main(["export", str(store), str(out), "--analysis", "del"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["scores.bw", "scores.bedGraph"])
+def test_export_into_an_unwritable_folder_exits_2(results, tmp_path, capsys, name):
+    """pyBigWig given a path it cannot create crashed the process (exit 139): refused first, by name."""
+    code, err = _export(tmp_path / "screen.zarr", Path("/proc") / name, capsys)
+    assert code == 2
+    assert f"/proc/{name}" in err and "not writable" in err
+    assert not (Path("/proc") / name).exists()
+
+
+def test_export_into_a_directory_exits_2(results, tmp_path, capsys):
+    (tmp_path / "out.bw").mkdir()
+    code, err = _export(tmp_path / "screen.zarr", tmp_path / "out.bw", capsys)
+    assert code == 2 and f"{tmp_path / 'out.bw'} is a directory" in err
+
+
+def test_export_under_a_file_exits_2(results, tmp_path, capsys):
+    (tmp_path / "plain").write_text("x")
+    code, err = _export(tmp_path / "screen.zarr", tmp_path / "plain" / "s.bw", capsys)
+    assert code == 2 and f"{tmp_path / 'plain'} is a file" in err
+
+
+def test_export_into_a_read_only_folder_exits_2(results, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code, err = _export(tmp_path / "screen.zarr", folder / "s.bedGraph", capsys)
+    finally:
+        folder.chmod(0o755)
+    assert code == 2 and f"folder {folder} is not writable" in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["s.bw", "s.bedGraph"])
+def test_export_disk_full_exits_2_and_leaves_nothing(results, tmp_path, capsys, monkeypatch, name):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_mod, "_add_region", full)
+    monkeypatch.setattr(export_mod, "_rows", full)
+    code, err = _export(tmp_path / "screen.zarr", tmp_path / name, capsys)
+    assert code == 2 and f"disk full while writing {tmp_path / name}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["screen.zarr"]  # no output, no temporary file

@@ -487,3 +487,54 @@ def test_reference_genome_as_gzip_folder(corigami_fa, tmp_path):
     assert folder.chrom_sizes == fasta.chrom_sizes
     for start, end in [(0, 1000), (99_990, 110_010), (1_299_000, 1_303_000), (2_999_000, 3_000_000)]:
         assert np.array_equal(folder.fetch("chr1", start, end), fasta.fetch("chr1", start, end))
+
+
+# --- a stale .fai (file cut or edited after indexing) is refused when the genome opens ---------------
+
+
+def _stale(fasta: Path, new: bytes) -> None:
+    """Replace the FASTA's bytes while its .fai still looks fresh (copied along, or touched)."""
+    fasta.write_bytes(new)
+    os.utime(f"{fasta}.fai")
+
+
+def test_truncated_fasta_behind_a_fresh_looking_index_is_refused(fasta, records):
+    Genome(fasta).close()
+    _stale(fasta, fasta.read_bytes()[:-50])
+    with pytest.raises(GenomeError, match=rf"genome FASTA {re.escape(str(fasta))} is \S+ bytes, but its index .*chrM"):
+        Genome(fasta)
+
+
+def test_edited_fasta_behind_a_fresh_looking_index_is_refused(fasta, records):
+    Genome(fasta).close()
+    data = fasta.read_bytes()
+    cut = data.index(b"\n", data.index(b"chrB")) + 10  # one base fewer on chrB's first line: every offset shifts
+    _stale(fasta, data[:cut] + data[cut + 1 :] + b"A")
+    with pytest.raises(GenomeError, match=r"does not match the sequence of chr[AB].*truncated or edited after indexing"):
+        Genome(fasta)
+
+
+def test_fasta_without_a_final_newline_or_with_crlf_still_opens(tmp_path, records):
+    plain = tmp_path / "plain.fa"
+    plain.write_text(fasta_text(records).rstrip("\n"))
+    assert Genome(plain).chrom_sizes == {k: len(v) for k, v in records.items()}
+    crlf = tmp_path / "crlf.fa"
+    crlf.write_bytes(fasta_text(records).replace("\n", "\r\n").encode())
+    assert decode(Genome(crlf).fetch("chrM", 0, 61)) == records["chrM"]
+
+
+@pytest.mark.skipif(not HAVE_BIO, reason="pyfaidx reads bgzip through Biopython, which is not installed")
+def test_truncated_bgzip_fasta_is_refused(tmp_path, records):
+    data = fasta_text({**records, "chrL": random_seq(200_000)}).encode()  # several BGZF blocks
+    path = write_bgzf(tmp_path / "toy.fa.gz", data)
+    Genome(path).close()
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-28])  # the end-of-file block is gone
+    os.utime(f"{path}.fai"), os.utime(f"{path}.gzi")
+    with pytest.raises(GenomeError, match=r"lacks the bgzip end-of-file block: the file is truncated"):
+        Genome(path)
+    path.write_bytes(whole[: len(whole) // 2] + whole[-28:])  # blocks lost from the middle
+    os.utime(f"{path}.fai"), os.utime(f"{path}.gzi")
+    genome_mod._HANDLES.clear()  # a handle cached by this process would still hold the old blocks
+    with pytest.raises(GenomeError, match=rf"genome FASTA {re.escape(str(path))}: cannot read chrL"):
+        Genome(path)

@@ -171,3 +171,50 @@ def test_shared_window_is_refused_for_other_kinds():
         spec(perturbations=[{"kind": "mutagenesis", "window": "shared"}])
     with pytest.raises(SpecError, match="window"):
         spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000, "window": "middle"}])
+
+
+# --- perturbations whose edit cannot be made in their model window are refused up front -------------
+
+SMALL = WindowGeometry(window_length=512, bin_size=32, n_bins=16)
+
+
+def _sv_vcf(tmp_path, *records: tuple[str, int]) -> str:
+    """A VCF of symbolic SVs ``(kind, length)`` at chr1:5,001."""
+    lines = [f"chr1\t5001\tsv{i}\tA\t<{kind}>\t.\t.\tEND={5001 + length}" for i, (kind, length) in enumerate(records)]
+    path = tmp_path / "sv.vcf"
+    path.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_variant_longer_than_the_window_is_refused_naming_it(tmp_path):
+    vcf = _sv_vcf(tmp_path, ("DUP", 512), ("DEL", 513), ("DUP", 513), ("INV", 600))
+    with pytest.raises(Exception, match=r"2 variant\(s\) of perturbations.0 cannot be placed") as refused:
+        plan_screen(spec(regions=[], perturbations=[{"kind": "variants", "vcf": vcf}]), [], {"chr1": 20_000}, SMALL)
+    message = str(refused.value)
+    assert "sv.vcf:5 sv2 chr1:5001 <DUP> changes 513 bp, more than the model window (512 bp) holds" in message
+    assert "sv3 chr1:5001 <INV> changes 600 bp" in message
+    assert "sv0" not in message and "sv1" not in message  # a 512 bp DUP fits; a deletion pulls in its own extra bp
+
+
+def test_variant_longer_than_the_window_is_skipped_and_listed(tmp_path):
+    vcf = _sv_vcf(tmp_path, ("DUP", 512), ("DUP", 100_000))
+    raw = spec(regions=[], perturbations=[{"kind": "variants", "vcf": vcf}], invalid_policy="skip")
+    plan = plan_screen(raw, [], {"chr1": 200_000}, SMALL)
+    assert plan.n_perturbations == 1
+    assert plan.skipped["variants"]["count"] == 1
+    assert plan.skipped["variants"]["items"] == ["line 4 sv1: <DUP> changes 100,000 bp, more than the model window (512 bp) holds"]
+
+
+@pytest.mark.parametrize("kind, width", [("inversion", 513), ("duplication", 600), ("deletion", 514), ("mask", 1_000)])
+def test_tiled_width_longer_than_the_window_is_refused(kind, width):
+    raw = spec(regions=["chr1:5,000-7,000"], perturbations=[{"kind": kind, "width": width, "step": width}])
+    with pytest.raises(RegionError, match=rf"perturbations.0.width: {width:,} bp {kind}s do not fit in the model window of 512 bp"):
+        plan_screen(raw, raw.parsed_regions(), {"chr1": 20_000}, SMALL)
+
+
+def test_plan_windows_merge_per_chromosome():
+    raw = spec(regions=["chr1:5,000-5,100", "chr1:9,000-9,020"], perturbations=[{"kind": "inversion", "width": 20, "step": 20}])
+    plan = plan_screen(raw, raw.parsed_regions(), {"chr1": 20_000}, SMALL)
+    windows = plan.windows(512)
+    starts = sorted(int(s) for s in plan.layouts[0].window_start)
+    assert windows == {"chr1": [(starts[0], starts[4] + 512), (starts[5], starts[5] + 512)]}

@@ -179,3 +179,36 @@ def test_cli_predict_refuses_a_non_positive_picture_size(toy_paths, tmp_path, ca
     with pytest.raises(SystemExit) as exited:
         main(["predict", "s.yaml", str(tmp_path / "toy.cool"), "--plot-bins", "0"])
     assert exited.value.code == 2 and "--plot-bins: 0 is not a positive integer" in capsys.readouterr().err
+
+
+# --- refused before any prediction: unwritable output, a corrupt bigWig block (reliability) ---------
+
+
+def test_cli_predict_refuses_an_unwritable_output_before_predicting(toy_paths, tmp_path, capsys, monkeypatch):
+    import screening.predict
+
+    monkeypatch.setattr(screening.predict, "predict_tilings", lambda *a, **k: pytest.fail("predicted anyway"))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_spec_dict(toy_paths, tmp_path / "unused.zarr")))
+    (tmp_path / "dir.cool").mkdir()
+    (tmp_path / "plain").write_text("x")
+    for out, message in ((tmp_path / "dir.cool", "is a directory"), (tmp_path / "plain" / "toy.cool", "is a file")):
+        assert main(["predict", str(tmp_path / "s.yaml"), str(out), "--no-progress", "--no-plots"]) == 2
+        assert f"output {out}" in (err := capsys.readouterr().err) and message in err, err
+
+
+def test_cli_predict_refuses_a_corrupt_bigwig_block(tmp_path, capsys):
+    import struct
+
+    from conftest import write_toy_genome
+
+    paths = write_toy_genome(tmp_path / "data")
+    data = bytearray(paths["ctcf"].read_bytes())
+    data_offset, index_offset = struct.unpack_from("<QQ", data, 16)
+    middle = (data_offset + 8 + index_offset) // 2
+    data[middle : middle + 32] = bytes(b ^ 0xFF for b in data[middle : middle + 32])
+    paths["ctcf"].write_bytes(bytes(data))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_spec_dict(paths, tmp_path / "unused.zarr")))
+    out = tmp_path / "toy.cool"
+    assert main(["predict", str(tmp_path / "s.yaml"), str(out), "--no-progress"]) == 2
+    assert f"track ctcf ({paths['ctcf']})" in (err := capsys.readouterr().err) and "cannot be read" in err, err
+    assert not out.exists()

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from screening.regions import Region, RegionError, merge_sorted, parse_region, read_bed, validate_region
@@ -87,3 +89,49 @@ def test_read_bed_missing(tmp_path):
 def test_merge_sorted():
     merged = merge_sorted([Region("chr1", 50, 80), Region("chr1", 0, 60), Region("chr2", 0, 5), Region("chr1", 100, 110)])
     assert merged == [Region("chr1", 0, 80), Region("chr1", 100, 110), Region("chr2", 0, 5)]
+
+
+# --- only ASCII digits, commas/underscores only as thousands separators; binary BED refused ----------
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("chr1:１,０００-２,０００", "start '１,０００' has non-ASCII digits"),
+        ("chr1:١٠٠٠-٢٠٠٠", "start '١٠٠٠' has non-ASCII digits"),
+        ("chr1:1000-２０００", "end '２０００' has non-ASCII digits"),
+        ("chr1:1,0,00-2000", "start '1,0,00' has a comma or underscore out of place"),
+        ("chr1:,1000-2000", "out of place"),
+        ("chr1:1000,-2000", "out of place"),
+        ("chr1:1000-2000,", "end '2000,' has a comma or underscore out of place"),
+        ("chr1:10_00-2000", "out of place"),
+        ("chr1:1,000_000-3,000,000", "out of place"),
+    ],
+)
+def test_parse_region_refuses_foreign_digits_and_stray_separators(text, message):
+    with pytest.raises(RegionError, match=re.escape(message)):
+        parse_region(text)
+
+
+@pytest.mark.parametrize("text", ["chr1:1,000-2,000,000", "chr1:1_000_000-2_000_000", "chr1:999-1000", "chr1:0-1,000"])
+def test_parse_region_takes_thousands_separators(text):
+    region = parse_region(text)
+    assert region.end > region.start
+
+
+def test_read_bed_refuses_foreign_digits(tmp_path):
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t100\t200\nchr1\t３００\t400\n", encoding="utf-8")
+    with pytest.raises(RegionError, match=rf"{re.escape(str(bed))}:2: start '３００' has non-ASCII digits"):
+        read_bed(bed)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"chr1\t100\t200\n\x00\x01\x02", "is not text (a NUL byte on line 2)"),
+    (b"\x1f\x8b\x08\x00\xff\xfe\xfd", "is not UTF-8 text"),
+])
+def test_read_bed_refuses_binary_files_naming_them(tmp_path, content, message):
+    bed = tmp_path / "r.bed"
+    bed.write_bytes(content)
+    with pytest.raises(RegionError, match=rf"BED file {re.escape(str(bed))} {re.escape(message)}"):
+        read_bed(bed)

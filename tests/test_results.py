@@ -290,3 +290,85 @@ def test_xarray_open_zarr_compatible(full_store):
     assert ds["insulation"].dims == ("perturbation",)
     assert ds["chunk_done"].dims == ("chunk",)
     np.testing.assert_array_equal(ds["insulation"].values, expected_values(lay, 0))
+
+
+# --------------------------------------------------------------------------- damaged chunks (checksums verified on read)
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from screening.store import DamagedChunkError  # noqa: E402
+
+
+@pytest.fixture
+def damaged_copy(full_store, tmp_path):
+    """A copy of the full store, to damage."""
+    path, lays = full_store
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(path, copy)
+    return copy, lays
+
+
+def flip_one_bit(path: Path, byte: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "random bytes"])
+def test_damaged_score_chunk_is_an_error_naming_store_array_chunk_and_range(damaged_copy, damage):
+    path, (lay, _) = damaged_copy
+    chunk = path / "chr1" / "del" / "insulation" / "c" / "1"
+    if damage == "flipped bit":
+        flip_one_bit(chunk, byte=len(chunk.read_bytes()) // 2)
+    else:
+        chunk.write_bytes(np.random.default_rng(0).bytes(chunk.stat().st_size))
+    res = open_results(path)
+    ds = res.query("chr1:1,640-2,050")  # chunks 1 and 2
+    message = rf"{re.escape(str(path))}: chunk 1 of array chr1/del/insulation \(chr1:800-1,750\) is damaged: .*--verify"
+    with pytest.raises(DamagedChunkError, match=message):
+        ds["insulation"].values
+    with pytest.raises(StoreError, match=message):  # DamagedChunkError is a StoreError: CLI exit 2
+        res.to_dataframe("chr1", "del")
+    np.testing.assert_array_equal(ds["dist"].values, expected_values(lay, 1)[14:21])  # other arrays still read
+    assert np.isfinite(res.query("chr1:2,000-3,000")["insulation"].values).all()  # other chunks still read
+
+
+def test_damaged_chunk_of_an_unfinished_unit_is_not_read(damaged_copy):
+    """A dead worker's half-written chunk (no flag) reads as NaN rather than failing the query."""
+    path, _ = damaged_copy
+    (path / "chr1" / "del" / "insulation" / "c" / "1").write_bytes(os.urandom(50))
+    (path / "chr1" / "del" / "chunk_done" / "c" / "1").unlink()
+    values = open_results(path).query("chr1", "del")["insulation"].values
+    assert np.isnan(values[8:16]).all() and np.isfinite(values[16:]).all()
+
+
+def test_damaged_coordinates_and_flags_are_named(damaged_copy):
+    path, _ = damaged_copy
+    flip_one_bit(path / "chr2" / "del" / "end" / "c" / "0", byte=4)
+    with pytest.raises(DamagedChunkError, match=r"chunk 0 of array chr2/del/end"):
+        open_results(path).query("chr2:0-100")
+    (path / "chr1" / "del" / "chunk_done" / "c" / "2").write_bytes(b"\x00" * 9)
+    with pytest.raises(DamagedChunkError, match=r"chunk 2 of array chr1/del/chunk_done"):
+        open_results(path).query("chr1:0-5,000")
+
+
+def test_export_of_a_damaged_store_names_the_chunk(damaged_copy, tmp_path):
+    from screening.export import to_bedgraph
+
+    path, _ = damaged_copy
+    flip_one_bit(path / "chr1" / "del" / "dist" / "c" / "3", byte=6)
+    out = tmp_path / "x.bedGraph"
+    with pytest.raises(DamagedChunkError, match=r"chunk 3 of array chr1/del/dist"):
+        to_bedgraph(open_results(path), out, score="dist")
+    assert not out.exists()
+
+
+def test_checksummed_tells_format_2_from_format_1(full_store, tmp_path, monkeypatch):
+    from screening import store as store_mod
+
+    assert open_results(full_store[0]).checksummed
+    monkeypatch.setattr(store_mod, "FORMAT_VERSION", 1)
+    create_store(tmp_path / "old.zarr", SPEC, SHA, PROV, [regular()])
+    assert not open_results(tmp_path / "old.zarr").checksummed

@@ -75,6 +75,27 @@ def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(toy_paths
     assert reference.n_perturbations == summary.n_perturbations == 175
 
 
+def session_processes(sid: int) -> list[str]:
+    """``pid command`` of the live processes in session ``sid`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+            if entry.name.isdigit() and int(fields[3]) == sid and fields[0] != b"Z":
+                found.append(f"{entry.name} {(entry / 'comm').read_text().strip()}")
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def wait_for(done, timeout: float) -> bool:
+    """Poll ``done()`` until it is true or ``timeout`` s passed; False when it became true in time."""
+    deadline = time.time() + timeout
+    while not done() and time.time() < deadline:
+        time.sleep(0.2)
+    return not done()
+
+
 def chunks_done(store: Path) -> int:
     """Finished chunks of the screen so far (0 before its store exists: creation is atomic)."""
     return open_results(store).progress[0] if store.exists() else 0
@@ -96,8 +117,12 @@ def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray
         while chunks_done(tmp_path / "driver.zarr") < 2 and driver.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         assert driver.poll() is None, f"the screen ended before it could be killed: {driver.stderr.read()!r}"
+        assert session_processes(driver.pid), "no embedded Ray in the driver's session"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
+        # its embedded Ray dies with it, Ray's agents included (they used to linger): the driver's watchdog
+        left = wait_for(lambda: not session_processes(driver.pid), 20)  # Ray alone: agents linger ~60 s
+        assert not left, f"processes of the killed driver's Ray still running: {session_processes(driver.pid)}"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(driver.pid, signal.SIGKILL)  # what Ray had started in the driver's session
@@ -201,3 +226,100 @@ def test_cancel_must_be_an_event_or_callable(toy_paths, tmp_path):
     with pytest.raises(TypeError, match="cancel must be"):
         run_screen(spec_file(toy_paths, tmp_path, "badcancel"), progress=False, cancel="yes")
     assert not (tmp_path / "badcancel.zarr").exists()
+
+
+# --- Ray start-up: unreachable addresses, infeasible and unplaceable workers (reliability issue) -----
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_unreachable_address_fails_at_once_naming_it(toy_paths, tmp_path, address):
+    spec_file(toy_paths, tmp_path, "unreachable")
+    spec_path = tmp_path / "unreachable.yaml"
+    command = [sys.executable, "-c", "import sys; from screening.cli import main; sys.exit(main())",
+               "run", str(spec_path), "--no-progress", "--no-plots", "--address", address]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)  # it used to hang
+    assert done.returncode == 2, done.stderr
+    assert "execution.address" in done.stderr and "127.0.0.1:1" in done.stderr
+    assert not (tmp_path / "unreachable.zarr").exists()
+
+
+def test_workers_the_cluster_cannot_hold_are_refused_naming_the_field(monkeypatch):
+    import ray
+
+    from screening.runner import check_cluster_resources
+    from screening.spec import ExecutionSpec, SpecError
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 2.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 5.9})  # 0.1 CPU held by a Serve replica
+    check_cluster_resources(ExecutionSpec(num_workers=5, cpus_per_worker=1.0))
+    for execution, field in [(ExecutionSpec(cpus_per_worker=64.0), "execution.cpus_per_worker"),
+                             (ExecutionSpec(gpus_per_worker=1.0), "execution.gpus_per_worker"),
+                             (ExecutionSpec(num_workers=6), "execution.num_workers"),
+                             (ExecutionSpec(num_workers=2, cpus_per_worker=3.0), "execution.num_workers")]:
+        with pytest.raises(SpecError) as caught:
+            check_cluster_resources(execution)
+        assert str(caught.value).startswith(field + ":"), caught.value
+
+
+def test_an_autoscaling_cluster_is_judged_by_the_nodes_it_may_add(monkeypatch):
+    import ray
+
+    import screening.runner as runner
+    from screening.spec import ExecutionSpec, SpecError
+
+    # a CPU head with nothing free and a GPU group at zero nodes now, at most 3 later (KubeRay-style)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 0.0})
+    monkeypatch.setattr(runner, "_autoscaling_node_groups", lambda: [({"CPU": 8.0, "GPU": 2.0}, 3)])
+    runner.check_cluster_resources(ExecutionSpec(num_workers=6, cpus_per_worker=4.0, gpus_per_worker=1.0))
+    for execution, field in [(ExecutionSpec(num_workers=7, cpus_per_worker=4.0, gpus_per_worker=1.0), "execution.num_workers"),
+                             (ExecutionSpec(gpus_per_worker=4.0), "execution.gpus_per_worker"),
+                             (ExecutionSpec(cpus_per_worker=16.0), "execution.cpus_per_worker")]:
+        with pytest.raises(SpecError, match="autoscaler") as caught:
+            runner.check_cluster_resources(execution)
+        assert str(caught.value).startswith(field + ":"), caught.value
+    monkeypatch.setattr(runner, "_autoscaling_node_groups", lambda: [({"CPU": 8.0, "GPU": 2.0}, -1)])
+    runner.check_cluster_resources(ExecutionSpec(num_workers=500, gpus_per_worker=1.0))  # unbounded group
+
+
+def test_autoscaling_node_groups_is_empty_without_an_autoscaler(ray_local):
+    from screening.runner import _autoscaling_node_groups
+
+    assert _autoscaling_node_groups() == []
+
+
+def test_workers_not_placed_in_time_fail_the_screen_and_are_killed(ray_local, toy_paths, tmp_path):
+    from screening.spec import SpecError
+
+    raw = toy_spec_dict(toy_paths, tmp_path / "unplaced.zarr")
+    raw["execution"].update(num_workers=1, cpus_per_worker=8.0, placement_timeout_s=2.0)  # ray_local has 2 CPUs
+    with pytest.raises(SpecError, match="execution.placement_timeout_s: 1 of 1 workers"):
+        run_screen(parse_spec(raw), progress=False)
+    assert wait_for_no_workers() == []
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    raw["execution"].update(placement_timeout_s=600.0)
+    with pytest.raises(ScreenCancelled):  # a cancel reaches a screen still waiting for its workers
+        run_screen(parse_spec(raw), progress=False, cancel=cancel)
+    assert wait_for_no_workers() == []
+
+
+def test_a_gpu_worker_on_a_cpu_only_machine_is_refused_before_any_store(toy_paths, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    raw = toy_spec_dict(toy_paths, tmp_path / "gpu.zarr")
+    raw["execution"].update(gpus_per_worker=1.0)
+    spec_path = tmp_path / "gpu.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-c", "import sys; from screening.cli import main; sys.exit(main())",
+               "run", str(spec_path), "--no-progress", "--no-plots"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)  # it used to wait forever
+    assert done.returncode == 2, done.stderr
+    assert "execution.gpus_per_worker" in done.stderr and "no GPU" in done.stderr
+    assert not (tmp_path / "gpu.zarr").exists()

@@ -462,3 +462,102 @@ def test_openapi_fuzz_finds_no_server_errors(service, finished):
     statuses = Counter(status for (_, _, status), count in seen.items() for _ in range(count))
     assert sum(statuses.values()) >= 100 and statuses[200] > 0 and statuses[422] > 0 and statuses[404] > 0
     assert not failures, "\n".join(failures[:10])
+
+
+# --------------------------------------------------------------------------- hostile requests (reliability issue)
+
+
+def test_a_torchscript_checkpoint_is_refused_without_user_code(service, client, tmp_path):
+    from helpers import write_file_writer
+
+    target = tmp_path / "outside-every-root.bin"
+    target.write_bytes(b"safe")
+    write_file_writer(service["paths"]["fasta"].parent / "innocent.ckpt", target)  # TorchScript, any name
+    declare = {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+               "n_value": 0.25, "tracks": ["ctcf", "atac"]}
+    for model in ({"kind": "user", "checkpoint": "innocent.ckpt", "declare": declare},
+                  {"kind": "corigami", "checkpoint": "innocent.ckpt"}):
+        error = refused(client, toy_spec(service, "ts.zarr", model=model))
+        assert error.errors[0]["field"] == "model.checkpoint" and "allow_user_code" in error.message
+    assert target.read_bytes() == b"safe" and not (service["stores"] / "ts.zarr").exists()
+
+
+def test_another_screens_store_cannot_be_overwritten(service, client, finished):
+    screen, status = finished
+    before = open_results(status["store"]).query("chr1").compute()
+    other = toy_spec(service, "e2e.zarr")
+    other["perturbations"][0]["width"] = 40
+    other["output"]["overwrite"] = True
+    error = refused(client, other, 409)
+    assert error.errors[0]["field"] == "output.store" and screen.id in error.message
+    assert refused(client, toy_spec(service, "e2e.zarr/inner.zarr"), 409).errors[0]["field"] == "output.store"
+    assert client.screen(screen.id).last_status["state"] == "completed"
+    after = open_results(status["store"])
+    assert after.is_complete
+    np.testing.assert_array_equal(after.query("chr1").compute()["impact_mean_abs"].values, before["impact_mean_abs"].values)
+
+
+def test_deeply_nested_bodies_are_refused_and_the_api_keeps_answering(service):
+    import concurrent.futures
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    n = 9_000  # 18 KB, under max_spec_bytes: parsed whole, it took seconds per request
+    bodies = [("application/yaml", "a: " + "[" * n + "]" * n), ("application/json", '{"a": ' + "[" * n + "]" * n + "}")]
+
+    def submit(media, body):
+        return httpx.post(service["url"] + "/screens", content=body.encode(),
+                          headers={**headers, "Content-Type": media}, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        bad = [pool.submit(submit, *bodies[i % 2]) for i in range(6)]
+        health = pool.submit(httpx.get, service["url"] + "/healthz", timeout=120)
+        assert health.result().status_code == 200  # answered while the bad bodies are in flight
+        for future in bad:
+            response = future.result()
+            assert response.status_code == 400 and "nested deeper" in response.json()["detail"], response.text
+
+
+def test_workers_the_cluster_cannot_place_are_refused_at_submit(service, client):
+    for change, field in [({"cpus_per_worker": 64.0}, "execution.cpus_per_worker"),
+                          ({"gpus_per_worker": 1.0}, "execution.gpus_per_worker"),
+                          ({"num_workers": 2, "cpus_per_worker": 1.5}, "execution.num_workers")]:
+        spec = toy_spec(service, "infeasible.zarr")
+        spec["execution"].update(change)
+        error = refused(client, spec)
+        assert error.errors[0]["field"] == field and field in error.message, error
+    assert not (service["stores"] / "infeasible.zarr").exists()
+
+
+def test_a_screen_that_ignores_cancel_is_killed_and_ends_cancelled(service, tmp_path):
+    """A job actor that never answers (e.g. stuck waiting for workers) still ends: after the grace its
+    driver is killed (its workers die with it) and the screen is cancelled, resumable."""
+    import ray
+
+    from screening.service.jobs import JobManager
+
+    @ray.remote(num_cpus=0, max_concurrency=4)
+    class Stuck:
+        def status(self):
+            time.sleep(3600)
+
+        def cancel(self):
+            pass  # never honoured
+
+    stuck = Stuck.remote()
+    lease = tmp_path / "none.zarr.screening-lock"  # the killed driver's lease, left behind
+    lease.write_text('{"owner": {"host": "elsewhere", "pid": 1, "token": "t"}, "expires_unix": 4e9}')
+    manager = JobManager(str(tmp_path / "jobs"), "test-stuck", poll_s=0.2)
+    manager.cancel_grace_s = 1.0
+    job_id = "f" * 32
+    record = {"id": job_id, "name": "stuck", "state": "running", "store": str(tmp_path / "none.zarr"), "spec": {},
+              "submitted": "2026-01-01T00:00:00+00:00", "started": None, "finished": None, "attempts": 1,
+              "n_perturbations": 1, "n_units": 1, "progress": None, "errors": [], "actor": "stuck"}
+    with manager.lock:
+        manager.records[job_id] = record
+        manager.handles[job_id] = stuck
+    assert manager.cancel(job_id)["record"]["state"] == "cancelling"
+    final = wait_until(lambda: (r := manager.get(job_id))["state"] == "cancelled" and r, 120, "the forced cancel")
+    assert final["resumable"] and "were killed" in final["errors"][-1]
+    assert not lease.exists()  # broken by the manager: a resume need not wait for it to expire
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(stuck.cancel.remote(), timeout=60)

@@ -7,10 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from screening.service.auth import TokenStore, digest, read_token_file
 from screening.service.config import ConfigError, ServiceConfig
+from helpers import write_file_writer
 from screening.service.policy import PolicyError, check_input, place_store, server_spec
 from screening.service.wire import dataset_from_arrow, dataset_from_json, dataset_to_arrow, dataset_to_json
 from screening.spec import SpecError
@@ -105,7 +107,8 @@ def test_relative_and_absent_stores_go_under_the_first_root(roots):
     "store",
     ["../escape.zarr", "a/../../escape.zarr", "/etc/escape.zarr", "s3://other-bucket/x.zarr",
      "s3://bucket/screensX/x.zarr", "s3://bucket/screens/../x.zarr", "http://example.com/x.zarr",
-     "file:///etc/x.zarr", "", "link/x.zarr", ".", 42, "a\x00b", ".screening-jobs/x.zarr"],
+     "file:///etc/x.zarr", "", "link/x.zarr", ".", 42, "a\x00b", ".screening-jobs/x.zarr",
+     "other.zarr.screening-lock"],
 )
 def test_stores_outside_the_roots_are_refused(roots, store):
     stores, _ = roots
@@ -271,3 +274,124 @@ def test_job_registry_on_object_storage():
         registry.save({"id": "a" * 32, "state": "running"})
         registry.save({"id": "a" * 32, "state": "interrupted"})
         assert Registry("s3://bucket/screens/.screening-jobs").load_all() == [{"id": "a" * 32, "state": "interrupted"}]
+
+
+# --------------------------------------------------------------------------- hostile inputs (reliability issue)
+
+
+def test_torchscript_is_refused_without_user_code_whatever_its_name(roots, toy_paths, tmp_path):
+    stores, inputs = roots
+    for name in ("fasta", "ctcf", "atac"):
+        shutil.copy(toy_paths[name], inputs / toy_paths[name].name)
+    target = tmp_path / "outside.bin"
+    target.write_bytes(b"safe")
+    write_file_writer(inputs / "weights.ckpt", target)  # TorchScript behind a state-dict name
+    config = config_for(stores, inputs)
+
+    def refusal(model):
+        raw = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+        raw["model"] = model
+        with pytest.raises(PolicyError) as caught:
+            server_spec(raw, config, "0" * 32)
+        return caught.value
+
+    declare = {"window_length": 512, "bin_size": 32, "n_bins": 16, "input_layout": "NCL", "alphabet": "ACGT",
+               "n_value": 0.25}
+    for model in ({"kind": "user", "checkpoint": "weights.ckpt", "declare": declare},
+                  {"kind": "user", "checkpoint": "absent.pt", "declare": declare},  # TorchScript by its kind alone
+                  {"kind": "corigami", "checkpoint": "weights.ckpt"},
+                  {"kind": "orca", "checkpoint": "weights.ckpt"}):
+        error = refusal(model)
+        assert error.field == "model.checkpoint" and "allow_user_code" in error.message, (model, error)
+    assert target.read_bytes() == b"safe"  # never loaded, never run
+
+    allowed = config_for(stores, inputs, allow_user_code=True)
+    raw = toy_spec_dict({k: v.name for k, v in toy_paths.items()}, "mine.zarr")
+    raw["model"] = {"kind": "user", "checkpoint": "weights.ckpt", "declare": declare}
+    assert server_spec(raw, allowed, "0" * 32).model.checkpoint == os.path.realpath(inputs / "weights.ckpt")
+
+
+def test_corigami_loader_never_runs_a_torchscript_checkpoint(tmp_path):
+    """Even past the policy (user code allowed), kind corigami reads weights only: TorchScript is refused."""
+    from screening.models.base import ModelError
+    from screening.models.checkpoint import read_state_dict
+
+    target = tmp_path / "outside.bin"
+    target.write_bytes(b"safe")
+    write_file_writer(tmp_path / "model.pt", target)
+    with pytest.raises(ModelError, match="model.pt"):
+        read_state_dict(tmp_path / "model.pt")
+    assert target.read_bytes() == b"safe"
+
+
+def test_another_screens_store_is_never_overwritten():
+    from screening.service.jobs import store_conflict
+
+    records = [{"id": "a" * 32, "store": "/s/done.zarr", "state": "completed"},
+               {"id": "b" * 32, "store": "/s/run.zarr", "state": "running"},
+               {"id": "c" * 32, "store": "s3://b/x/failed.zarr", "state": "failed"}]
+    for store, overwrite, who in [("/s/done.zarr", True, "a"), ("/s/run.zarr", False, "b"), ("/s/run.zarr", True, "b"),
+                                  ("s3://b/x/failed.zarr", True, "c"), ("/s/done.zarr/inner.zarr", False, "a"),
+                                  ("s3://b/x", False, "c")]:
+        conflict = store_conflict(store, overwrite, records)
+        assert conflict and conflict.startswith("output.store:") and who * 32 in conflict, (store, conflict)
+    assert store_conflict("/s/done.zarr", False, records) is None  # the same spec again finds every chunk done
+    assert store_conflict("/s/new.zarr", True, records) is None
+    assert store_conflict("/s/done.zarr2", True, records) is None  # a name prefix is not a folder
+
+
+@pytest.mark.parametrize("media", ["application/yaml", "application/json"])
+def test_deeply_nested_bodies_are_refused_before_parsing_them_whole(media):
+    from fastapi import HTTPException
+
+    from screening.service.api import MAX_BODY_DEPTH, _parse_body
+
+    n = 50_000  # 100 KB: the old full YAML parse took ~1 min, quadratic in the depth
+    bodies = ["a: " + "[" * n + "]" * n, '{"a": ' + "[" * n + "]" * n + "}",
+              '{"a":' * (MAX_BODY_DEPTH + 1) + "1" + "}" * (MAX_BODY_DEPTH + 1)]
+    for body in bodies:
+        if media == "application/json" and body.startswith("a:"):
+            continue
+        with pytest.raises(HTTPException) as caught:
+            _parse_body(body.encode(), media)
+        assert caught.value.status_code == 400 and "nested deeper" in caught.value.detail["detail"], body[:40]
+    spec = toy_spec_dict({"fasta": "g.fa", "ctcf": "c.bw", "atac": "a.bw"}, "x.zarr")
+    import json
+
+    import yaml
+
+    assert _parse_body(yaml.safe_dump(spec).encode(), media) == spec if media.endswith("yaml") else True
+    assert _parse_body(json.dumps(spec).encode(), "application/json") == spec
+
+
+def test_failures_inside_workers_are_reported_as_the_users_message():
+    import ray
+
+    from screening.models.base import ModelError
+    from screening.service.jobs import failure_message
+
+    def wrapped(cause: Exception) -> Exception:
+        trace = ('Traceback (most recent call last):\n  File "/srv/.venv/lib/python3.11/site-packages/workers/'
+                 'screen_worker.py", line 9, in run\n\x1b[36mray::ScreenWorker.run()\x1b[39m\n' + repr(cause))
+        return ray.exceptions.RayTaskError("run", trace, cause, proctitle="ray::ScreenWorker", pid=1,
+                                           ip="127.0.0.1").as_instanceof_cause()
+
+    user = failure_message(wrapped(ModelError("checkpoint /in/m.pt: \x1b[31mnot a model\x1b[0m")))
+    assert user == "checkpoint /in/m.pt: not a model"
+    other = failure_message(wrapped(KeyError("boom in /srv/.venv/lib/python3.11/site-packages/torch/nn/x.py")))
+    assert other == "KeyError: 'boom in x.py'"
+    for text in (user, other):
+        assert "\x1b" not in text and "Traceback" not in text and "site-packages" not in text
+    died = ray.exceptions.ActorDiedError()
+    assert failure_message(died).startswith("a Ray worker died (ActorDiedError)")
+
+
+def test_serve_refuses_an_unreachable_ray_address_at_once(tmp_path, monkeypatch, capsys):
+    import ray
+
+    from screening.cli import main
+
+    monkeypatch.setenv("SCREENING_API_TOKENS", "t1")
+    assert main(["serve", "--store-root", str(tmp_path), "--address", "127.0.0.1:1"]) == 2
+    assert "--address: cannot reach Ray at 127.0.0.1:1" in capsys.readouterr().err
+    assert not ray.is_initialized()

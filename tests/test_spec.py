@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import yaml
@@ -100,3 +101,113 @@ def test_example_configs_validate():
 
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         assert isinstance(load_spec(path), ScreenSpec), path
+
+
+# --- strict numbers, analysis names, attribution settings, region lists, unreadable files ------------
+
+
+@pytest.mark.parametrize(
+    "changes, field, given",
+    [
+        ({"perturbations": [{"kind": "deletion", "width": True, "step": 1000}]}, "perturbations.0.deletion.width", "true (a boolean)"),
+        ({"perturbations": [{"kind": "deletion", "width": 1000, "step": 1000.0}]}, "perturbations.0.deletion.step", "1000.0"),
+        ({"perturbations": [{"kind": "deletion", "width": "1000", "step": 1000}]}, "perturbations.0.deletion.width", "'1000'"),
+        ({"execution": {"num_workers": False}}, "execution.num_workers", "false (a boolean)"),
+        ({"execution": {"cpus_per_worker": True}}, "execution.cpus_per_worker", "true (a boolean)"),
+        ({"model": {"random_seed": True}}, "model.random_seed", "true (a boolean)"),
+    ],
+)
+def test_numbers_are_strict(tmp_path, changes, field, given):
+    with pytest.raises(SpecError, match=rf"{re.escape(field)}: Input should be a valid (integer|number), got {re.escape(given)}"):
+        parse_spec(minimal(**changes), base_dir=tmp_path)
+
+
+def test_yaml_ints_and_ints_for_floats_are_still_taken(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        yaml.safe_dump(minimal(execution={"num_workers": 2, "cpus_per_worker": 2, "gpus_per_worker": 0.5}))
+    )
+    spec = load_spec(tmp_path / "s.yaml")
+    assert spec.execution.num_workers == 2 and spec.execution.cpus_per_worker == 2.0
+
+
+@pytest.mark.parametrize("name", ["del_1kb", "deletion-1000bp", "ctcf.v2", "a+b", "X1"])
+def test_analysis_names_that_fit_the_store(tmp_path, name):
+    spec = parse_spec(minimal(perturbations=[{"kind": "deletion", "name": name, "width": 1000, "step": 1000}]), base_dir=tmp_path)
+    assert spec.perturbations[0].label == name
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("zarr.json", "a name the result store uses itself"),
+        ("Zarr.JSON", "a name the result store uses itself"),
+        ("chunk_done", "a name the result store uses itself"),
+        ("top_delta", "a name the result store uses itself"),
+        (".zattrs", "cannot name an analysis"),
+        ("a/b", "cannot name an analysis"),
+        ("a..b", "cannot name an analysis"),
+        ("two words", "cannot name an analysis"),
+        ("__x", "cannot name an analysis"),
+    ],
+)
+def test_analysis_names_the_store_cannot_hold(tmp_path, name, message):
+    for kind in ({"kind": "deletion", "width": 1000, "step": 1000}, {"kind": "attribution"}):
+        with pytest.raises(SpecError, match=rf"perturbations\.0\.{kind['kind']}\.name: .*{message}"):
+            parse_spec(minimal(perturbations=[{**kind, "name": name}]), base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "settings, field, message",
+    [
+        ({"method": "integrated_gradients", "n_steps": 1}, "perturbations.0.attribution.n_steps", "greater than or equal to 2"),
+        ({"method": "deeplift_shap"}, "perturbations.0.attribution", "baseline: 'zeros' with method deeplift_shap"),
+        ({"method": "deeplift_shap", "baseline": "uniform"}, "perturbations.0.attribution", "baseline: 'uniform'"),
+        ({"method": "deeplift", "checkpoint": True}, "perturbations.0.attribution", "checkpoint: true with method deeplift"),
+    ],
+)
+def test_attribution_settings_the_method_cannot_run(tmp_path, settings, field, message):
+    with pytest.raises(SpecError, match=rf"{re.escape(field)}: .*{re.escape(message)}"):
+        parse_spec(minimal(perturbations=[{"kind": "attribution", **settings}]), base_dir=tmp_path)
+
+
+def test_attribution_settings_the_method_can_run(tmp_path):
+    for settings in ({"method": "deeplift_shap", "baseline": "shuffle"}, {"method": "integrated_gradients", "checkpoint": True,
+                                                                        "n_steps": 2}):
+        parse_spec(minimal(perturbations=[{"kind": "attribution", **settings}]), base_dir=tmp_path)
+
+
+def test_region_list_split_by_yaml_gets_a_quoting_hint(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(minimal()).replace("regions:\n- chr1:1,400,000-1,420,000\n", "regions: [chr1:1,400,000-1,420,000]\n"))
+    with pytest.raises(SpecError, match=re.escape("regions: item 0: 'chr1:1' is not a region; YAML split an unquoted region "
+                                                  "at its commas: quote it, e.g. ['chr1:1,400,000-1,420,000']")):
+        load_spec(path)
+
+
+def test_bare_numbers_as_chromosome_names_are_no_split_region(tmp_path):
+    spec = parse_spec(minimal(regions=["1", "2:1,000-2,000", "3"]), base_dir=tmp_path)
+    assert spec.regions == ["1", "2:1,000-2,000", "3"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x01\x02binary", "is not text (it holds NUL bytes)"),
+    (b"name: \xff\xfe\n", "is not UTF-8 text (byte 6)"),
+])
+def test_binary_spec_file_is_refused(tmp_path, content, message):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=rf"spec file {re.escape(str(path))} {re.escape(message)}"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("text", ["name: " + "[" * 10_000 + "]" * 10_000, "a:\n" + "".join("  " * i + "- \n" for i in range(1, 60))])
+def test_deeply_nested_spec_is_refused(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(path)
+    nested: dict = {}
+    for _ in range(100):
+        nested = {"a": nested}
+    with pytest.raises(SpecError, match="nested too deeply"):
+        parse_spec(minimal(model=nested), base_dir=tmp_path)

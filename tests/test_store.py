@@ -479,3 +479,166 @@ def test_extra_dims_and_labels_round_trip(tmp_path):
     assert ds["ref_base"].values.tolist() == ["G", "T"] and ds["id"].values.tolist() == ["v2", "v3"]
     frame = open_results(tmp_path / "m.zarr").to_dataframe("chr1:102-103")
     assert frame.columns.tolist() == ["chrom", "start", "end", "base", "impact_mean_abs"] and len(frame) == 4
+
+
+# --------------------------------------------------------------------------- integrity (checksums, digests, verify)
+
+from zarr.codecs import Crc32cCodec  # noqa: E402
+
+from screening.store import DamagedChunkError  # noqa: E402
+
+
+def chunk_file(store: ResultStore, array: str, k: int) -> Path:
+    return Path(store.path) / array / "c" / str(k)
+
+
+def flip_bit(path: Path, byte: int = 3) -> None:
+    data = bytearray(path.read_bytes())
+    data[byte] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def write_everything(store: ResultStore, layouts) -> None:
+    for lay in layouts:
+        for k in range(lay.n_chunks):
+            store.write_chunk(lay.chrom, lay.analysis, k, values_for(lay, k))
+
+
+def test_new_stores_checksum_every_array(store):
+    assert read_store_attrs(store.path)["format_version"] == FORMAT_VERSION == 2
+    group = zarr.open_group(store.path, mode="r")["chr1/del"]
+    for name in ("insulation", "dist", "chunk_done", "chunk_digest"):
+        assert any(isinstance(c, Crc32cCodec) for c in group[name].compressors), name
+    # coordinates: inside their shards
+    assert any(isinstance(c, Crc32cCodec) for c in group["start"].compressors)
+
+
+@pytest.mark.parametrize("damage", ["flip", "random", "missing"])
+def test_verify_clears_damaged_units_and_they_are_rewritten(store, layouts, damage):
+    write_everything(store, layouts)
+    assert store.verify() == []
+    path = chunk_file(store, "chr1/del/dist", 2)
+    if damage == "flip":
+        flip_bit(path)
+    elif damage == "random":
+        path.write_bytes(os.urandom(path.stat().st_size))
+    else:
+        path.unlink()  # reads as NaN: only the unit's digest notices
+    fresh = ResultStore(store.path)
+    found = fresh.verify()
+    assert len(found) == 1 and found[0].startswith("chr1/del chunk 2 (chr1:1,600-2,550)")
+    assert ("digest mismatch" if damage == "missing" else "dist cannot be decoded") in found[0]
+    assert fresh.pending_units() == [("chr1", "del", 2)]
+    assert not chunk_file(store, "chr1/del/insulation", 2).exists()  # the whole unit is cleared
+    assert fresh.attrs["complete"] is False
+    fresh.write_chunk("chr1", "del", 2, values_for(layouts[0], 2))
+    assert fresh.verify() == [] and fresh.progress() == (16, 16)
+    got = zarr.open_group(store.path, mode="r")["chr1/del/dist"][:]
+    np.testing.assert_array_equal(got, np.arange(37, dtype=np.float32) + 1000)
+
+
+def test_damaged_flag_counts_as_not_done(store, layouts):
+    write_everything(store, layouts)
+    flag = chunk_file(store, "chr1/del/chunk_done", 1)
+    flag.write_bytes(os.urandom(9))
+    chunk_file(store, "chr1/del/chunk_done", 3).unlink()  # a mixed store: flags are read
+    fresh = ResultStore(store.path)
+    np.testing.assert_array_equal(fresh.done_mask("chr1", "del"), [True, False, True, False, True])
+    found = fresh.verify()
+    assert len(found) == 1 and found[0].startswith("chr1/del chunk 1 (chr1:800-1,750)")
+    assert "chunk_done flag cannot be decoded" in found[0]
+    assert not flag.exists()
+
+
+def test_damaged_coordinates_are_named_and_rewritten_by_verify(tmp_path, layouts):
+    path = tmp_path / "s.zarr"
+    store, _ = open_or_create_store(path, SPEC, SHA, PROV, layouts)
+    shard = path / "chr1" / "ins" / "start" / "c" / "0"
+    flip_bit(shard, byte=5)
+    with pytest.raises(DamagedChunkError, match=rf"{path}: chunk 0 of array chr1/ins/start .*--verify"):
+        open_or_create_store(path, SPEC, SHA, PROV, layouts)
+    again, resumed = open_or_create_store(path, SPEC, SHA, PROV, layouts, verify=True)
+    assert resumed and any("chr1/ins array start" in line and "rewritten" in line for line in again.damaged)
+    np.testing.assert_array_equal(ResultStore(path).layout("chr1", "ins").start, layouts[1].start)
+
+
+def test_write_chunk_keeps_top_maps_and_digest_consistent(tmp_path):
+    start = np.arange(6, dtype=np.int64) * 10
+    lay = GroupLayout("chr1", 1_000, "del", "deletion", {}, start, start + 5, start, ["s"], 4, top_maps=(2, 3))
+    store = create_store(tmp_path / "t.zarr", SPEC, SHA, PROV, [lay])
+    store.write_chunk("chr1", "del", 0, {"s": np.ones(4)}, top=(np.array([3]), np.ones((1, 3, 3))))
+    store.write_chunk("chr1", "del", 1, {"s": np.ones(2)})  # no maps kept for this unit
+    assert store.verify() == []
+    root = zarr.open_group(store.path, mode="r")["chr1/del"]
+    assert root["top_index"][:].tolist() == [3, -1, -1, -1]
+    assert np.isnan(root["top_delta"][1:]).all() and (root["top_delta"][0] == 1).all()
+    with pytest.raises(StoreError, match="at most 2 top maps"):
+        store.write_chunk("chr1", "del", 0, {"s": np.ones(4)}, top=(np.arange(3), np.ones((3, 3, 3))))
+
+
+def make_format_1_store(path: Path, layouts, monkeypatch) -> ResultStore:
+    """A store as the previous release wrote it: zarr's default codecs, no digests."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_mod, "FORMAT_VERSION", 1)
+        return create_store(path, SPEC, SHA, PROV, layouts)
+
+
+def test_format_1_stores_stay_readable_and_resumable(tmp_path, layouts, monkeypatch):
+    from screening.results import open_results
+
+    path = tmp_path / "old.zarr"
+    make_format_1_store(path, layouts, monkeypatch)
+    group = zarr.open_group(path, mode="r")["chr1/del"]
+    assert "chunk_digest" not in group
+    assert not any(isinstance(c, Crc32cCodec) for c in group["dist"].compressors)
+    store, resumed = open_or_create_store(path, SPEC, SHA, PROV, layouts, verify=True)
+    assert resumed and store.damaged == []
+    write_everything(store, layouts)
+    results = open_results(path)
+    assert not results.checksummed and read_store_attrs(path)["format_version"] == 1
+    np.testing.assert_array_equal(results.query("chr1", "del")["dist"].values, np.arange(37) + 1000)
+    chunk_file(store, "chr1/del/dist", 1).write_bytes(os.urandom(40))  # zstd cannot decode it
+    assert [line.split(" (")[0] for line in store.verify()] == ["chr1/del chunk 1"]
+
+
+# --------------------------------------------------------------------------- shard sizing
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("n, chunk_size", [(20, 4), (5, 1), (20, 1)])
+def test_small_screens_make_small_stores(tmp_path, n, chunk_size):
+    """Coordinate shards are sized from the group (the old 2^20-row shards made 13-49 MB stores)."""
+    lays = make_layouts(n=n, chunk_size=chunk_size, analyses=("del",), chroms={"chr1": (10_000, n)})
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    write_everything(store, lays)
+    assert disk_bytes(tmp_path / "s.zarr") < 200_000
+    assert ResultStore(store.path).layout("chr1", "del").start.tolist() == lays[0].start.tolist()
+
+
+def test_coordinate_shards_hold_whole_chunks_and_stay_bounded():
+    def shard(n, chunk_size):
+        return store_mod._coord_shard(make_layouts(n=n, chunk_size=chunk_size, analyses=("a",), chroms={"chr1": (10**9, n)})[0])
+
+    assert shard(20, 4) == 20 and shard(5, 1) == 5 and shard(1, 8) == 8
+    assert shard(10**6, 1) == store_mod.SHARD_CHUNKS  # index bounded: 16 bytes per chunk
+    assert shard(3 * 2**20, 1000) == 1000 * (2**20 // 1000)  # at most 2^20 rows, whole chunks
+    assert shard(10**6, 4) % 4 == 0
+
+
+def test_verify_on_an_object_store(layouts):
+    """Damaged units are found and cleared on S3 too (chunks deleted through the fsspec store)."""
+    pytest.importorskip("moto")
+    from moto_s3 import s3_server, s3fs_client
+
+    with s3_server(buckets=("bucket",)):
+        url = "s3://bucket/v.zarr"
+        store = create_store(url, SPEC, SHA, PROV, layouts[:1])
+        write_everything(store, layouts[:1])
+        s3fs_client().pipe_file("bucket/v.zarr/chr1/del/insulation/c/4", os.urandom(20))
+        fresh = ResultStore(url)
+        assert [line.split(" (")[0] for line in fresh.verify()] == ["chr1/del chunk 4"]
+        assert fresh.pending_units() == [("chr1", "del", 4)]
+        assert not s3fs_client().exists("bucket/v.zarr/chr1/del/insulation/c/4")

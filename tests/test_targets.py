@@ -17,6 +17,7 @@ from screening.targets import (
     available_targets,
     bins_of,
     make_target,
+    windows_missing,
 )
 
 
@@ -203,3 +204,27 @@ def test_bins_of_respects_the_map_offset_and_clipping():
         bins_of(1384, 1400, 1000, geometry)
     with pytest.raises(ValueError, match="empty interval"):
         bins_of(1200, 1200, 1000, geometry)
+
+
+# --- up-front check of every window: windows_missing agrees with bins_of ---------------------------
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_windows_missing_flags_exactly_the_windows_bins_of_refuses(clip):
+    geometry = WindowGeometry(window_length=512, bin_size=32, n_bins=8, map_offset=128)
+    window_starts = np.arange(0, 2_000, 7)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        start = int(rng.integers(0, 2_400))
+        end = start + int(rng.integers(1, 400))
+        expected = []
+        for ws in window_starts.tolist():
+            try:
+                bins_of(start, end, ws, geometry, clip=clip)
+                expected.append(False)
+            except ValueError:
+                expected.append(True)
+        np.testing.assert_array_equal(windows_missing(start, end, window_starts, geometry, clip), expected)
+    # both outcomes occur, so the comparison above is not vacuous
+    flags = windows_missing(1_000, 1_100, window_starts, geometry, clip)
+    assert flags.any() and not flags.all()

@@ -288,3 +288,83 @@ def test_reference_trackset_matches_genome(corigami):
     tracks.check(genome.chrom_sizes)
     out = tracks.fetch("chr1", 500_000, 500_000 + 2_097_152)
     assert out.shape == (2, 2_097_152) and out.dtype == np.float32
+
+
+# --- non-finite values: refused up front, naming the file and chromosome (reliability) --------------
+
+
+@pytest.mark.parametrize("value, transform, pattern", [
+    (float("inf"), "none", "holds the value inf"),
+    (-float("inf"), "none", "holds the value -inf"),
+    (-1.0, "log1p", "log1p turns into -inf"),
+    (-3.0, "log1p", "log1p turns into NaN"),
+])
+def test_check_finite_refuses_inf_naming_file_and_chromosome(tmp_path, value, transform, pattern):
+    entries = {"chr1": [(0, 10, 1.0)], "chr2": [(0, 10, 1.0), (10, 20, value)]}
+    path = write_bigwig(tmp_path / "bad.bw", SIZES, entries)
+    tracks = TrackSet([Track(path, "ctcf", transform)])
+    tracks.check_finite(["chr1"])  # the bad value is on chr2: a chr1 screen may use the file
+    with pytest.raises(TrackError, match=pattern) as err:
+        tracks.check_finite(["chr1", "chr2"])
+    assert "ctcf" in str(err.value) and str(path) in str(err.value) and "chr2" in str(err.value)
+
+
+def test_check_finite_reads_zoom_summaries_and_accepts_nan_gaps(tmp_path):
+    # with zoom levels (as real bigWigs have), the summaries are read, not the data
+    path = tmp_path / "zoomed.bw"
+    bw = pyBigWig.open(str(path), "w")
+    bw.addHeader([("chr1", 5_000), ("chr2", 50)])
+    bw.addEntries(["chr1"] * 3, [0, 100, 200], ends=[100, 200, 300], values=[1.0, float("inf"), 2.0])
+    bw.addEntries(["chr2"] * 2, [0, 10], ends=[10, 20], values=[float("nan"), 0.5])
+    bw.close()
+    track = Track(path, "atac", "log1p")
+    with pytest.raises(TrackError, match="chr1 holds the value inf"):
+        track.check_finite(["chr1"])
+    track.check_finite(["chr2"])  # NaN is a gap, read as 0
+    assert np.isfinite(track.fetch("chr2", 0, 50)).all()
+
+
+# --- probe: a corrupt data block is found before a screen starts, not in a worker --------------------
+
+
+def _corrupt_data_section(path: Path) -> Path:
+    """Flip bytes in the middle of the data section (between fullDataOffset and fullIndexOffset)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    data_offset, index_offset = struct.unpack_from("<QQ", data, 16)
+    middle = (data_offset + 8 + index_offset) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_probe_reads_the_spans_and_accepts_a_sound_file(bw_path):
+    track = Track(bw_path, "sig")
+    track.probe({"chr1": [(-50, 30), (20, 200)], "chr2": [(0, 50)]})  # clipped to the chromosome
+    TrackSet([track]).probe({})
+
+
+def test_probe_refuses_a_corrupt_data_block_naming_file_and_chromosome(tmp_path):
+    rng = np.random.default_rng(0)
+    entries = {"chr1": [(s, s + 10, float(v)) for s, v in zip(range(0, 20_000, 10), rng.random(2_000))]}
+    path = _corrupt_data_section(write_bigwig(tmp_path / "big.bw", {"chr1": 20_000}, entries))
+    track = Track(path, "sig")  # the header is intact: opening works
+    with pytest.raises(TrackError, match=rf"track sig \({path}\): the data of chr1 at chr1:[\d,]+-[\d,]+ cannot be read"):
+        TrackSet([track]).probe({"chr1": [(0, 20_000)]})
+
+
+def test_probe_refuses_a_chromosome_the_bigwig_lacks(bw_path):
+    with pytest.raises(TrackError, match="has no chromosome 'chr9'"):
+        Track(bw_path, "sig").probe({"chr9": [(0, 10)]})
+
+
+def test_probe_points_read_short_spans_whole_and_sample_long_ones(monkeypatch):
+    points = tracks_mod._probe_points([(100, 300), (250, 400), (1_000, 1_100)], length=1_050)
+    assert points == [(100, 400), (1_000, 1_050)]  # merged and clipped
+    monkeypatch.setattr(tracks_mod, "PROBE_FULL_BP", 1_000)
+    monkeypatch.setattr(tracks_mod, "PROBE_SPANS", 5)
+    monkeypatch.setattr(tracks_mod, "PROBE_BP", 10)
+    sampled = tracks_mod._probe_points([(0, 2_000), (5_000, 7_000)], length=10_000)
+    assert len(sampled) == 5 and sampled[0] == (0, 10) and sampled[-1] == (6_999, 7_000)
+    assert all(0 <= s < e <= 2_000 or 5_000 <= s < e <= 7_000 for s, e in sampled)

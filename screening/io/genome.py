@@ -344,6 +344,7 @@ class Genome:
             self._sizes = {chrom: rec.rlen for chrom, rec in self._faidx().index.items()}
             if not self._sizes:
                 raise GenomeError(f"genome FASTA {self._path} holds no sequences")
+            self._check_index()
 
     # -- identity -------------------------------------------------------------------------
 
@@ -534,11 +535,64 @@ class Genome:
                 _HANDLES[key] = handle
             return handle
 
+    def _check_index(self) -> None:
+        """Refuse a ``.fai`` that does not describe the file (truncated or edited after indexing).
+
+        pyfaidx trusts the index: behind a stale one, reads come back short or shifted, in a
+        worker, after the store exists. So every record is checked here. For a plain FASTA its
+        last base must lie inside the file, be a sequence letter and end a line, and the byte
+        before its first base must end the header line; a bgzip FASTA must end with BGZF's
+        end-of-file block and the last base of its last record must be readable.
+        """
+        records = self._faidx().index
+        if self._bgzf:
+            self._check_bgzf_end(records)
+            return
+        size = self._path.stat().st_size
+        advice = f"the file was truncated or edited after indexing: delete {self._fai} to rebuild it"
+        with self._path.open("rb") as handle:
+            for chrom, rec in records.items():
+                if rec.rlen == 0:
+                    continue
+                last = rec.offset + ((rec.rlen - 1) // rec.lenc) * rec.lenb + (rec.rlen - 1) % rec.lenc
+                if last >= size:
+                    raise GenomeError(
+                        f"genome FASTA {self._path} is {size:,} bytes, but its index {self._fai} puts the end of "
+                        f"{chrom} at byte {last + 1:,}: {advice}"
+                    )
+                handle.seek(rec.offset - 1)
+                before = handle.read(1)
+                handle.seek(last)
+                tail = handle.read(2)
+                if before != b"\n" or tail[:1] in (b"\n", b"\r", b">") or tail[1:] not in (b"", b"\n", b"\r"):
+                    raise GenomeError(
+                        f"genome FASTA {self._path}: its index {self._fai} does not match the sequence of {chrom}: {advice}"
+                    )
+
+    def _check_bgzf_end(self, records) -> None:
+        # BGZF files end with a fixed empty block (SAM spec 4.1.2); a truncated file lacks it
+        eof_block = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+        with self._path.open("rb") as handle:
+            handle.seek(max(0, self._path.stat().st_size - len(eof_block)))
+            ends_well = handle.read() == eof_block
+        if not ends_well:
+            raise GenomeError(
+                f"genome FASTA {self._path} lacks the bgzip end-of-file block: the file is truncated "
+                "(copy or compress it again)"
+            )
+        chrom, rec = max(records.items(), key=lambda item: item[1].offset)
+        if rec.rlen:
+            self._fasta_codes(chrom, rec.rlen - 1, rec.rlen)  # raises naming the file when the index is stale
+
     def _fasta_codes(self, chrom: str, start: int, end: int) -> np.ndarray:
         try:
             text = self._faidx().from_file(chrom, start + 1, end)  # pyfaidx is 1-based closed
-        except (UnicodeDecodeError, pyfaidx.FetchError, OSError) as err:
-            raise GenomeError(f"genome FASTA {self._path}: cannot read {chrom}:{start:,}-{end:,}: {err}") from None
+        except (UnicodeDecodeError, pyfaidx.FetchError, OSError, ValueError, EOFError, zlib.error) as err:
+            # ValueError, EOFError, zlib.error: Biopython's BGZF reader on a cut or stale file
+            raise GenomeError(
+                f"genome FASTA {self._path}: cannot read {chrom}:{start:,}-{end:,} ({err}); the file may be "
+                "truncated or its index out of date"
+            ) from None
         codes = encode(text.encode("ascii", errors="replace"))
         if codes.size != end - start:  # a truncated or edited file behind a stale index
             raise GenomeError(

@@ -31,6 +31,38 @@ class TrackError(ValueError):
     """A track file, chromosome, region or transform that cannot be used."""
 
 
+#: :meth:`Track.probe` reads spans up to this many bp per chromosome whole, ...
+PROBE_FULL_BP = 1 << 22
+#: ... longer ones at this many places ...
+PROBE_SPANS = 64
+#: ... of this many bp each.
+PROBE_BP = 1 << 14
+
+
+def _probe_points(intervals: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Where :meth:`Track.probe` reads: the merged, clipped intervals, or evenly spread pieces of them."""
+    merged: list[list[int]] = []
+    for start, end in sorted((max(0, int(s)), min(length, int(e))) for s, e in intervals):
+        if start >= end:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    total = sum(end - start for start, end in merged)
+    if total <= PROBE_FULL_BP:
+        # whole, in pieces of PROBE_FULL_BP at most (one values() array each)
+        return [(s, min(end, s + PROBE_FULL_BP)) for start, end in merged for s in range(start, end, PROBE_FULL_BP)]
+    offsets = np.linspace(0, total - 1, PROBE_SPANS).astype(np.int64)  # positions along the concatenated intervals
+    cumulative = np.cumsum([0] + [end - start for start, end in merged])
+    points = []
+    for offset in offsets.tolist():
+        i = int(np.searchsorted(cumulative, offset, side="right")) - 1
+        start = merged[i][0] + offset - int(cumulative[i])
+        points.append((start, min(merged[i][1], start + PROBE_BP)))
+    return points
+
+
 def _identity(values: np.ndarray) -> np.ndarray:
     """Values as stored (C.Origami's CTCF)."""
     return np.asarray(values, dtype=np.float32)
@@ -208,6 +240,38 @@ class Track:
         values[np.isnan(values)] = 0.0  # no data → 0 before the transform
         return values
 
+    def probe(self, spans: Mapping[str, Sequence[tuple[int, int]]]) -> None:
+        """Read a sample of the data blocks under ``spans``, refusing a corrupt file by name.
+
+        A corrupt (e.g. cut or overwritten) data block only fails when a read reaches it,
+        in a worker, after the store exists. Spans of up to :data:`PROBE_FULL_BP` bp per
+        chromosome are read whole; longer ones at :data:`PROBE_SPANS` evenly spread places
+        (:data:`PROBE_BP` bp each), so a check stays quick on a genome-wide screen.
+
+        Parameters
+        ----------
+        spans
+            ``{chrom: [(start, end), ...]}``, 0-based half-open, e.g. the model windows of a
+            plan; clipped to the chromosome.
+
+        Raises
+        ------
+        TrackError
+            Naming the track, its file and the chromosome (and where) of the first unreadable
+            block, or a chromosome the bigWig lacks.
+        """
+        for chrom, intervals in spans.items():
+            if chrom not in self._sizes:
+                self._check_region(chrom, 0, 1)  # raises: the bigWig has no such chromosome
+            for start, end in _probe_points(intervals, self._sizes[chrom]):
+                try:
+                    self._locked(lambda bw, s=start, e=end: bw.values(chrom, s, e, numpy=True))
+                except RuntimeError as err:  # pyBigWig: "An error occurred while fetching values!"
+                    raise TrackError(
+                        f"track {self._name} ({self._path}): the data of {chrom} at {chrom}:{start:,}-{end:,} "
+                        f"cannot be read ({err}); the bigWig is corrupt or truncated"
+                    ) from None
+
     def fetch(self, chrom: str, start: int, end: int) -> np.ndarray:
         """Per-base values of ``chrom:[start, end)``, NaN → 0, then the transform.
 
@@ -234,6 +298,35 @@ class Track:
         if lo < hi:
             raw[lo - start : hi - start] = self._raw(chrom, lo, hi)
         return TRANSFORMS[self._transform](raw)
+
+    def check_finite(self, chroms: Sequence[str]) -> None:
+        """Refuse a track whose values on ``chroms`` are, or transform to, inf or NaN.
+
+        Reads each chromosome's min and max from the bigWig's zoom summaries (cheap; no data
+        scan when the file has zoom levels). NaN values are gaps, read as 0, and are not
+        counted by the summaries. pyBigWig's ``header()`` is not used: it crashes the
+        process on a file whose total sum is not finite.
+
+        Raises
+        ------
+        TrackError
+            Naming the track, its file, the chromosome and the offending value.
+        """
+        for chrom in chroms:
+            if chrom not in self._sizes:
+                continue  # a missing chromosome is reported by TrackSet.check
+            low, high = (self._locked(lambda bw, kind=kind: bw.stats(chrom, type=kind))[0] for kind in ("min", "max"))
+            if low is None:  # no data on the chromosome: all gaps, read as 0
+                continue
+            where = f"track {self._name} ({self._path}): {chrom}"
+            for value in (low, high):
+                if not np.isfinite(value):
+                    raise TrackError(f"{where} holds the value {value}; a model cannot use non-finite inputs")
+            if self._transform == "log1p" and low <= -1:
+                raise TrackError(
+                    f"{where} holds the value {low} (minimum), which transform log1p turns into "
+                    f"{'-inf' if low == -1 else 'NaN'}; use transform: none for a track with values <= -1"
+                )
 
 
 class TrackSet:
@@ -323,6 +416,23 @@ class TrackSet:
                         f"track {track.name} ({track.path}): {chrom} has length {sizes[chrom]:,} "
                         f"but the genome's {chrom} has length {length:,} (another assembly?)"
                     )
+
+    def check_finite(self, chroms: Sequence[str]) -> None:
+        """Refuse any track whose values on ``chroms`` are, or transform to, inf or NaN
+        (:meth:`Track.check_finite`), naming the first such track and chromosome."""
+        for track in self._tracks:
+            track.check_finite(chroms)
+
+    def probe(self, spans: Mapping[str, Sequence[tuple[int, int]]]) -> None:
+        """Read a sample of every track's data blocks under ``spans`` (:meth:`Track.probe`).
+
+        Raises
+        ------
+        TrackError
+            Naming the first track, file and chromosome whose data cannot be read.
+        """
+        for track in self._tracks:
+            track.probe(spans)
 
     def sha256(self) -> dict[str, str]:
         """``{track name: SHA-256 of its file}``."""

@@ -46,7 +46,7 @@ from screening.service.config import ServiceConfig
 from screening.service.jobs import new_job_id
 from screening.service.policy import PolicyError, server_spec, spec_error_fields
 from screening.service.wire import ARROW_TYPE, dataset_to_arrow, dataset_to_json
-from screening.spec import SpecError
+from screening.spec import MAX_DEPTH, SpecError, nesting_depth
 
 __all__ = ["create_api"]
 
@@ -234,23 +234,70 @@ def _error(status: int, detail: str, errors: list[dict[str, str]] | None = None)
     return HTTPException(status_code=status, detail={"detail": detail, **({"errors": errors} if errors else {})})
 
 
+#: Deepest nesting a submitted spec may have (the spec's own bound). Deeper bodies are refused while
+#: they are read: PyYAML and libyaml take time quadratic in the nesting depth.
+MAX_BODY_DEPTH = MAX_DEPTH
+#: How long parsing a body may take (off the event loop) before it is refused.
+PARSE_TIMEOUT_S = 10.0
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: linear and fast
+
+
+def _check_yaml_events(text: str) -> None:
+    """Refuse anchors/aliases and nesting deeper than :data:`MAX_BODY_DEPTH`, stopping at the first.
+
+    Events are read lazily, so a deeply nested body is refused after its first few dozen tokens.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _error(400, "YAML anchors and aliases are not accepted in a submitted spec")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_BODY_DEPTH:
+                raise _error(400, f"request body is nested deeper than {MAX_BODY_DEPTH} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _check_depth(document: Any) -> None:
+    """Refuse a parsed document nested deeper than :data:`MAX_BODY_DEPTH`."""
+    if nesting_depth(document) > MAX_BODY_DEPTH:
+        raise _error(400, f"request body is nested deeper than {MAX_BODY_DEPTH} levels")
+
+
 def _parse_body(body: bytes, content_type: str) -> Any:
-    """The submitted document: JSON, or YAML (no anchors/aliases: they can blow up a small body)."""
+    """The submitted document: JSON, or YAML (no anchors/aliases: they can blow up a small body).
+
+    Synchronous and CPU-bound: call it through :func:`_parse_body_async`.
+    """
     if not body.strip():
         raise _error(400, "empty request body: send the screen spec as JSON (or YAML with a YAML content type)")
     media = content_type.split(";")[0].strip().lower()
     try:
         if media in YAML_TYPES:
             text = body.decode()
-            if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
-                raise _error(400, "YAML anchors and aliases are not accepted in a submitted spec")
-            return yaml.safe_load(text)
-        if media not in ("application/json", ""):
+            _check_yaml_events(text)
+            document = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        elif media in ("application/json", ""):
+            document = json.loads(body)
+        else:
             raise _error(415, f"content type {media!r}: send application/json or application/yaml")
-        return json.loads(body)
     except (ValueError, yaml.YAMLError, RecursionError, UnicodeDecodeError) as err:
         kind = "YAML" if media in YAML_TYPES else "JSON"
+        if isinstance(err, RecursionError):
+            raise _error(400, f"request body is not valid {kind}: nested deeper than {MAX_BODY_DEPTH} levels") from None
         raise _error(400, f"request body is not valid {kind}: {str(err)[:500]}") from None
+    _check_depth(document)
+    return document
+
+
+async def _parse_body_async(body: bytes, content_type: str) -> Any:
+    """:func:`_parse_body` on a worker thread, so one hostile body cannot stall the event loop; refused
+    with 400 when parsing takes over :data:`PARSE_TIMEOUT_S`."""
+    try:
+        return await asyncio.wait_for(run_in_threadpool(_parse_body, body, content_type), PARSE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise _error(400, f"request body took over {PARSE_TIMEOUT_S:.0f} s to parse; send a plain spec") from None
 
 
 def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "LimitsAndMetrics":
@@ -375,7 +422,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
     async def submit(request: Request) -> JSONResponse:
         """Validate a spec, check its inputs, plan it and start it. Input paths are server-side paths under
         the input roots; ``output.store`` is placed under the first store root when relative or absent."""
-        raw = _parse_body(await request.body(), request.headers.get("content-type", "application/json"))
+        raw = await _parse_body_async(await request.body(), request.headers.get("content-type", "application/json"))
         job_id = new_job_id()
         try:
             spec = await run_in_threadpool(server_spec, raw, config, job_id)

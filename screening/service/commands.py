@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -79,25 +80,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from screening.service.app import build_app
+    from screening.service.config import ServiceConfig
 
     settings = {
         "store_roots": args.store_root, "input_roots": args.input_root, "token_file": args.token_file,
         "registry": args.registry, "max_perturbations": args.max_perturbations,
     }
-    app = build_app({k: v for k, v in settings.items() if v})  # settings errors before Ray starts
+    settings = {k: v for k, v in settings.items() if v}
+    app = build_app(settings)  # settings errors before Ray starts
+    app_config = ServiceConfig.from_args(settings)
     if args.address:
+        from screening.runner import _probe_address
+
+        _probe_address(args.address, field="--address")  # an unreachable cluster fails in seconds, not minutes
         ray.init(address=args.address, logging_level="WARNING")
     else:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(app, name="screening", route_prefix="/")
     print(f"screening service on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM stops the screens as Ctrl-C does
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        _stop_screens(app_config.namespace)
         serve.shutdown()
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_screens(namespace: str) -> None:
+    """Kill the running screens' drivers (their workers die with them) and the job manager, which are
+    detached and would otherwise outlive the service; the screens stay resumable (``interrupted``)."""
+    import ray
+
+    from screening.service.jobs import MANAGER_NAME
+
+    try:
+        manager = ray.get_actor(MANAGER_NAME, namespace=namespace)
+    except ValueError:
+        return  # no screen was ever submitted
+    try:
+        stopped = ray.get(manager.shutdown.remote(), timeout=60)
+        print(f"stopped {stopped} running screen(s); resume them after the next start", flush=True)
+    finally:
+        ray.kill(manager, no_restart=True)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

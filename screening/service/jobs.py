@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 import traceback
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 __all__ = [
     "ACTIVE",
@@ -34,7 +35,9 @@ __all__ = [
     "Registry",
     "ScreenJob",
     "get_manager",
+    "failure_message",
     "new_job_id",
+    "store_conflict",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ ACTIVE = ("validating", "running", "cancelling")
 TERMINAL = ("completed", "failed", "cancelled", "interrupted")
 RESUMABLE = ("failed", "cancelled", "interrupted")
 _PERSIST_EVERY_S = 10.0  # progress of a running screen is written to the registry this often
+#: A screen still cancelling this long after the request has its driver (and so its workers) killed.
+CANCEL_GRACE_S = 30.0
 
 
 def _now() -> str:
@@ -53,6 +58,55 @@ def _now() -> str:
 def new_job_id() -> str:
     """A fresh screen id: 32 lowercase hex digits."""
     return uuid.uuid4().hex
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+#: Source files of the server (``/srv/.venv/lib/.../x.py``): shown by their file name only.
+_SOURCE_PATH = re.compile(r"(?:/[^\s/:'\"(),]+)+/([^\s/:'\"(),]+\.(?:py|pyx|so))\b")
+_LAST_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit))(?:\([^)]*\))?: (.+)$")
+
+
+def _clean(text: str) -> str:
+    """A message without ANSI colour codes and with server source paths reduced to file names."""
+    return _SOURCE_PATH.sub(r"\1", _ANSI.sub("", text)).strip()
+
+
+def _field_of(message: str) -> str | None:
+    """The spec field a user-error message starts with (``execution.num_workers: ...``), if any."""
+    match = re.match(r"^((?:model|execution|output|genome|tracks|perturbations|regions|bed)(?:\.[\w.]+)?): ", message)
+    return match.group(1) if match else None
+
+
+def failure_message(err: BaseException) -> str:
+    """What a user is told about a failed screen (the traceback goes to the server log only).
+
+    Ray's wrappers are unwrapped to the error raised in the worker; the package's user errors
+    (:func:`screening.cli._user_errors`) are reported as their message, anything else as
+    ``Type: message``; ANSI codes and server source paths are removed.
+    """
+    import ray
+
+    from screening.cli import _user_errors
+
+    seen: set[int] = set()
+    while isinstance(err, ray.exceptions.RayTaskError) and id(err) not in seen:
+        seen.add(id(err))
+        if not isinstance(err.cause, BaseException):
+            break
+        err = err.cause
+    if isinstance(err, ray.exceptions.RayActorError):
+        text = _clean(str(err))
+        if getattr(err, "actor_init_failed", False):
+            causes = [m for line in text.splitlines() if (m := _LAST_EXCEPTION.match(line.strip()))]
+            detail = f"{causes[-1].group(1)}: {causes[-1].group(2)}" if causes else type(err).__name__
+            return f"a Ray worker could not start: {detail}"
+        return f"a Ray worker died ({type(err).__name__}): {text.splitlines()[0] if text else 'no detail'}"
+    if isinstance(err, ray.exceptions.RayTaskError):  # a cause Ray could not carry over
+        lines = [line for line in _clean(str(err)).splitlines() if line.strip()]
+        return lines[-1] if lines else type(err).__name__
+    if isinstance(err, _user_errors()):
+        return _clean(str(err))
+    return f"{type(err).__name__}: {_clean(str(err))}"
 
 
 # --------------------------------------------------------------------------- the driver of one screen
@@ -89,15 +143,17 @@ class ScreenJob:
         "user"}`` (``user``: the spec's inputs are at fault, not the server).
         """
         from screening.cli import _user_errors
-        from screening.runner import prepare_screen
+        from screening.runner import check_cluster_resources, prepare_screen
 
         try:
+            check_cluster_resources(self.spec.execution)  # workers the cluster cannot place would wait forever
             prepared = prepare_screen(self.spec)
         except _user_errors() as err:
-            return {"ok": False, "error": str(err), "user": True}
+            message = failure_message(err)
+            return {"ok": False, "error": message, "user": True, "field": _field_of(message)}
         except Exception as err:  # noqa: BLE001 - reported to the caller, who answers 500
             log.exception("preparing screen %s failed", self.job_id)
-            return {"ok": False, "error": f"{type(err).__name__}: {err}", "user": False}
+            return {"ok": False, "error": failure_message(err), "user": False}
         conflict = self._store_conflict()
         if conflict:
             return {"ok": False, "user": True, "field": "output.store", "error": conflict}
@@ -159,8 +215,8 @@ class ScreenJob:
                 self.progress = err.progress.as_dict()
             state = "cancelled"
         except BaseException as err:  # noqa: BLE001 - any failure ends the screen as failed, with its message
-            log.error("screen %s failed:\n%s", self.job_id, traceback.format_exc())
-            self.error = f"{type(err).__name__}: {err}"
+            log.error("screen %s failed:\n%s", self.job_id, traceback.format_exc())  # the full story: server log
+            self.error = failure_message(err)
             state = "failed"
         self.prepared = None  # the model and plan are not needed any more
         self.finished = _now()
@@ -233,6 +289,30 @@ def _store_progress(store: str) -> dict[str, Any] | None:
     return {"units_done": int(done), "units_total": int(total)}
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def store_conflict(store: str, overwrite: bool, records: Iterable[dict[str, Any]]) -> str | None:
+    """Why a new screen may not write ``store`` given the existing job ``records``, else None.
+
+    A store is its screen's: no other screen may replace it (``overwrite``), whatever that screen's
+    state, or write it while that screen is active; nor may a store lie inside another screen's store
+    or contain one. Without ``overwrite``, a finished screen's store may be named again by the same spec
+    (the run then finds every chunk done) and by no other spec (the job refuses it, 422).
+    """
+    for record in records:
+        theirs = record["store"]
+        if theirs == store and record["state"] in ACTIVE:
+            return f"output.store: {store} is being written by screen {record['id']}"
+        if theirs == store and overwrite:
+            return (f"output.store: {store} holds the results of screen {record['id']} ({record['state']}); "
+                    "overwrite never replaces another screen's store: choose another store")
+        if _inside(store, theirs) or _inside(theirs, store):
+            return f"output.store: {store} overlaps the store of screen {record['id']} ({theirs})"
+    return None
+
+
 class JobManager:
     """The job registry (instantiated as one detached, named Ray actor with a thread pool).
 
@@ -254,6 +334,8 @@ class JobManager:
         self.records: dict[str, dict[str, Any]] = {r["id"]: r for r in self.registry.load_all() if "id" in r}
         self.handles: dict[str, Any] = {}
         self.persisted: dict[str, float] = {}
+        self.cancel_asked: dict[str, float] = {}  # job id -> when cancel was asked (monotonic)
+        self.cancel_grace_s = CANCEL_GRACE_S
         for record in self.records.values():
             self._reattach(record)
         threading.Thread(target=self._poll_forever, name="job-poll", daemon=True).start()
@@ -274,13 +356,22 @@ class JobManager:
         except (ValueError, KeyError, TypeError):
             self._interrupted(record, "its driver was lost while the job registry restarted")
 
+    def _driver_gone(self, record: dict[str, Any]) -> None:
+        """Forget a screen's driver that died or was killed, and break its store lease so that a resume
+        need not wait for the lease to expire."""
+        from screening.lease import break_lease
+
+        self.handles.pop(record["id"], None)
+        self.cancel_asked.pop(record["id"], None)
+        break_lease(record["store"], (record.get("spec") or {}).get("output", {}).get("storage_options"))
+
     def _interrupted(self, record: dict[str, Any], why: str) -> None:
         progress = _store_progress(record["store"])
         if progress is not None:
             record["progress"] = {**(record.get("progress") or {}), **progress, "rate": None, "eta_s": None}
         record.update(state="interrupted", finished=_now())
         record["errors"].append(f"{_now()}: {why}; resume to continue from the finished chunks")
-        self.handles.pop(record["id"], None)
+        self._driver_gone(record)
         self._save(record)
 
     def _active_on(self, store: str) -> str | None:
@@ -288,6 +379,11 @@ class JobManager:
             if record["store"] == store and record["state"] in ACTIVE:
                 return record["id"]
         return None
+
+    def _store_taken(self, store: str, overwrite: bool) -> dict[str, Any] | None:
+        """A 409 answer when a new screen may not write ``store``, else None (call under the lock)."""
+        conflict = store_conflict(store, overwrite, self.records.values())
+        return None if conflict is None else {"status": 409, "field": "output.store", "error": conflict}
 
     def _launch(self, record: dict[str, Any], max_perturbations: int, timeout_s: float) -> dict[str, Any] | None:
         """Start a new attempt: a detached job actor that prepares, then runs. An error dict on failure."""
@@ -334,10 +430,9 @@ class JobManager:
         """
         store = spec_json["output"]["store"]
         with self.lock:
-            other = self._active_on(store)
-            if other is not None:
-                return {"status": 409, "field": "output.store",
-                        "error": f"output.store: {store} is being written by screen {other}"}
+            taken = self._store_taken(store, bool(spec_json["output"].get("overwrite")))
+            if taken is not None:
+                return taken
             record = {
                 "id": job_id, "name": spec_json.get("name", "screen"), "state": "validating", "store": store,
                 "spec": spec_json, "submitted": _now(), "started": None, "finished": None, "attempts": 0,
@@ -381,6 +476,7 @@ class JobManager:
                 return {"status": 409, "error": f"screen {job_id} is {record['state']}; only a running screen can be cancelled"}
             handle = self.handles.get(job_id)
             record["state"] = "cancelling"
+            self.cancel_asked[job_id] = time.monotonic()
             self._save(record)
         if handle is not None:
             handle.cancel.remote()
@@ -435,6 +531,11 @@ class JobManager:
             with self.lock:
                 self._interrupted(record, "its driver is gone")
             return
+        if record["state"] == "cancelling":
+            asked = self.cancel_asked.setdefault(record["id"], time.monotonic())  # e.g. after a manager restart
+            if time.monotonic() - asked > self.cancel_grace_s:
+                self._force_cancel(record, handle)
+                return
         try:
             status = ray.get(handle.status.remote(), timeout=10)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError):
@@ -451,10 +552,40 @@ class JobManager:
                 if status["error"]:
                     record["errors"].append(f"{status['finished']}: {status['error']}")
                 self.handles.pop(record["id"], None)
+                self.cancel_asked.pop(record["id"], None)
                 self._save(record)
                 ray.kill(handle, no_restart=True)
             elif time.monotonic() - self.persisted.get(record["id"], 0.0) > _PERSIST_EVERY_S:
                 self._save(record)
+
+    def _force_cancel(self, record: dict[str, Any], handle: Any) -> None:
+        """End a screen that did not stop when asked: kill its driver (its workers die with it)."""
+        import ray
+
+        ray.kill(handle, no_restart=True)
+        with self.lock:
+            progress = _store_progress(record["store"])
+            if progress is not None:
+                record["progress"] = {**(record.get("progress") or {}), **progress, "rate": None, "eta_s": None}
+            record.update(state="cancelled", finished=_now())
+            record["errors"].append(f"{_now()}: did not stop within {self.cancel_grace_s:.0f} s of the cancel; "
+                                    "its driver and workers were killed")
+            self._driver_gone(record)
+            self._save(record)
+
+    def shutdown(self) -> int:
+        """Stop every active screen for a service shutdown: their drivers (and so their workers) are killed and
+        the screens become ``interrupted`` (resumable). Returns how many were stopped."""
+        import ray
+
+        with self.lock:
+            active = [r for r in self.records.values() if r["state"] in ACTIVE]
+            for record in active:
+                handle = self.handles.get(record["id"])
+                if handle is not None:
+                    ray.kill(handle, no_restart=True)
+                self._interrupted(record, "the service was shut down")
+        return len(active)
 
 
 def get_manager(registry: str, namespace: str):

@@ -16,8 +16,10 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import zipfile
 from typing import Any, Iterator
 
+from screening.lease import LEASE_SUFFIX
 from screening.spec import ScreenSpec, SpecError, parse_spec
 
 __all__ = ["PolicyError", "normalise_root", "place_store", "check_input", "server_spec", "URL_SCHEMES"]
@@ -119,6 +121,8 @@ def place_store(value: Any, store_roots: tuple[str, ...], default_name: str, reg
     if value is None:
         value = default_name
     resolved = _resolve(value, store_roots, "output.store", strictly=True)
+    if resolved.rstrip("/").endswith(LEASE_SUFFIX):
+        raise PolicyError("output.store", f"{value!r} ends in {LEASE_SUFFIX!r}, the name of a store's lease")
     if registry and _under(resolved, registry, strictly=False):
         raise PolicyError("output.store", f"{value!r} lies in the server's job registry")
     return resolved
@@ -159,6 +163,8 @@ def _check_model_code(raw: dict[str, Any], config) -> None:
         return
     if model.get("import_path") is not None and not config.allow_user_code:
         raise PolicyError("model.import_path", "this server does not import user code (allow_user_code is off)")
+    if not config.allow_user_code:
+        _refuse_torchscript(model)
     paths = model.get("python_path")
     if isinstance(paths, list):
         model["python_path"] = [check_input(f"model.python_path.{i}", p, config.input_roots) for i, p in enumerate(paths)]
@@ -166,6 +172,35 @@ def _check_model_code(raw: dict[str, Any], config) -> None:
         raise PolicyError("model.python_path", f"expected a list of folders, got {type(paths).__name__}")
     if model.get("import_path") is not None:
         _check_import_source(model["import_path"], model.get("python_path") or [])
+
+
+def _refuse_torchscript(model: dict[str, Any]) -> None:
+    """TorchScript is code (its ``forward`` can read and write any file the server can): refused when user
+    code is off. A ``kind: user`` model without ``import_path`` is TorchScript by definition, whatever its
+    file holds when the job opens it later; any other checkpoint is refused when its content is a TorchScript
+    archive, whatever its name. (C.Origami and Orca checkpoints are read with ``weights_only=True``, which
+    never runs TorchScript; this makes the refusal a clear 422 instead of a load error.)
+    """
+    checkpoint = model.get("checkpoint")
+    if checkpoint is None:
+        return
+    why = "this server does not run user code (allow_user_code is off), and a TorchScript model is code"
+    if model.get("kind") == "user" and model.get("import_path") is None:
+        raise PolicyError("model.checkpoint", f"{checkpoint!r}: kind user without import_path loads TorchScript; {why}")
+    if isinstance(checkpoint, str) and not _is_url(checkpoint) and _is_torchscript_file(checkpoint):
+        raise PolicyError("model.checkpoint", f"{checkpoint!r} is a TorchScript archive; {why}")
+
+
+def _is_torchscript_file(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive by its content (False when it cannot be read)."""
+    from pathlib import Path
+
+    from screening.models.user import _is_torchscript
+
+    try:
+        return Path(path).is_file() and _is_torchscript(Path(path))
+    except (OSError, ValueError, zipfile.BadZipFile):  # unreadable or a damaged zip: the loader names the problem later
+        return False
 
 
 def _check_import_source(import_path: Any, folders: list[str]) -> None:
