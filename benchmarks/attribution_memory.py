@@ -4,7 +4,7 @@ Each mode runs in its own fresh process so that peaks do not mix. In the process
 model (random weights, ``CorigamiAdapter.random_init(CorigamiConfig())``, released size
 unless ``--window-length`` says otherwise) and one window's input are built, the peak
 counter is reset (``/proc/self/clear_refs``), one saliency pass of a loop-block target
-runs through :func:`screening.attribution.attribute`, and the peak RSS is read
+runs through :func:`screening.interpret.attribution.attribute`, and the peak RSS is read
 (``VmHWM``).
 
 Usage::
@@ -46,7 +46,7 @@ def _reset_peak() -> bool:
 
 
 def _loop_target(n_bins: int):  # noqa: ANN202
-    from screening.targets import Block
+    from screening.maps.targets import Block
 
     centre, d = n_bins // 2, max(1, n_bins // 32)
     return Block((centre - d, centre + d), (centre + 2 * d, centre + 4 * d))  # a loop-like block
@@ -60,7 +60,7 @@ def saved_activations(mode: str, window_length: int) -> int:
     """
     import torch
 
-    from screening.attribution import checkpointing
+    from screening.interpret.attribution import checkpointing
     from screening.models.corigami import ConvTransModel, CorigamiConfig
 
     config = CorigamiConfig(window_length=window_length)
@@ -84,7 +84,7 @@ def run_one(mode: str, window_length: int, threads: int) -> dict:
     import numpy as np
     import torch
 
-    from screening.attribution import attribute
+    from screening.interpret.attribution import attribute
     from screening.models.corigami import CorigamiAdapter, CorigamiConfig
     torch.set_num_threads(threads)
     config = CorigamiConfig(window_length=window_length)

@@ -18,7 +18,7 @@ windows). Cases:
 ``deletion`` / ``mutagenesis`` / ``ig``
     The project's real path: :class:`workers.screen_worker.ScreenWorker` (model load, CPU
     allocator tuning, precision, channels-last/compile) computing the plan's work units with
-    :func:`screening.engine.run_unit` / :func:`~screening.engine.run_attribution` and writing
+    :func:`screening.compute.engine.run_unit` / :func:`~screening.compute.engine.run_attribution` and writing
     them to a Zarr result store. Deletions use ``window: shared`` in two units; peak memory is
     read after the first unit and after both (flat = the same peak after N and 2N).
 
@@ -218,7 +218,7 @@ def _worker_and_plan(kind: str, options: argparse.Namespace, workdir: Path):
     """The real worker and the plan of one case, with its result store created."""
     from screening.plan import plan_screen
     from screening.spec import parse_spec
-    from screening.store import create_store
+    from screening.store.writer import create_store
     from workers.screen_worker import ScreenWorker
 
     window = _config(options).window_length
@@ -320,7 +320,7 @@ def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """
     import numpy as np
 
-    from screening.results import open_results
+    from screening.store.reader import open_results
 
     worker, plan, spec = _worker_and_plan("deletion", options, workdir)
     warm = _warm_up(worker.adapter, options)

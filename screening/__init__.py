@@ -1,28 +1,27 @@
 """screening: genome-scale in-silico perturbation screens of sequence-to-3D-genome models."""
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("screening")
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+local"
 
+from screening.client import Client  # noqa: E402  (httpx only: cheap)
 
-def open_results(path, storage_options=None):
-    """Open a screen's result store (a path or an fsspec URL such as ``s3://bucket/x.zarr``)
-    for queries (see :class:`screening.results.Results`)."""
-    from screening.results import open_results as _open
+if TYPE_CHECKING:  # type checkers see the real function and its types
+    from screening.store.reader import open_results
+else:
 
-    return _open(path, storage_options)
+    def __getattr__(name):
+        # open_results (screening.store.reader) is imported on first use: it pulls in zarr, dask and xarray
+        # (about a second), which `import screening` - every CLI command, every Ray worker - does not need.
+        if name == "open_results":
+            from screening.store.reader import open_results
 
-
-def __getattr__(name):
-    # Client is imported on first use, so `import screening` does not pull in httpx.
-    if name == "Client":
-        from screening.client import Client
-
-        return Client
-    raise AttributeError(f"module 'screening' has no attribute {name!r}")
+            return open_results
+        raise AttributeError(f"module 'screening' has no attribute {name!r}")
 
 
 __all__ = ["__version__", "Client", "open_results"]

@@ -22,13 +22,16 @@ from typing import Any, Mapping
 
 import httpx
 
+from screening.core.errors import ScreeningError
+from screening.service.states import TERMINAL
+
 __all__ = ["Client", "Screen", "ServiceError", "ScreenFailedError", "TERMINAL_STATES"]
 
-TERMINAL_STATES = ("completed", "failed", "cancelled", "interrupted")
+TERMINAL_STATES = TERMINAL  # the states a screen ends in (screening.service.states)
 TOKEN_ENV = "SCREENING_TOKEN"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ScreeningError, RuntimeError):
     """An error answer of the service (or no answer at all).
 
     Attributes
@@ -49,7 +52,7 @@ class ServiceError(RuntimeError):
         super().__init__(prefix + message)
 
 
-class ScreenFailedError(RuntimeError):
+class ScreenFailedError(ScreeningError, RuntimeError):
     """:meth:`Screen.wait` saw the screen end without completing (failed, cancelled or interrupted)."""
 
     def __init__(self, status: dict[str, Any]) -> None:
@@ -236,7 +239,7 @@ class Screen:
     def query(self, region: str, analysis: str | None = None, format: str = "arrow"):
         """The perturbations overlapping ``region`` (0-based, half-open), as an :class:`xarray.Dataset`.
 
-        The same variables as :meth:`screening.results.Results.query` (scores NaN where not
+        The same variables as :meth:`screening.store.reader.Results.query` (scores NaN where not
         computed yet, ``done``), loaded in memory. ``format`` ``arrow`` (binary, for any size)
         or ``json``.
         """

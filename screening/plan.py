@@ -23,12 +23,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from screening.models.base import WindowGeometry
-from screening.regions import Region, RegionError, merge_sorted, parse_region, validate_region
+from screening.core.regions import Region, RegionError, merge_sorted, parse_region, validate_region
 from screening.spec import TILED_KINDS, ScreenSpec
-from screening.store import GroupLayout
-from screening.targets import windows_missing
+from screening.store.layout import GroupLayout
+from screening.maps.targets import windows_missing
 
-__all__ = ["WorkUnit", "ScreenPlan", "check_attributions", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
+__all__ = ["WorkUnit", "ScreenPlan", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
 
 _MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
@@ -468,31 +468,10 @@ def _describe(layout: GroupLayout, k: int) -> str:
     return f"{layout.kind} {layout.chrom}:{int(layout.start[k]):,}-{int(layout.end[k]):,}"
 
 
-def check_attributions(spec: ScreenSpec, adapter) -> None:
-    """Refuse attribution analyses the loaded model cannot run (no input layout; DeepLIFT on a model
-    with modules DeepLIFT has no rule for), naming the field, before any store exists.
-
-    Raises
-    ------
-    ModelError
-        ``perturbations.<i>.method: ...`` with the reason.
-    """
-    from screening.attribution import AttributionError, check_model
-    from screening.models.base import ModelError
-
-    for i, perturbation in enumerate(spec.perturbations):
-        if perturbation.kind != "attribution":
-            continue
-        try:
-            check_model(adapter, perturbation.method)
-        except AttributionError as err:
-            raise ModelError(f"perturbations.{i}.method: {err}") from None
-
-
 def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidates, window: int, skipped) -> _Candidates:
     """Refuse (or skip) perturbations whose edit cannot be made inside their model window.
 
-    The worker applies the edit to the window's loaded span (:func:`screening.perturb.apply_edit`):
+    The worker applies the edit to the window's loaded span (:func:`screening.perturb.edits.apply_edit`):
     it must start inside the window and end inside the span (window + the bp a net deletion pulls
     in). A perturbation longer than the window (a 500 kb ``<DUP>`` in a 2 Mb model is fine, in a 1 Mb
     one is not) fails that rule, so it is refused here, before any store exists.

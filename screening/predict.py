@@ -21,11 +21,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from screening.engine import load_span, stack_spans
-from screening.export import atomic_path
+from screening.core.errors import ScreeningError
+from screening.compute.engine import load_span, stack_spans
+from screening.store.export import atomic_path
 from screening.models.base import WindowGeometry
-from screening.overlap import predict_batches
-from screening.regions import Region, RegionError
+from screening.compute.prefetch import predict_batches
+from screening.core.regions import Region, RegionError
 
 __all__ = [
     "BandMean", "PredictError", "Tiling", "dense_map", "predict_maps", "predict_regions", "predict_tilings", "predict_to_cool",
@@ -39,7 +40,7 @@ VALUES = {
 }
 
 
-class PredictError(ValueError):
+class PredictError(ScreeningError, ValueError):
     """Bad arguments of a prediction (stride)."""
 
 
@@ -337,9 +338,8 @@ def predict_to_cool(
         If ``path`` is a directory or its folder cannot be written.
     """
     from screening.io.paths import check_output_file
-    from screening.regions import parse_region, validate_region
-    from screening.runner import check_model_tracks, input_provenance, screen_regions
-    from workers.screen_worker import load_configured_model, open_inputs
+    from screening.core.regions import parse_region, validate_region
+    from screening.prepare import check_model_tracks, input_provenance, load_configured_model, open_inputs, screen_regions
 
     check_output_file(path)  # before minutes of prediction: a directory or a read-only folder is refused now
     genome, tracks = open_inputs(spec)

@@ -12,14 +12,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator,
 )
 
-from screening.regions import Region, RegionError, parse_region
+from screening.core.errors import ScreeningError
+from screening.core.regions import Region, RegionError, parse_region
+from screening.core.urls import is_url
 
 __all__ = [
     "SpecError",
@@ -97,7 +99,7 @@ def _unsplit_regions(value: Any) -> Any:
 RegionList = Annotated[list[str], BeforeValidator(_unsplit_regions)]
 
 
-# Zarr's own metadata files and the arrays every analysis group holds (screening.store): an analysis
+# Zarr's own metadata files and the arrays every analysis group holds (screening.store.layout): an analysis
 # of one of these names would overwrite them, on case-insensitive file systems in any case.
 _ZARR_NAMES = ("zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata", "coordinates")
 _ANALYSIS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}", re.ASCII)
@@ -107,7 +109,7 @@ def _checked_analysis_name(name: str | None) -> str | None:
     """An analysis name is a folder of the store: letters, digits, ``_ . + -``; none of the store's own."""
     if name is None:
         return name
-    from screening.store import RESERVED_NAMES
+    from screening.store.layout import RESERVED_NAMES
 
     if not _ANALYSIS_NAME.fullmatch(name) or ".." in name:
         raise ValueError(
@@ -119,7 +121,7 @@ def _checked_analysis_name(name: str | None) -> str | None:
     return name
 
 
-class SpecError(ValueError):
+class SpecError(ScreeningError, ValueError):
     """A spec that does not validate; the message names the field."""
 
 
@@ -315,7 +317,7 @@ class _PerturbationBase(_Strict):
     @field_validator("scores")
     @classmethod
     def _known_scores(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from screening.score import available_scores
+        from screening.maps.score import available_scores
 
         if not value:
             raise ValueError("list at least one score")
@@ -412,7 +414,7 @@ class InsertionSpec(_PerturbationBase):
         if (self.sequence is None) == (self.motif is None):
             raise ValueError("give exactly one of 'sequence' or 'motif'")
         if self.sequence is not None:
-            from screening.perturb import insertion
+            from screening.perturb.edits import insertion
 
             if not self.sequence:
                 raise ValueError("sequence: empty")
@@ -421,10 +423,10 @@ class InsertionSpec(_PerturbationBase):
 
     def inserted_codes(self):
         """The inserted bases as codes, in the chosen orientation."""
-        from screening.perturb import insertion, motif_consensus
+        from screening.perturb.edits import insertion, motif_consensus
 
         if self.motif is not None:
-            from screening.synthetic.motif import load_ctcf
+            from screening.perturb.motif import load_ctcf
 
             return insertion(motif_consensus(load_ctcf()), self.orientation)
         return insertion(self.sequence, self.orientation)
@@ -534,7 +536,7 @@ class AttributionSpec(_Strict):
 
     @model_validator(mode="after")
     def _runnable(self) -> "AttributionSpec":
-        """The settings screening.attribution refuses at run time, refused here naming the field."""
+        """The settings screening.interpret.attribution refuses at run time, refused here naming the field."""
         deeplift = self.method in ("deeplift", "deeplift_shap")
         if self.method == "deeplift_shap" and self.baseline != "shuffle":
             raise ValueError(
@@ -700,29 +702,44 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 
 def _resolve(path: str | None, base: Path) -> str | None:
-    if path is None or "://" in path:
+    if path is None or is_url(path):
         return path
     candidate = Path(path).expanduser()
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
+def input_path_fields(raw: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """``(dotted field, containing mapping, key)`` of every input file a raw spec names.
+
+    The one list of a spec's input paths: relative ones are resolved against the spec's folder
+    here (:func:`parse_spec`), and the service checks each against its input roots
+    (:mod:`screening.service.policy`). ``model.python_path`` (folders) and ``output.store`` (an
+    output) are handled on their own by both.
+    """
+    if isinstance(raw.get("model"), dict) and raw["model"].get("checkpoint") is not None:
+        yield "model.checkpoint", raw["model"], "checkpoint"
+    if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
+        yield "genome.fasta", raw["genome"], "fasta"
+    for i, track in enumerate(raw.get("tracks") or [] if isinstance(raw.get("tracks"), list) else []):
+        if isinstance(track, dict) and "path" in track:
+            yield f"tracks.{i}.path", track, "path"
+    if raw.get("bed") is not None:
+        yield "bed", raw, "bed"
+    for i, entry in enumerate(raw.get("perturbations") or [] if isinstance(raw.get("perturbations"), list) else []):
+        if isinstance(entry, dict) and entry.get("vcf") is not None:
+            yield f"perturbations.{i}.vcf", entry, "vcf"
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     raw = json.loads(json.dumps(raw))  # deep copy, JSON-typed
     if isinstance(raw.get("model"), dict):
-        raw["model"]["checkpoint"] = _resolve(raw["model"].get("checkpoint"), base)
+        raw["model"].setdefault("checkpoint", None)
         if isinstance(raw["model"].get("python_path"), list):
             folders = raw["model"]["python_path"]
             raw["model"]["python_path"] = [_resolve(p, base) if isinstance(p, str) else p for p in folders]
-    if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
-        raw["genome"]["fasta"] = _resolve(raw["genome"]["fasta"], base)
-    for track in raw.get("tracks") or []:
-        if isinstance(track, dict) and "path" in track:
-            track["path"] = _resolve(track["path"], base)
-    for perturbation in raw.get("perturbations") or []:
-        if isinstance(perturbation, dict) and perturbation.get("vcf"):
-            perturbation["vcf"] = _resolve(perturbation["vcf"], base)
-    if raw.get("bed") is not None:
-        raw["bed"] = _resolve(raw["bed"], base)
+    for field, holder, key in input_path_fields(raw):
+        if holder[key] or not field.endswith(".vcf"):  # an empty vcf is left as it is, for validation to name
+            holder[key] = _resolve(holder[key], base)
     if isinstance(raw.get("output"), dict) and "store" in raw["output"]:
         raw["output"]["store"] = _resolve(raw["output"]["store"], base)
     return raw

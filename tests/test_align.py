@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.align import BinAlignment, align_maps, alignment_index, apply, bin_alignment, centre_bin, identity
+from screening.maps.align import BinAlignment, align_maps, alignment_index, apply, bin_alignment, centre_bin, identity
 
 INSERTED = -1  # label of bases that are not in the reference genome
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from screening.attribution import (
+from screening.interpret.attribution import (
     AttributionError,
     InputLayout,
     _baselines,
@@ -25,10 +25,10 @@ from screening.attribution import (
     stitch,
     tile_windows,
 )
-from screening.encode import one_hot
+from screening.core.encode import one_hot
 from screening.models.base import ModelAdapter, WindowGeometry
 from screening.models.corigami import DNA_ORDER, CorigamiAdapter, CorigamiConfig
-from screening.targets import Block, Difference, Insulation, WholeMap
+from screening.maps.targets import Block, Difference, Insulation, WholeMap
 from conftest import TOY_CONFIG
 
 

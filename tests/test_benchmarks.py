@@ -33,7 +33,7 @@ def options(bench):
 @pytest.fixture(autouse=True)
 def untuned_allocator(monkeypatch):
     """Keep the test process's malloc settings: the tuning is process-wide (tested in test_tuning)."""
-    monkeypatch.setattr("workers.screen_worker.tune_cpu_allocator", lambda: False)
+    monkeypatch.setattr("screening.prepare.tune_cpu_allocator", lambda: False)
 
 
 def test_every_case_runs_and_summarises(bench, options, one_thread):
@@ -59,7 +59,7 @@ def test_every_case_runs_and_summarises(bench, options, one_thread):
 
 def test_naive_baseline_matches_the_engine(bench, options, toy_paths, one_thread):
     """The naive loop computes C.Origami's score: the same numbers as the engine's centred windows."""
-    from screening.engine import run_deletions
+    from screening.compute.engine import run_deletions
     from screening.io.genome import Genome
     from screening.io.tracks import Track, TrackSet
     from screening.models.corigami import CorigamiAdapter, CorigamiConfig

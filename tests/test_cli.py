@@ -13,10 +13,10 @@ import yaml
 
 from screening import open_results
 from screening.cli import main
-from screening.engine import run_deletions
+from screening.compute.engine import run_deletions
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
-from screening.models.checkpoint import save_corigami_checkpoint
+from screening.models.corigami import save_corigami_checkpoint
 from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig
 
 from conftest import TOY_CONFIG, toy_spec_dict
@@ -301,7 +301,7 @@ def test_keep_maps_stores_top_delta_maps(ray_local, toy_paths, tmp_path):
     adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
     genome = Genome(toy_paths["fasta"])
     tracks = TrackSet([Track(toy_paths["ctcf"], "ctcf"), Track(toy_paths["atac"], "atac", "log1p")])
-    from screening.engine import predict_deletion
+    from screening.compute.engine import predict_deletion
 
     ref, deleted, _ = predict_deletion(adapter, genome, tracks, "chr1", int(maps["start"][0]), 20)
     np.testing.assert_allclose(maps.values[0], deleted - ref, atol=1e-5)
@@ -312,7 +312,7 @@ def test_keep_maps_stores_top_delta_maps(ray_local, toy_paths, tmp_path):
 
 
 def test_top_maps_refused_without_keep_maps(finished):
-    from screening.results import ResultsError
+    from screening.store.reader import ResultsError
 
     with pytest.raises(ResultsError, match="kept no"):
         open_results(finished[1]).top_maps("chr1")
@@ -322,8 +322,8 @@ def test_top_maps_refused_without_keep_maps(finished):
 
 
 def test_attribution_stitched_track_matches_direct_windows(ray_local, toy_paths, tmp_path):
-    from screening.attribution import attribute
-    from screening.targets import make_target
+    from screening.interpret.attribution import attribute
+    from screening.maps.targets import make_target
 
     raw = toy_spec_dict(toy_paths, tmp_path / "a.zarr", regions=["chr1:2,000-2,600"])
     raw["perturbations"] = [{"kind": "attribution", "name": "ig", "method": "integrated_gradients", "n_steps": 8,
@@ -445,7 +445,7 @@ def test_non_finite_model_output_fails_the_screen_and_leaves_the_unit_not_done(r
     assert main(["run", str(write_spec(tmp_path / "spec.yaml", raw)), "--no-progress", "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert "screening: error: work unit chr1/del20#0: model output is not finite for the reference window chr1:" in err, err
-    from screening.store import ResultStore
+    from screening.store.writer import ResultStore
 
     store = ResultStore(tmp_path / "out.zarr")
     assert not store.done_mask("chr1", "del20").any()
@@ -565,12 +565,12 @@ def test_analysis_names_the_store_cannot_hold_are_refused(toy_paths, tmp_path, c
 
 
 def test_store_under_a_file_or_in_a_read_only_folder_is_refused_before_ray(toy_paths, tmp_path, capsys, monkeypatch):
-    import screening.runner
+    import workers.driver
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start for a store that cannot be written")
 
-    monkeypatch.setattr(screening.runner, "_init_ray", no_ray)
+    monkeypatch.setattr(workers.driver, "_init_ray", no_ray)
     (tmp_path / "plain").write_text("a file")
     raw = toy_spec_dict(toy_paths, tmp_path / "plain" / "out.zarr")
     _refused(raw, tmp_path, capsys, "output.store", f"{tmp_path / 'plain'} is a file")
@@ -615,10 +615,10 @@ def test_binary_bed_is_refused_naming_the_file(toy_paths, tmp_path, capsys, cont
 def test_disk_full_mid_run_exits_2_and_leaves_a_resumable_store(toy_paths, tmp_path, capsys, monkeypatch):
     import errno
 
-    import screening.runner
-    from screening.runner import prepare_screen
+    import workers.driver
+    from screening.prepare import prepare_screen
     from screening.spec import load_spec
-    from screening.store import open_or_create_store
+    from screening.store.writer import open_or_create_store
 
     class FullDisk:  # a dispatcher whose first chunk write finds the disk full, as a worker would
         def __init__(self, *args, **kwargs):
@@ -630,8 +630,8 @@ def test_disk_full_mid_run_exits_2_and_leaves_a_resumable_store(toy_paths, tmp_p
         def stop(self):
             pass
 
-    monkeypatch.setattr(screening.runner, "_init_ray", lambda spec: False)
-    monkeypatch.setattr(screening.runner, "_Dispatcher", FullDisk)
+    monkeypatch.setattr(workers.driver, "_init_ray", lambda spec: False)
+    monkeypatch.setattr(workers.driver, "_Dispatcher", FullDisk)
     store = tmp_path / "out.zarr"
     spec = write_spec(tmp_path / "spec.yaml", toy_spec_dict(toy_paths, store))
     assert main(["run", str(spec), "--no-progress", "--no-plots"]) == 2
@@ -768,7 +768,7 @@ def test_second_driver_on_a_store_is_refused_naming_the_owner(finished, tmp_path
     the owner, and touches nothing."""
     import shutil
 
-    from screening.lease import StoreLease
+    from screening.store.lease import StoreLease
 
     spec, original = finished
     fresh, existing = tmp_path / "new.zarr", tmp_path / "old.zarr"

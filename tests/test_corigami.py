@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from screening.encode import encode
+from screening.core.encode import encode
 from screening.models.base import ModelError
-from screening.models.checkpoint import (
-    file_sha256,
+from screening.models.checkpoint import file_sha256, read_state_dict
+from screening.models.corigami import (
+    ConvTransModel,
+    CorigamiAdapter,
+    CorigamiConfig,
     load_corigami_checkpoint,
-    read_state_dict,
     save_corigami_checkpoint,
 )
-from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig
 
 torch.set_num_threads(2)
 

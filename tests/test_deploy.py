@@ -489,7 +489,7 @@ def test_monitors_select_pods_and_ports_that_exist():
 
 def _screening_metric_names() -> set[str]:
     """Every sample name the screen metrics expose (counters' _total, histograms' _bucket, …)."""
-    from screening.metrics import ScreenMetrics
+    from workers.metrics import ScreenMetrics
 
     metrics = ScreenMetrics("probe")
     metrics.start(2, 0)
@@ -628,7 +628,7 @@ def test_image_build_context_makes_a_complete_wheel(tmp_path):
     assert result.returncode == 0, result.stderr
     (wheel,) = (tmp_path / "dist").glob("screening-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {"workers/screen_worker.py", "screening/cli.py", "screening/data/demo_model/model.pt"}
+    expected = {"workers/screen_worker.py", "screening/cli/__init__.py", "screening/data/demo_model/model.pt"}
     builder = REPO / "screening" / "service" / "app.py"
     if builder.exists():
         expected.add("screening/service/app.py")

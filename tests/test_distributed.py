@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from conftest import slow_model_section, toy_spec_dict
-from screening.results import open_results
-from screening.runner import prepare_screen, run_screen
+from screening.store.reader import open_results
+from screening.prepare import prepare_screen
+from workers.driver import run_screen
 from screening.spec import parse_spec
-from screening.store import open_or_create_store
+from screening.store.writer import open_or_create_store
 
 SCORES = ("impact_mean_abs", "impact_abs_mean")
 

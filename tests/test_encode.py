@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from screening.encode import decode, encode, one_hot, reverse_complement
+from screening.core.encode import decode, encode, one_hot, reverse_complement
 
 
 def test_encode_soft_mask_and_iupac():

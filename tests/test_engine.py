@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from screening.engine import predict_deletion, run_deletions
+from screening.compute.engine import predict_deletion, run_deletions
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
@@ -96,8 +96,8 @@ def test_forward_batches_stay_bounded(toy, monkeypatch):
 
 # --- every perturbation kind through the one engine --------------------------------------------------
 
-from screening.engine import perturbed_items, run_unit  # noqa: E402
-from screening.encode import N_CODE  # noqa: E402
+from screening.compute.engine import perturbed_items, run_unit  # noqa: E402
+from screening.core.encode import N_CODE  # noqa: E402
 from screening.spec import parse_spec  # noqa: E402
 
 KIND_SPECS = {
@@ -132,7 +132,7 @@ def unit_payload(spec, window=512, positions=None):
 
     full = parse_spec({"model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"}, "regions": ["chr1:2,000-2,200"] if positions is None else [positions],
                        "perturbations": [spec.model_dump()], "execution": {"chunk_size": 1000}, "output": {"store": "/x.zarr"}})
-    plan = plan_screen(full, [__import__("screening.regions", fromlist=["parse_region"]).parse_region(full.regions[0])],
+    plan = plan_screen(full, [__import__("screening.core.regions", fromlist=["parse_region"]).parse_region(full.regions[0])],
                        {"chr1": 6_000}, WindowGeometry(window, 32, 16), FakeGenome())
     return plan.payload(plan.units[0])
 
@@ -246,7 +246,7 @@ def test_shared_window_predicts_one_reference_per_unit_and_is_batch_invariant(to
 @pytest.mark.parametrize("padding", ["zero", "follow"])
 def test_shared_window_deletions_equal_a_direct_computation(toy, padding, one_thread):
     """Each score is the original's mean |Δ| of the deleted and reference maps of the one shared window."""
-    from screening.perturb import apply_edit
+    from screening.perturb.edits import apply_edit
 
     adapter, genome, tracks = toy
     spec, payload = shared_payload("deletion_follow" if padding == "follow" else "deletion")
@@ -282,7 +282,7 @@ def nonfinite_model(fill: str = "inf") -> dict:
 
 @pytest.mark.parametrize("fill", ["inf", "nan"])
 def test_non_finite_maps_fail_the_unit_naming_the_window(toy, fill, one_thread):
-    from screening.engine import NonFiniteMapError
+    from screening.compute.engine import NonFiniteMapError
     from screening.models.loader import load_model
     from screening.spec import ModelSpec
 
@@ -295,7 +295,7 @@ def test_non_finite_maps_fail_the_unit_naming_the_window(toy, fill, one_thread):
 
 
 def test_non_finite_attribution_target_fails_the_window(toy, one_thread):
-    from screening.engine import NonFiniteMapError, run_attribution
+    from screening.compute.engine import NonFiniteMapError, run_attribution
     from screening.models.loader import load_model
     from screening.spec import ModelSpec
 
@@ -326,10 +326,10 @@ def test_inf_in_a_track_fails_the_window_naming_the_track(toy, tmp_path):
 
 def test_worker_unit_with_non_finite_maps_is_not_marked_done(toy_paths, tmp_path, one_thread):
     """Through the worker: the unit raises before its chunk is written, so it stays not done."""
-    from screening.engine import NonFiniteMapError
-    from screening.runner import prepare_screen
+    from screening.compute.engine import NonFiniteMapError
+    from screening.prepare import prepare_screen
     from screening.spec import parse_spec
-    from screening.store import open_or_create_store
+    from screening.store.writer import open_or_create_store
     from workers.screen_worker import ScreenWorker
 
     raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", model=nonfinite_model("inf"), regions=["chr1:2,000-2,080"])

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from screening.cli import main
-from screening.evaluate import EvaluationError, auroc, average_precision, evaluate, read_truth_bed
-from screening.results import open_results
-from screening.store import GroupLayout, create_store
+from screening.interpret.evaluate import EvaluationError, auroc, average_precision, evaluate, read_truth_bed
+from screening.store.reader import open_results
+from screening.store.writer import GroupLayout, create_store
 
 
 def test_auroc_by_hand():

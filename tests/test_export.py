@@ -1,4 +1,4 @@
-"""bedGraph and bigWig exports (screening.export)."""
+"""bedGraph and bigWig exports (screening.store.export)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening import export as export_mod
-from screening.export import bigwig_intervals, to_bedgraph, to_bigwig
-from screening.regions import RegionError
-from screening.results import ResultsError, open_results
-from screening.store import GroupLayout, create_store
+from screening.store import export as export_mod
+from screening.store.export import bigwig_intervals, to_bedgraph, to_bigwig
+from screening.core.regions import RegionError
+from screening.store.reader import ResultsError, open_results
+from screening.store.writer import GroupLayout, create_store
 
 SCORES = ["insulation", "dist"]
 
@@ -208,8 +208,8 @@ def test_bigwig_intervals_properties(pairs):
 
 def test_per_base_scores_export_one_track(tmp_path):
     """[position, 4] arrays export the value at the reference base (attribution × input)."""
-    from screening.export import to_bedgraph
-    from screening.store import GroupLayout, create_store
+    from screening.store.export import to_bedgraph
+    from screening.store.writer import GroupLayout, create_store
 
     positions = np.arange(10, 14, dtype=np.int64)
     layout = GroupLayout(

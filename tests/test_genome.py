@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import screening.io.genome as genome_mod
-from screening.encode import decode, encode
+from screening.core.encode import decode, encode
 from screening.io.genome import Genome, GenomeError
 
 try:

@@ -1,4 +1,4 @@
-"""One driver per result store (screening.lease)."""
+"""One driver per result store (screening.store.lease)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from screening.lease import LEASE_SUFFIX, StoreLease
-from screening.store import StoreError
+from screening.store.lease import LEASE_SUFFIX, StoreLease
+from screening.store.writer import StoreError
 
 
 def lease_file(store) -> str:
@@ -54,7 +54,7 @@ def test_expired_lease_is_taken_over(tmp_path):
 def test_lease_of_a_dead_process_on_this_host_is_stale(tmp_path):
     store = tmp_path / "s.zarr"
     code = (
-        "import sys; from screening.lease import StoreLease; "
+        "import sys; from screening.store.lease import StoreLease; "
         f"StoreLease({str(store)!r}, ttl_s=3600)._acquire()"  # exits without releasing
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -133,7 +133,7 @@ def test_a_store_named_like_a_lease_is_refused(tmp_path):
 
 
 def test_break_lease_frees_the_store_of_a_dead_driver(tmp_path):
-    from screening.lease import break_lease
+    from screening.store.lease import break_lease
 
     store = str(tmp_path / "s.zarr")
     held = StoreLease(store, ttl_s=600).acquire()

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from screening.cli import main
-from screening.metrics import ScreenMetrics
+from workers.metrics import ScreenMetrics
 
 from conftest import free_port, toy_spec_dict
 

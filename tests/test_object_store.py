@@ -13,10 +13,10 @@ import pytest
 from conftest import toy_spec_dict
 from moto_s3 import s3_server, s3fs_client
 from screening.cli import main as cli_main
-from screening.results import open_results
-from screening.runner import run_screen
+from screening.store.reader import open_results
+from workers.driver import run_screen
 from screening.spec import parse_spec
-from screening.store import BUILDING_KEY, StoreError, StoreNotFoundError, read_store_attrs
+from screening.store.writer import BUILDING_KEY, StoreError, StoreNotFoundError, read_store_attrs
 
 SCORES = ("impact_mean_abs", "impact_abs_mean")
 
@@ -126,8 +126,8 @@ def test_prefix_holding_something_else_is_refused(toy_paths, s3):
 
 
 def test_dead_build_is_invisible_to_readers_and_rebuilt(toy_paths, ray_cluster):
-    from screening.runner import prepare_screen
-    from screening.store import open_or_create_store
+    from screening.prepare import prepare_screen
+    from screening.store.writer import open_or_create_store
 
     fs = s3fs_client()
     # What a driver killed mid-build leaves: the building marker, some arrays, no screening attrs.
@@ -177,13 +177,13 @@ def test_bad_credentials_are_a_clear_error_naming_the_url(toy_paths, screens, mo
 
 
 def test_storage_options_from_spec_reach_fsspec_and_secrets_are_redacted(toy_paths, s3, tmp_path):
-    from screening.storage import Location
+    from screening.store.location import Location
 
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3}}
     spec = spec_for(toy_paths, "s3://bucket/opts.zarr", output={"store": "s3://bucket/opts.zarr", "storage_options": options})
     assert Location(spec.output.store, spec.output.storage_options).storage_options == options
-    from screening.runner import prepare_screen
-    from screening.store import open_or_create_store
+    from screening.prepare import prepare_screen
+    from screening.store.writer import open_or_create_store
 
     prepared = prepare_screen(spec)
     open_or_create_store(spec.output.store, spec.model_dump(mode="json"), spec.science_hash(), prepared.provenance,
@@ -193,8 +193,8 @@ def test_storage_options_from_spec_reach_fsspec_and_secrets_are_redacted(toy_pat
 
 
 def test_overwrite_on_s3_replaces_the_old_store(toy_paths, s3):
-    from screening.runner import prepare_screen
-    from screening.store import open_or_create_store
+    from screening.prepare import prepare_screen
+    from screening.store.writer import open_or_create_store
 
     def create(spec, overwrite=False):
         prepared = prepare_screen(spec)

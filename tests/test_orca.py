@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from screening.align import bin_alignment
-from screening.attribution import AttributionError, attribute, check_deeplift
-from screening.encode import N_CODE
-from screening.engine import perturbed_items, predict_pair, run_attribution, run_unit
+from screening.maps.align import bin_alignment
+from screening.interpret.attribution import AttributionError, attribute, check_deeplift
+from screening.core.encode import N_CODE
+from screening.compute.engine import perturbed_items, predict_pair, run_attribution, run_unit
 from screening.io.genome import Genome
 from screening.models.base import ModelError
 from screening.models.checkpoint import file_sha256
@@ -30,10 +30,10 @@ from screening.models.orca import (
     read_orca_state_dict,
 )
 from screening.plan import plan_screen
-from screening.regions import parse_region
-from screening.score import score_maps
+from screening.core.regions import parse_region
+from screening.maps.score import score_maps
 from screening.spec import ModelSpec, SpecError, parse_spec
-from screening.targets import make_target
+from screening.maps.targets import make_target
 
 #: A tiny Orca: 4 levels pooling 4·4·5 = 80 bp bins, 16 bins (1,280 bp), kernel 3 (encoder reach 404 bp).
 TINY = {
@@ -266,7 +266,7 @@ def test_tracks_are_refused_for_orca() -> None:
 
 
 def test_screen_with_tracks_is_refused_for_orca(toy_paths, tmp_path: Path) -> None:
-    from screening.runner import prepare_screen
+    from screening.prepare import prepare_screen
 
     raw = _screen([{"kind": "deletion", "width": 20, "step": 20}], genome={"fasta": str(toy_paths["fasta"])},
                   tracks=[{"name": "ctcf", "path": str(toy_paths["ctcf"])}], output={"store": str(tmp_path / "s.zarr")})
@@ -436,7 +436,7 @@ def test_overlapped_input_building_gives_the_same_scores(toy_orca) -> None:
     payload = plan.payload(plan.units[0])
     plain = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=3)
     overlapped = OrcaAdapter(adapter.module)
-    overlapped.overlap = True  # host_input built in a background thread (screening.overlap)
+    overlapped.overlap = True  # host_input built in a background thread (screening.compute.prefetch)
     np.testing.assert_array_equal(run_unit(overlapped, genome, None, spec, "chr1", payload, batch_size=3)["mse"], plain["mse"])
 
 

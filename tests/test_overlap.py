@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import TOY_CONFIG
-from screening.engine import run_unit
+from screening.compute.engine import run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
-from screening.overlap import predict_batches, prefetch
-from screening.perturb import centered_window_start
-from screening.precision import configure_adapter
+from screening.compute.prefetch import predict_batches, prefetch
+from screening.perturb.edits import centered_window_start
+from screening.models.precision import configure_adapter
 from screening.spec import DeletionSpec, MutagenesisSpec
 
 

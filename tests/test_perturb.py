@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from screening.encode import decode, encode, reverse_complement
-from screening.perturb import (
+from screening.core.encode import decode, encode, reverse_complement
+from screening.perturb.edits import (
     Edit,
     apply_edit,
     centered_window_start,
@@ -231,7 +231,7 @@ def test_insertion_rejects():
 
 
 def test_motif_consensus_of_ctcf():
-    from screening.synthetic.motif import load_ctcf
+    from screening.perturb.motif import load_ctcf
 
     consensus = motif_consensus(load_ctcf())
     assert consensus == "TGGCCACCAGGGGGCGCTA"  # JASPAR MA0139.1

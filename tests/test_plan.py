@@ -3,7 +3,7 @@ import pytest
 
 from screening.models.base import WindowGeometry
 from screening.plan import deletion_starts, plan_screen
-from screening.regions import Region, RegionError
+from screening.core.regions import Region, RegionError
 from screening.spec import parse_spec
 
 GEOMETRY = WindowGeometry(window_length=2_097_152, bin_size=8192, n_bins=256)

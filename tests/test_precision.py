@@ -12,7 +12,7 @@ from conftest import TOY_CONFIG, toy_spec_dict
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
-from screening.precision import autocast, configure_adapter, effective_precision, worker_precision
+from screening.models.precision import autocast, configure_adapter, effective_precision, worker_precision
 from screening.spec import ExecutionSpec, SpecError, parse_spec
 
 # bf16 keeps 8 significant bits (relative step 2**-8 = 0.4 %) and fp16 11 bits; through the toy
@@ -44,7 +44,7 @@ def test_reduced_precision_is_part_of_the_spec_hash(toy_paths, tmp_path):
 
 
 def test_cpu_falls_back_to_fp32_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="screening.precision"):
+    with caplog.at_level(logging.WARNING, logger="screening.models.precision"):
         assert effective_precision("bf16", "cpu") == "fp32"
     assert "execution.precision bf16 needs a CUDA device; running fp32 on cpu" in caplog.text
     assert effective_precision("fp16", "cuda") == "fp16"
@@ -63,7 +63,7 @@ def test_worker_precision_for_provenance(device, gpus, used):
 
 
 def test_provenance_records_the_precision(toy_paths, tmp_path):
-    from screening.runner import prepare_screen
+    from screening.prepare import prepare_screen
 
     raw = toy_spec_dict(toy_paths, tmp_path / "x.zarr")
     raw["execution"]["precision"] = "fp16"

@@ -13,7 +13,7 @@ from conftest import toy_spec_dict
 from screening.cli import main
 from screening.models.base import WindowGeometry
 from screening.predict import BandMean, PredictError, dense_map, predict_regions, predict_to_cool, tile_windows, write_cool
-from screening.regions import RegionError, parse_region
+from screening.core.regions import RegionError, parse_region
 from screening.spec import parse_spec
 
 TOY = WindowGeometry(window_length=512, bin_size=32, n_bins=16)
@@ -90,7 +90,7 @@ def test_band_mean_equals_the_mean_of_the_overlapping_maps(symmetric):
 
 @pytest.fixture
 def toy(toy_paths, tmp_path):
-    from workers.screen_worker import load_configured_model, open_inputs
+    from screening.prepare import load_configured_model, open_inputs
 
     spec = parse_spec(toy_spec_dict(toy_paths, tmp_path / "unused.zarr"))
     genome, tracks = open_inputs(spec)

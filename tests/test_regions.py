@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from screening.regions import Region, RegionError, merge_sorted, parse_region, read_bed, validate_region
+from screening.core.regions import Region, RegionError, merge_sorted, parse_region, read_bed, validate_region
 
 SIZES = {"chr1": 3_000_000, "chr2": 1_000}
 

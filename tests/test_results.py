@@ -1,4 +1,4 @@
-"""Reader side of the result store (screening.results)."""
+"""Reader side of the result store (screening.store.reader)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from zarr.storage import LocalStore
 
 import screening
-from screening.regions import Region, RegionError
-from screening.results import Results, ResultsError, open_results
-from screening.store import GroupLayout, StoreError, StoreNotFoundError, create_store
+from screening.core.regions import Region, RegionError
+from screening.store.reader import Results, ResultsError, open_results
+from screening.store.writer import GroupLayout, StoreError, StoreNotFoundError, create_store
 
 SPEC = {"name": "toy-screen"}
 SHA = "a" * 64
@@ -298,7 +298,7 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from screening.store import DamagedChunkError  # noqa: E402
+from screening.store.writer import DamagedChunkError  # noqa: E402
 
 
 @pytest.fixture
@@ -355,7 +355,7 @@ def test_damaged_coordinates_and_flags_are_named(damaged_copy):
 
 
 def test_export_of_a_damaged_store_names_the_chunk(damaged_copy, tmp_path):
-    from screening.export import to_bedgraph
+    from screening.store.export import to_bedgraph
 
     path, _ = damaged_copy
     flip_one_bit(path / "chr1" / "del" / "dist" / "c" / "3", byte=6)
@@ -366,7 +366,7 @@ def test_export_of_a_damaged_store_names_the_chunk(damaged_copy, tmp_path):
 
 
 def test_checksummed_tells_format_2_from_format_1(full_store, tmp_path, monkeypatch):
-    from screening import store as store_mod
+    from screening.store import writer as store_mod
 
     assert open_results(full_store[0]).checksummed
     monkeypatch.setattr(store_mod, "FORMAT_VERSION", 1)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from screening import open_results
-from screening.runner import ScreenCancelled, ScreenProgress, run_screen
+from workers.driver import ScreenCancelled, ScreenProgress, run_screen
 from screening.spec import load_spec, parse_spec
 
 from conftest import slow_model_section, toy_spec_dict
@@ -247,7 +247,7 @@ def test_an_unreachable_address_fails_at_once_naming_it(toy_paths, tmp_path, add
 def test_workers_the_cluster_cannot_hold_are_refused_naming_the_field(monkeypatch):
     import ray
 
-    from screening.runner import check_cluster_resources
+    from workers.driver import check_cluster_resources
     from screening.spec import ExecutionSpec, SpecError
 
     nodes = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 2.0}},
@@ -267,7 +267,7 @@ def test_workers_the_cluster_cannot_hold_are_refused_naming_the_field(monkeypatc
 def test_an_autoscaling_cluster_is_judged_by_the_nodes_it_may_add(monkeypatch):
     import ray
 
-    import screening.runner as runner
+    import workers.driver as runner
     from screening.spec import ExecutionSpec, SpecError
 
     # a CPU head with nothing free and a GPU group at zero nodes now, at most 3 later (KubeRay-style)
@@ -286,7 +286,7 @@ def test_an_autoscaling_cluster_is_judged_by_the_nodes_it_may_add(monkeypatch):
 
 
 def test_autoscaling_node_groups_is_empty_without_an_autoscaler(ray_local):
-    from screening.runner import _autoscaling_node_groups
+    from workers.driver import _autoscaling_node_groups
 
     assert _autoscaling_node_groups() == []
 

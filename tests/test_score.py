@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.align import apply, bin_alignment, identity
-from screening.score import (
+from screening.maps.align import apply, bin_alignment, identity
+from screening.maps.score import (
     SCORES,
     available_scores,
     impact_abs_mean,
@@ -21,7 +21,7 @@ from screening.score import (
     spearman,
     ssd,
 )
-from screening.score import _average_ranks
+from screening.maps.score import _average_ranks
 
 
 def maps(*rows) -> np.ndarray:

@@ -19,7 +19,7 @@ import yaml
 from screening import Client, open_results
 from screening.cli import main
 from screening.client import ScreenFailedError, ServiceError
-from screening.export import to_bedgraph, to_bigwig
+from screening.store.export import to_bedgraph, to_bigwig
 
 from conftest import free_port, toy_spec_dict, write_toy_genome
 

@@ -150,7 +150,7 @@ def test_missing_object_is_an_error_naming_the_url(s3):
 
 
 def test_screen_inputs_from_s3_record_the_url_and_checksum(s3, toy_paths, tmp_path):
-    from screening.runner import prepare_screen
+    from screening.prepare import prepare_screen
 
     raw = toy_spec_dict(toy_paths, tmp_path / "x.zarr")
     raw["genome"]["fasta"] = "s3://inputs/toy.fa"

@@ -1,4 +1,4 @@
-"""Writer side of the result store (screening.store)."""
+"""Writer side of the result store (screening.store.writer)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zarr
 
-from screening import store as store_mod
-from screening.store import (
+from screening.store import writer as store_mod
+from screening.store.writer import (
     FORMAT_VERSION,
     GroupLayout,
     ResultStore,
@@ -457,7 +457,7 @@ def test_concurrent_writers_from_processes(store, layouts):
 
 def test_extra_dims_and_labels_round_trip(tmp_path):
     """Mutagenesis-style [position, 4] scores and string labels (variant ids) are stored and queried."""
-    from screening.results import open_results
+    from screening.store.reader import open_results
 
     starts = np.arange(100, 110, dtype=np.int64)
     layout = GroupLayout(
@@ -485,7 +485,7 @@ def test_extra_dims_and_labels_round_trip(tmp_path):
 
 from zarr.codecs import Crc32cCodec  # noqa: E402
 
-from screening.store import DamagedChunkError  # noqa: E402
+from screening.store.writer import DamagedChunkError  # noqa: E402
 
 
 def chunk_file(store: ResultStore, array: str, k: int) -> Path:
@@ -584,7 +584,7 @@ def make_format_1_store(path: Path, layouts, monkeypatch) -> ResultStore:
 
 
 def test_format_1_stores_stay_readable_and_resumable(tmp_path, layouts, monkeypatch):
-    from screening.results import open_results
+    from screening.store.reader import open_results
 
     path = tmp_path / "old.zarr"
     make_format_1_store(path, layouts, monkeypatch)

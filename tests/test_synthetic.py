@@ -11,8 +11,8 @@ import pyBigWig
 import pyfaidx
 import pytest
 
-from screening.encode import encode, reverse_complement
-from screening.synthetic import (
+from screening.core.encode import encode, reverse_complement
+from screening.demo.synthetic import (
     ContactParams,
     Site,
     SyntheticConfig,

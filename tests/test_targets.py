@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from screening.models.base import WindowGeometry
-from screening.targets import (
+from screening.maps.targets import (
     TARGETS,
     Block,
     Difference,

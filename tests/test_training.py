@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from screening.models.checkpoint import infer_corigami_config, load_corigami_checkpoint
-from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig
-from screening.synthetic import SyntheticConfig, SyntheticGenome, generate
-from screening.training import (
+from screening.models.corigami import (
+    ConvTransModel,
+    CorigamiAdapter,
+    CorigamiConfig,
+    infer_corigami_config,
+    load_corigami_checkpoint,
+)
+from screening.demo.synthetic import SyntheticConfig, SyntheticGenome, generate
+from screening.demo.training import (
     TrainConfig,
     decay_map,
     decay_profile,
@@ -222,3 +227,13 @@ def test_demo_model_ranks_functional_sites_above_decoys(
     sanity = deletion_sanity(demo_adapter, demo_genome, demo_settings["train_config"]["eval_chrom"])
     assert sanity["ctcf_site"]["n"] > 5 and sanity["decoy_peak"]["n"] > 2
     assert sanity["ratio_functional_to_decoy"] > 1.5
+
+
+def test_demo_fallback_config_is_the_demo_models_architecture():
+    """`screening demo` without the trained weights runs a random-weight model of the demo model's size."""
+    from screening.demo.demo import _FALLBACK_CONFIG
+    from screening.demo.training import DEMO_CONFIG
+    assert CorigamiConfig(**{**_FALLBACK_CONFIG, "block_widths": tuple(_FALLBACK_CONFIG["block_widths"])}) == DEMO_CONFIG
+    recorded = json.loads((DEMO_DIR / "config.json").read_text())
+    assert {**asdict(DEMO_CONFIG), "block_widths": list(DEMO_CONFIG.block_widths)} == recorded["corigami_config"]
+

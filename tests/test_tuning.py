@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
-from screening.tuning import optimize_adapter
+from screening.compute.threads import optimize_adapter
 
 from conftest import TOY_CONFIG
 
@@ -25,7 +25,7 @@ def toy_batch(adapter, batch=3, seed=1):
 def test_allocator_tuning_takes_effect_and_predictions_still_run():
     # in a child process: the setting is process-wide
     code = (
-        "import numpy as np; from screening.tuning import tune_cpu_allocator; "
+        "import numpy as np; from screening.compute.threads import tune_cpu_allocator; "
         "from screening.models.corigami import CorigamiAdapter, CorigamiConfig; "
         "assert tune_cpu_allocator() is True; "
         f"a = CorigamiAdapter.random_init(CorigamiConfig(**{TOY_CONFIG!r})); "
@@ -100,7 +100,7 @@ def test_worker_applies_the_execution_settings(toy_paths, tmp_path, monkeypatch,
     from workers.screen_worker import ScreenWorker
 
     calls = []
-    monkeypatch.setattr("workers.screen_worker.tune_cpu_allocator", lambda: calls.append(1) or True)
+    monkeypatch.setattr("screening.prepare.tune_cpu_allocator", lambda: calls.append(1) or True)
     execution = {"device": "cpu", "keep_freed_memory": keep, "channels_last": True}
     worker = ScreenWorker(toy_spec_dict(toy_paths, tmp_path / "s.zarr", execution=execution))
     assert calls == ([1] if keep else [])

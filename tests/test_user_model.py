@@ -13,8 +13,8 @@ import yaml
 from pydantic import ValidationError
 
 from screening.cli import main
-from screening.encode import N_CODE
-from screening.engine import run_attribution, run_unit
+from screening.core.encode import N_CODE
+from screening.compute.engine import run_attribution, run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.base import ModelError
@@ -326,7 +326,7 @@ def screen_spec(code: dict, toy_paths, store: Path):
 def engine_results(spec) -> dict[str, dict[str, np.ndarray]]:
     """Every analysis of the spec computed unit by unit through the engine, as a worker does."""
     from screening.plan import plan_screen
-    from workers.screen_worker import open_inputs
+    from screening.prepare import open_inputs
 
     adapter = load_model(spec.model, "cpu")
     genome, tracks = open_inputs(spec)
@@ -370,7 +370,7 @@ def test_engine_deletion_scores_are_the_map_differences(user_code, toy_paths, sc
 
 
 def test_engine_mutagenesis_and_saliency_of_a_user_model(user_code, toy_paths, screened):
-    from screening.targets import make_target
+    from screening.maps.targets import make_target
 
     _, results = screened
     genome = Genome(toy_paths["fasta"])
@@ -397,7 +397,7 @@ def test_runner_screens_user_model_on_ray_workers(user_code, toy_paths, tmp_path
     import ray
 
     from screening import open_results
-    from screening.runner import run_screen
+    from workers.driver import run_screen
 
     spec = screen_spec(user_code, toy_paths, tmp_path / "out.zarr")
     _, expected = screened

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from screening.encode import decode, encode
+from screening.core.encode import decode, encode
 from screening.io.genome import Genome
 from screening.io.vcf import VariantEdit, SkippedVariant, Variant, VcfError, read_vcf
 

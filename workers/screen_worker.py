@@ -1,6 +1,6 @@
 """The Ray worker: load the model once, then compute and write one work unit at a time.
 
-:class:`ScreenWorker` is a plain class (testable without Ray); the runner wraps
+:class:`ScreenWorker` is a plain class (testable without Ray); the driver (:mod:`workers.driver`) wraps
 it with ``ray.remote`` so each actor holds one model on one device.
 """
 
@@ -13,43 +13,13 @@ from typing import Any
 
 import torch
 
-from screening.engine import run_attribution, run_unit
-from screening.io.genome import Genome
-from screening.io.tracks import Track, TrackSet
-from screening.models.base import ModelAdapter
-from screening.models.loader import load_model
+from screening.compute.engine import run_attribution, run_unit
 from screening.plan import WorkUnit
-from screening.tuning import optimize_adapter, tune_cpu_allocator
-from screening.precision import configure_adapter
+from screening.prepare import load_configured_model, open_inputs
 from screening.spec import ScreenSpec
-from screening.store import ResultStore
+from screening.store.writer import ResultStore
 
-__all__ = ["ScreenWorker", "load_configured_model", "open_inputs"]
-
-
-def open_inputs(spec: ScreenSpec) -> tuple[Genome, TrackSet]:
-    """Genome and track handles for a spec (opened lazily, once per process).
-
-    Inputs given as URLs (``s3://``, ``https://``, …) are staged once per node into the local
-    cache by :mod:`screening.io.staging`; provenance still records the URL (from the spec).
-    """
-    genome = Genome(spec.genome.fasta, name=spec.genome.name)
-    tracks = TrackSet([Track(t.path, t.name, t.transform) for t in spec.tracks])
-    return genome, tracks
-
-
-def load_configured_model(spec: ScreenSpec) -> tuple[ModelAdapter, str]:
-    """The spec's model on its execution device, set up as ``execution`` asks; returns it and the precision used.
-
-    Applies the CPU allocator tuning (``keep_freed_memory``), channels-last and ``torch.compile``,
-    the precision (bf16/fp16 on CUDA only) and input overlap.
-    """
-    execution = spec.execution
-    adapter = load_model(spec.model, execution.device)
-    if adapter.device.type == "cpu" and execution.keep_freed_memory:
-        tune_cpu_allocator()  # reuse freed activations instead of page-faulting them in every batch
-    optimize_adapter(adapter, execution.channels_last, execution.compile)
-    return adapter, configure_adapter(adapter, execution.precision, execution.overlap)
+__all__ = ["ScreenWorker"]
 
 
 class ScreenWorker:

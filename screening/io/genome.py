@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import pyfaidx
 
-from screening.encode import N_CODE, encode
-from screening.io.staging import FASTA_SIDECARS, StagingError, is_url, stage
+from screening.core.errors import ScreeningError
+from screening.core.encode import N_CODE, encode
+from screening.core.urls import is_url
+from screening.io.staging import FASTA_SIDECARS, StagingError, stage
 
 __all__ = ["Genome", "GenomeError", "cache_dir"]
 
@@ -42,7 +44,7 @@ _FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".seq")
 _CHUNK = 1 << 24  # 16 MiB: streaming unit for checksums and gzip decompression
 
 
-class GenomeError(ValueError):
+class GenomeError(ScreeningError, ValueError):
     """A genome file, chromosome or region that cannot be used."""
 
 

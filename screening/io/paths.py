@@ -13,10 +13,13 @@ import os
 import stat
 from pathlib import Path
 
+from screening.core.errors import ScreeningError
+from screening.core.urls import is_url
+
 __all__ = ["OutputPathError", "check_output_file", "check_store_path", "is_disk_full"]
 
 
-class OutputPathError(ValueError):
+class OutputPathError(ScreeningError, ValueError):
     """An output path that cannot be written; the message names it (and the spec field)."""
 
 
@@ -92,7 +95,7 @@ def check_store_path(store: str, what: str = "output.store") -> None:
     OutputPathError
         If the store path is a file, lies under a file, or its folder is read-only.
     """
-    if "://" in store:
+    if is_url(store):
         return
     path = Path(store)
     if path.exists():

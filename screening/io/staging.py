@@ -24,9 +24,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from screening.storage import resolve_storage_options
+from screening.store.location import resolve_storage_options
 
-__all__ = ["CACHE_ENV", "StagingError", "is_url", "stage", "staged_root"]
+__all__ = ["CACHE_ENV", "StagingError", "stage", "staged_root"]
 
 CACHE_ENV = "SCREENING_CACHE_DIR"
 FASTA_SIDECARS = (".fai", ".gzi")
@@ -36,11 +36,6 @@ _META = "staged.json"
 
 class StagingError(OSError):
     """A remote input that cannot be found or downloaded; the message names the URL."""
-
-
-def is_url(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a URL (``scheme://…``, ``file://`` included) to stage."""
-    return "://" in os.fspath(path)
 
 
 def staged_root() -> Path:

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pyBigWig
 
-from screening.io.staging import StagingError, is_url, stage
+from screening.core.errors import ScreeningError
+from screening.core.urls import is_url
+from screening.io.staging import StagingError, stage
 
 __all__ = ["TRANSFORMS", "Track", "TrackError", "TrackSet"]
 
@@ -27,7 +29,7 @@ _BIGWIG_MAGIC = 0x888FFC26
 _BIGBED_MAGIC = 0x8789F2EB
 
 
-class TrackError(ValueError):
+class TrackError(ScreeningError, ValueError):
     """A track file, chromosome, region or transform that cannot be used."""
 
 

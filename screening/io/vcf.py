@@ -48,7 +48,8 @@ from typing import IO, Literal
 
 import numpy as np
 
-from screening.encode import decode, encode, reverse_complement
+from screening.core.errors import ScreeningError
+from screening.core.encode import decode, encode, reverse_complement
 from screening.io.genome import Genome
 
 __all__ = ["SkippedVariant", "Variant", "VariantEdit", "VcfError", "VcfResult", "read_vcf"]
@@ -66,7 +67,7 @@ _NO_ALT = {".": "no alternative allele ('.')", "*": "spanning-deletion allele '*
 _MAX_LISTED = 20  # problems spelled out in one VcfError
 
 
-class VcfError(ValueError):
+class VcfError(ScreeningError, ValueError):
     """A VCF file, line or variant that cannot be used; names the file and line."""
 
 
@@ -83,9 +84,9 @@ class _Problem(Exception):
 class VariantEdit:
     """A sequence edit on the reference: ``[start, end)`` becomes something else.
 
-    Maps onto :func:`screening.perturb.apply_edit` with ``offset = start - window_start``,
+    Maps onto :func:`screening.perturb.edits.apply_edit` with ``offset = start - window_start``,
     ``ref_length`` and, as ``alt_codes``, :attr:`alt_codes` (``"replace"``) or the result
-    of :func:`screening.perturb.duplicate` / :func:`screening.perturb.invert` applied to the
+    of :func:`screening.perturb.edits.duplicate` / :func:`screening.perturb.edits.invert` applied to the
     reference segment (which also carries the tracks along).
 
     Attributes

@@ -4,7 +4,7 @@ C.Origami, Orca and users' own models all sit behind :class:`ModelAdapter`, so
 perturbations, scores and attribution never see model-specific details.
 
 Sequence enters as integer base codes (``A=0, C=1, G=2, T=3, N=4``, see
-:mod:`screening.encode`) and tracks as float32 arrays already transformed as the
+:mod:`screening.core.encode`) and tracks as float32 arrays already transformed as the
 spec declares; the adapter turns them into the model's own input layout.
 """
 
@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["ModelAdapter", "ModelError", "WindowGeometry", "state_dict_sha256"]
+from screening.core.errors import ScreeningError
+
+__all__ = ["InputLayout", "ModelAdapter", "ModelError", "WindowGeometry", "state_dict_sha256"]
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
@@ -30,7 +33,29 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class ModelError(ValueError):
+class InputLayout(NamedTuple):
+    """Where sequence and tracks sit in a model's input tensor ``[B, ·, ·]``.
+
+    Attributes
+    ----------
+    sequence
+        Channel indices of ``A, C, G, T``, in that order.
+    tracks
+        Channel indices of the tracks, in the adapter's ``track_names`` order.
+    length_axis
+        Axis of the input holding positions (1: ``[B, L, C]``, 2: ``[B, C, L]``); the
+        other non-batch axis holds channels.
+    n
+        Channel index of a separate ``N`` channel, or ``None``.
+    """
+
+    sequence: tuple[int, int, int, int]
+    tracks: tuple[int, ...]
+    length_axis: int
+    n: int | None = None
+
+
+class ModelError(ScreeningError, ValueError):
     """A model, checkpoint or declaration that cannot be used."""
 
 
@@ -69,8 +94,8 @@ class ModelAdapter(ABC):
     track_names: tuple[str, ...] = ()
     symmetric: bool = False
     checksum: str = ""
-    precision: str = "fp32"  # autocast precision of predict (see screening.precision.configure_adapter)
-    overlap: bool = False  # build the next batch's input while one runs (screening.overlap)
+    precision: str = "fp32"  # autocast precision of predict (see screening.models.precision.configure_adapter)
+    overlap: bool = False  # build the next batch's input while one runs (screening.compute.prefetch)
 
     def __init__(self, module: torch.nn.Module, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -101,14 +126,14 @@ class ModelAdapter(ABC):
     @torch.no_grad()
     def predict_inputs(self, inputs: torch.Tensor) -> np.ndarray:
         """Forward of built inputs under :attr:`precision` (CUDA autocast), as float32 numpy maps."""
-        from screening.precision import autocast
+        from screening.models.precision import autocast
 
         with autocast(self.device, self.precision):
             maps = self.forward(inputs)
         return maps.float().cpu().numpy()
 
     def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
-        """The model input built on the host, for pinned asynchronous copies (:mod:`screening.overlap`).
+        """The model input built on the host, for pinned asynchronous copies (:mod:`screening.compute.prefetch`).
 
         The default is :meth:`build_input`, which may already place it on the device.
         """

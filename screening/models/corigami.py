@@ -13,18 +13,24 @@ Output is ``[B, n_bins, n_bins]`` float32, log(1 + Hi-C), not symmetrised.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from screening.encode import one_hot
+from screening.core.encode import one_hot
 from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
-from screening.precision import strict_float32_cuda
+from screening.models.checkpoint import PREFIX, describe_misfit, file_sha256, read_checkpoint
+from screening.models.precision import strict_float32_cuda
 
-__all__ = ["CorigamiConfig", "ConvTransModel", "CorigamiAdapter", "DNA_ORDER", "N_DNA_CHANNELS"]
+__all__ = [
+    "CorigamiConfig", "ConvTransModel", "CorigamiAdapter", "DNA_ORDER", "N_DNA_CHANNELS", "check_state_dict",
+    "infer_corigami_config", "load_corigami_checkpoint", "save_corigami_checkpoint",
+]
 
 DNA_ORDER = "ATCGN"
 """C.Origami's one-hot channel order (N has its own channel)."""
@@ -359,8 +365,6 @@ class CorigamiAdapter(ModelAdapter):
             Unreadable, unsafe or non-checkpoint file, or weights that do not
             fit the architecture.
         """
-        from screening.models.checkpoint import file_sha256, load_corigami_checkpoint  # avoids an import cycle
-
         state, cfg = load_corigami_checkpoint(path, config)
         model = ConvTransModel(cfg)
         model.load_state_dict(state, strict=True)
@@ -420,3 +424,123 @@ class CorigamiAdapter(ModelAdapter):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: ``[B, L, 5 + n_tracks]`` → float32 ``[B, n_bins, n_bins]``."""
         return self.module(inputs.to(self.device))
+
+
+# --------------------------------------------------------------------------- checkpoints
+# What a C.Origami checkpoint holds and how it is checked against ConvTransModel; files are read by
+# screening.models.checkpoint (the one safe reader).
+
+_CONFIG_KEY = "corigami_config"
+
+
+def save_corigami_checkpoint(path: str | Path, model: ConvTransModel) -> None:
+    """Save ``model`` in the original's layout plus its config (plain types, safe to load).
+
+    The config travels as ``corigami_config`` so that fields that tensor shapes
+    cannot reveal (``n_heads``, ``dropout``) survive the round trip.
+    """
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()}
+    state = {PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, _CONFIG_KEY: config}, Path(path))
+
+
+def _embedded_config(embedded: object, path: Path) -> CorigamiConfig:
+    try:
+        return CorigamiConfig(**embedded)  # type: ignore[arg-type]
+    except (TypeError, ModelError) as exc:
+        raise ModelError(f"checkpoint {path}: invalid {_CONFIG_KEY} {embedded!r}: {exc}") from exc
+
+
+def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := regex.fullmatch(k))})
+
+
+def infer_corigami_config(state: Mapping[str, torch.Tensor]) -> CorigamiConfig:
+    """Best-effort :class:`CorigamiConfig` from tensor shapes.
+
+    Fields whose tensors are absent keep their defaults (the strict key check
+    then reports the missing keys). ``n_heads`` cannot be read from shapes and
+    stays 8. The window is ``pe.shape[0] * bin_size`` (the original's ``pe``
+    has one row per output bin).
+    """
+    defaults = CorigamiConfig()
+    fields: dict[str, object] = {}
+
+    def shape(key: str) -> tuple[int, ...] | None:
+        return tuple(state[key].shape) if key in state else None
+
+    if (s := shape("encoder.conv_start_epi.0.weight")) and len(s) == 3:
+        fields["num_genomic_features"] = s[1]
+    if (s := shape("encoder.conv_start_seq.0.weight")) and len(s) == 3:
+        fields["stem_width"] = s[0]
+    widths = []
+    while (s := shape(f"encoder.res_blocks_seq.{len(widths)}.scale.0.weight")) and len(s) == 3:
+        widths.append(s[0])
+        fields["kernel_size"] = s[2]
+    if widths:
+        fields["block_widths"] = tuple(widths)
+    if (s := shape("encoder.conv_end.weight")) and len(s) == 3:
+        fields["mid_hidden"] = s[0]
+    if n_layers := _count(state, r"attn\.module\.layers\.(\d+)\.linear1\.weight"):
+        fields["n_layers"] = n_layers
+    if (s := shape("attn.module.layers.0.linear1.weight")) and len(s) == 2:
+        fields["ff_hidden"] = s[0]
+    if (s := shape("decoder.conv_start.0.weight")) and len(s) == 4:
+        fields["decoder_hidden"] = s[0]
+    if n_dec := _count(state, r"decoder\.res_blocks\.(\d+)\.res\.0\.weight"):
+        fields["decoder_blocks"] = n_dec
+    bin_size = 2 ** (1 + len(fields.get("block_widths", defaults.block_widths)))
+    if (s := shape("attn.pos_encoder.pe")) and len(s) == 3 and s[0] > 0 and s[1] == 1:
+        fields["window_length"] = s[0] * bin_size
+    try:
+        return CorigamiConfig(**fields)
+    except ModelError as exc:
+        raise ModelError(f"cannot infer a C.Origami configuration from the weights: {exc}") from exc
+
+
+def check_state_dict(state: Mapping[str, torch.Tensor], config: CorigamiConfig, source: str = "state_dict") -> None:
+    """Raise :class:`ModelError` unless ``state`` fits ``ConvTransModel(config)`` exactly.
+
+    The message names missing keys, unexpected keys and every shape mismatch
+    with both shapes (the first 10 of each, plus counts).
+    """
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        expected = {k: tuple(v.shape) for k, v in ConvTransModel(config).state_dict().items()}
+    problems = describe_misfit(state, expected)
+    if problems:
+        raise ModelError("\n".join([f"{source} does not fit ConvTransModel({config})", *problems]))
+
+
+def load_corigami_checkpoint(
+    path: str | Path, config: CorigamiConfig | None = None
+) -> tuple[dict[str, torch.Tensor], CorigamiConfig]:
+    """Read and validate a C.Origami checkpoint.
+
+    Parameters
+    ----------
+    path
+        Lightning ``.ckpt`` of the original code or a bare state_dict file.
+    config
+        Expected model size. When ``None``: the config saved by
+        :func:`save_corigami_checkpoint` if present, else inferred from tensor
+        shapes (``n_heads`` then defaults to 8).
+
+    Returns
+    -------
+    state_dict, config
+        Weights without the ``model.`` prefix, ready for
+        ``ConvTransModel(config).load_state_dict(state_dict)``, and the config.
+
+    Raises
+    ------
+    ModelError
+        Missing, truncated, corrupt or unsafe file; no state_dict inside; or
+        weights that do not fit the architecture (keys and shapes named).
+    """
+    path = Path(path)
+    state, embedded = read_checkpoint(path, _CONFIG_KEY)
+    if config is None:
+        config = _embedded_config(embedded, path) if embedded is not None else infer_corigami_config(state)
+    check_state_dict(state, config, source=f"checkpoint {path}")
+    return state, config

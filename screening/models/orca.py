@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from screening.attribution import InputLayout
-from screening.encode import one_hot
-from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.core.encode import one_hot
+from screening.models.base import InputLayout, ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
 from screening.models.checkpoint import describe_misfit
-from screening.precision import autocast, strict_float32_cuda
+from screening.models.precision import autocast, strict_float32_cuda
 
 __all__ = [
     "ORCA_ALPHABET",
@@ -329,10 +328,10 @@ def read_orca_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ModelError
         Missing, truncated, corrupt or unsafe file, or one that holds no tensors.
     """
-    from screening.models.checkpoint import _torch_load_safe  # the one safe loader (no code in pickles)
+    from screening.models.checkpoint import torch_load_safe  # the one safe loader (no code in pickles)
 
     path = Path(path)
-    obj = _torch_load_safe(path)
+    obj = torch_load_safe(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not (isinstance(obj, Mapping) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())):

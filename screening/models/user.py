@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from screening.attribution import InputLayout
-from screening.encode import ALPHABET, one_hot
-from screening.models.base import ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
-from screening.models.checkpoint import describe_misfit
-from screening.precision import strict_float32_cuda
+from screening.core.encode import ALPHABET, one_hot
+from screening.models.base import InputLayout, ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.models.checkpoint import describe_misfit, is_state_dict
+from screening.models.precision import strict_float32_cuda
 from screening.spec import ModelSpec, UserModelDeclaration
 
 __all__ = [
@@ -236,18 +235,12 @@ def build_user_module(
 # --------------------------------------------------------------------------- weights
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip holding ``<name>/constants.pkl`` (state-dict zips have none)."""
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
         return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
-
-
-def _is_state_dict(obj: object) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
 
 
 def read_user_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:
@@ -266,18 +259,18 @@ def read_user_state_dict(path: str | Path, prefix: str | None = None) -> dict[st
         Missing, corrupt or unsafe file (one that would need arbitrary unpickling), a
         TorchScript archive, or no mapping of names to tensors inside.
     """
-    from screening.models.checkpoint import _torch_load_safe  # the one safe reader of the package
+    from screening.models.checkpoint import torch_load_safe  # the one safe reader of the package
 
     path = Path(path)
-    if path.is_file() and _is_torchscript(path):
+    if path.is_file() and is_torchscript(path):
         raise ModelError(
             f"checkpoint {path} is a TorchScript archive, not a state dict: drop model.import_path "
             "(and model.config) to load it as TorchScript"
         )
-    obj = _torch_load_safe(path)
+    obj = torch_load_safe(path)
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
-    if not _is_state_dict(obj):
+    if not is_state_dict(obj):
         what = f"a mapping with keys {list(obj)[:_SHOW]}" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
         raise ModelError(
             f"checkpoint {path}: no state dict inside (expected a mapping of names to tensors, or one under "
@@ -310,7 +303,7 @@ def _common_prefix(keys: Mapping[str, Any]) -> str:
 def _load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
         raise ModelError(f"checkpoint {path}: no such file")
-    if not _is_torchscript(path):
+    if not is_torchscript(path):
         raise ModelError(
             f"checkpoint {path} is not a TorchScript archive; for a state dict give model.import_path "
             "('package.module:factory') to build the model it fits"

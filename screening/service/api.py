@@ -41,9 +41,11 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from screening.core.errors import USER_ERRORS
 from screening.service.auth import TokenStore
 from screening.service.config import ServiceConfig
 from screening.service.jobs import new_job_id
+from screening.service.states import JobState
 from screening.service.policy import PolicyError, server_spec, spec_error_fields
 from screening.service.wire import ARROW_TYPE, dataset_to_arrow, dataset_to_json
 from screening.spec import MAX_DEPTH, SpecError, nesting_depth
@@ -77,7 +79,7 @@ class Screen(BaseModel):
 
     id: str
     name: str
-    state: Literal["validating", "running", "cancelling", "completed", "failed", "cancelled", "interrupted"]
+    state: JobState
     store: str
     submitted: str
     started: str | None = None
@@ -312,9 +314,8 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
     tokens
         Accepted bearer tokens.
     """
-    from screening.cli import _user_errors
-    from screening.results import open_results
-    from screening.store import StoreNotFoundError
+    from screening.store.reader import open_results
+    from screening.store.layout import StoreNotFoundError
 
     app = FastAPI(
         title="screening",
@@ -436,7 +437,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
 
     @api.get("/screens", response_model=ScreenList, tags=["screens"], responses=ERRORS)
     async def list_screens(
-        state: Literal["validating", "running", "cancelling", "completed", "failed", "cancelled", "interrupted"] | None = None,
+        state: JobState | None = None,
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict[str, Any]:
         """Screens, newest first."""
@@ -495,7 +496,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
             try:
                 with lock:
                     ds = results.query(region, analysis)
-            except _user_errors() as err:
+            except USER_ERRORS as err:
                 raise user_error(err) from None
             n = int(ds.sizes.get("perturbation", 0))
             limit = config.max_query_rows if fmt == "arrow" else min(config.max_query_rows, config.max_json_rows)
@@ -521,7 +522,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
         region: str | None = Query(None, min_length=1, max_length=256, description="default: everything"),
     ) -> FileResponse:
         """A score as a bedGraph (one line per computed perturbation) or a bigWig."""
-        from screening.export import to_bedgraph, to_bigwig
+        from screening.store.export import to_bedgraph, to_bigwig
 
         store = await store_of(job_id)
         folder = Path(tempfile.mkdtemp(prefix="screening-export-"))
@@ -535,7 +536,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
                     name = results.resolve_analysis(analysis)
                     chosen = score or results.scores(name)[0]
                 (to_bigwig if fmt == "bigwig" else to_bedgraph)(results, target, score=chosen, analysis=name, region=region)
-            except _user_errors() as err:
+            except USER_ERRORS as err:
                 raise user_error(err) from None
 
         try:

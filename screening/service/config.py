@@ -10,7 +10,13 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "ServiceConfig", "DEFAULTS"]
+from screening.core.errors import ScreeningError
+from screening.core.urls import is_url
+
+__all__ = ["ConfigError", "ServiceConfig", "DEFAULTS", "URL_SCHEMES", "normalise_root", "split_url"]
+
+#: Object-store schemes a root may use (anything else, e.g. http://, is refused).
+URL_SCHEMES = ("s3", "gs", "gcs")
 
 ENV_PREFIX = "SCREENING_"
 
@@ -29,8 +35,48 @@ DEFAULTS: dict[str, Any] = {
 DEPLOYMENT_KEYS = ("num_replicas", "max_ongoing_requests", "replica_cpus")
 
 
-class ConfigError(ValueError):
+class ConfigError(ScreeningError, ValueError):
     """A service setting that is missing or invalid; the message names the key and its env variable."""
+
+
+def split_url(text: str) -> tuple[str, list[str]]:
+    """``s3://bucket/a/b`` → ("s3", ["bucket", "a", "b"]).
+
+    Raises
+    ------
+    ValueError
+        For a scheme not in :data:`URL_SCHEMES`, or empty, ``.`` or ``..`` segments.
+    """
+    scheme, _, rest = text.partition("://")
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"scheme {scheme!r} is not allowed (use a path or one of {list(URL_SCHEMES)})")
+    segments = rest.rstrip("/").split("/")
+    if not segments[0] or any(s in ("", ".", "..") for s in segments):
+        raise ValueError(f"{text!r} is not a clean {scheme}://bucket/key URL (no empty, '.' or '..' parts)")
+    return scheme, segments
+
+
+def normalise_root(value: Any, key: str) -> str:
+    """A root as the policy (:mod:`screening.service.policy`) compares it: a real absolute local path, or a
+    clean bucket URL.
+
+    Raises
+    ------
+    ConfigError
+        If the root is not a string, has a refused scheme, or dot segments.
+    """
+    text = str(value).strip()
+    if not text or "\x00" in text:
+        raise ConfigError(f"{key}: empty or invalid root {value!r}")
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if is_url(text, include_file=False):
+        try:
+            scheme, segments = split_url(text)
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+        return f"{scheme}://" + "/".join(segments)
+    return os.path.realpath(os.path.abspath(text))
 
 
 def _env_name(key: str) -> str:
@@ -120,7 +166,6 @@ class ServiceConfig:
             (the service never runs open).
         """
         from screening.service.auth import token_digests
-        from screening.service.policy import normalise_root
 
         args = dict(args or {})
         environ = os.environ if environ is None else environ

@@ -1,8 +1,8 @@
 """Screens as Ray work that outlives the HTTP replicas: a detached job registry and one driver per screen.
 
 * :class:`ScreenJob` runs in a detached, named Ray actor (``screening-job-<id>-<attempt>`` in the
-  service's namespace). It checks the inputs and plans (:func:`~screening.runner.prepare_screen`),
-  then drives :func:`~screening.runner.run_screen` on a thread with a progress callback and a
+  service's namespace). It checks the inputs and plans (:func:`~workers.driver.prepare_screen`),
+  then drives :func:`~workers.driver.run_screen` on a thread with a progress callback and a
   cancellation event. Its Ray workers are owned by it, so killing it stops them too.
 * :class:`JobManager` is one detached, named actor (``screening-job-manager``) holding the job
   records. Every record is also written to the registry (one JSON file per screen under the
@@ -26,6 +26,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from screening.core.errors import USER_ERRORS
+from screening.core.urls import is_url
+from screening.service.states import ACTIVE, RESUMABLE, TERMINAL
+
 __all__ = [
     "ACTIVE",
     "MANAGER_NAME",
@@ -43,9 +47,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANAGER_NAME = "screening-job-manager"
-ACTIVE = ("validating", "running", "cancelling")
-TERMINAL = ("completed", "failed", "cancelled", "interrupted")
-RESUMABLE = ("failed", "cancelled", "interrupted")
 _PERSIST_EVERY_S = 10.0  # progress of a running screen is written to the registry this often
 #: A screen still cancelling this long after the request has its driver (and so its workers) killed.
 CANCEL_GRACE_S = 30.0
@@ -81,12 +82,10 @@ def failure_message(err: BaseException) -> str:
     """What a user is told about a failed screen (the traceback goes to the server log only).
 
     Ray's wrappers are unwrapped to the error raised in the worker; the package's user errors
-    (:func:`screening.cli._user_errors`) are reported as their message, anything else as
+    (:data:`screening.core.errors.USER_ERRORS`) are reported as their message, anything else as
     ``Type: message``; ANSI codes and server source paths are removed.
     """
     import ray
-
-    from screening.cli import _user_errors
 
     seen: set[int] = set()
     while isinstance(err, ray.exceptions.RayTaskError) and id(err) not in seen:
@@ -104,7 +103,7 @@ def failure_message(err: BaseException) -> str:
     if isinstance(err, ray.exceptions.RayTaskError):  # a cause Ray could not carry over
         lines = [line for line in _clean(str(err)).splitlines() if line.strip()]
         return lines[-1] if lines else type(err).__name__
-    if isinstance(err, _user_errors()):
+    if isinstance(err, USER_ERRORS):
         return _clean(str(err))
     return f"{type(err).__name__}: {_clean(str(err))}"
 
@@ -142,13 +141,13 @@ class ScreenJob:
         Returns ``{"ok": True, "n_perturbations", "n_units"}`` or ``{"ok": False, "error",
         "user"}`` (``user``: the spec's inputs are at fault, not the server).
         """
-        from screening.cli import _user_errors
-        from screening.runner import check_cluster_resources, prepare_screen
+        from screening.prepare import prepare_screen
+        from workers.driver import check_cluster_resources
 
         try:
             check_cluster_resources(self.spec.execution)  # workers the cluster cannot place would wait forever
             prepared = prepare_screen(self.spec)
-        except _user_errors() as err:
+        except USER_ERRORS as err:
             message = failure_message(err)
             return {"ok": False, "error": message, "user": True, "field": _field_of(message)}
         except Exception as err:  # noqa: BLE001 - reported to the caller, who answers 500
@@ -175,7 +174,7 @@ class ScreenJob:
 
         The runner refuses these too, but only once running: checked here, the submit answers 422.
         """
-        from screening.store import StoreNotFoundError, read_store_attrs
+        from screening.store.layout import StoreNotFoundError, read_store_attrs
 
         output = self.spec.output
         try:
@@ -185,7 +184,7 @@ class ScreenJob:
         except Exception:  # noqa: BLE001 - unreadable here: leave the verdict to the runner
             return None
         if attrs is None:  # remote stores read as None when absent too: the runner decides for those
-            local = "://" not in output.store or output.store.startswith("file://")
+            local = not is_url(output.store, include_file=False)
             return f"output.store: {output.store} exists and is not a screening result store" if local else None
         if attrs.get("spec_sha256") != self.spec.science_hash() and not output.overwrite:
             return (f"output.store: {output.store} holds the results of another spec "
@@ -204,7 +203,7 @@ class ScreenJob:
         self.progress = progress.as_dict()
 
     def _run(self) -> None:
-        from screening.runner import ScreenCancelled, run_screen
+        from workers.driver import ScreenCancelled, run_screen
 
         try:
             run_screen(self.spec, progress=False, prepared=self.prepared, on_progress=self._on_progress,
@@ -281,7 +280,7 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 def _store_progress(store: str) -> dict[str, Any] | None:
     """Units done/total read from the store's per-chunk completion record (None if unreadable)."""
     try:
-        from screening.results import open_results
+        from screening.store.reader import open_results
 
         done, total = open_results(store).progress
     except Exception:  # noqa: BLE001 - a store not created yet, or unreachable: no numbers
@@ -359,7 +358,7 @@ class JobManager:
     def _driver_gone(self, record: dict[str, Any]) -> None:
         """Forget a screen's driver that died or was killed, and break its store lease so that a resume
         need not wait for the lease to expire."""
-        from screening.lease import break_lease
+        from screening.store.lease import break_lease
 
         self.handles.pop(record["id"], None)
         self.cancel_asked.pop(record["id"], None)

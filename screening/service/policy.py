@@ -17,18 +17,17 @@ import importlib.util
 import os
 import sys
 import zipfile
-from typing import Any, Iterator
+from typing import Any
 
-from screening.lease import LEASE_SUFFIX
-from screening.spec import ScreenSpec, SpecError, parse_spec
+from screening.core.errors import ScreeningError
+from screening.core.urls import is_url
+from screening.service.config import URL_SCHEMES, normalise_root, split_url
+from screening.spec import ScreenSpec, SpecError, input_path_fields, parse_spec
+from screening.store.lease import LEASE_SUFFIX
 
 __all__ = ["PolicyError", "normalise_root", "place_store", "check_input", "server_spec", "URL_SCHEMES"]
 
-#: Object-store schemes a root may use (anything else, e.g. http://, is refused).
-URL_SCHEMES = ("s3", "gs", "gcs")
-
-
-class PolicyError(ValueError):
+class PolicyError(ScreeningError, ValueError):
     """A spec field the server refuses; ``field`` is its dotted name (e.g. ``output.store``)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -37,49 +36,18 @@ class PolicyError(ValueError):
         self.message = message
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
-
-
 def _url_parts(text: str, field: str) -> tuple[str, list[str]]:
-    """``s3://bucket/a/b`` → ("s3", ["bucket", "a", "b"]), refusing dot or empty segments."""
-    scheme, _, rest = text.partition("://")
-    if scheme not in URL_SCHEMES:
-        raise PolicyError(field, f"scheme {scheme!r} is not allowed (use a path or one of {list(URL_SCHEMES)})")
-    segments = rest.rstrip("/").split("/")
-    if not segments[0] or any(s in ("", ".", "..") for s in segments):
-        raise PolicyError(field, f"{text!r} is not a clean {scheme}://bucket/key URL (no empty, '.' or '..' parts)")
-    return scheme, segments
-
-
-def normalise_root(value: Any, key: str) -> str:
-    """A root as the policy compares it: a real absolute local path, or a clean bucket URL.
-
-    Raises
-    ------
-    ConfigError
-        If the root is not a string, has a refused scheme, or dot segments.
-    """
-    from screening.service.config import ConfigError
-
-    text = str(value).strip()
-    if not text or "\x00" in text:
-        raise ConfigError(f"{key}: empty or invalid root {value!r}")
-    if text.startswith("file://"):
-        text = text[len("file://"):]
-    if _is_url(text):
-        try:
-            scheme, segments = _url_parts(text, key)
-        except PolicyError as err:
-            raise ConfigError(str(err)) from None
-        return f"{scheme}://" + "/".join(segments)
-    return os.path.realpath(os.path.abspath(text))
+    """``s3://bucket/a/b`` → ("s3", ["bucket", "a", "b"]), refusing dot or empty segments (naming ``field``)."""
+    try:
+        return split_url(text)
+    except ValueError as err:
+        raise PolicyError(field, str(err)) from None
 
 
 def _under(path: str, root: str, strictly: bool) -> bool:
     if path == root:
         return not strictly
-    return path.startswith(root.rstrip("/") + "/") if _is_url(root) else path.startswith(root.rstrip(os.sep) + os.sep)
+    return path.startswith(root.rstrip("/") + "/") if is_url(root, include_file=False) else path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _resolve(value: Any, roots: tuple[str, ...], field: str, strictly: bool) -> str:
@@ -89,7 +57,7 @@ def _resolve(value: Any, roots: tuple[str, ...], field: str, strictly: bool) -> 
     if "\x00" in value:
         raise PolicyError(field, "path contains a NUL byte")
     text = value[len("file://"):] if value.startswith("file://") else value
-    if _is_url(text):
+    if is_url(text, include_file=False):
         scheme, segments = _url_parts(text, field)
         resolved = f"{scheme}://" + "/".join(segments)
     else:
@@ -100,7 +68,7 @@ def _resolve(value: Any, roots: tuple[str, ...], field: str, strictly: bool) -> 
             resolved = os.path.realpath(text)
         else:
             first = roots[0]
-            if _is_url(first):
+            if is_url(first, include_file=False):
                 scheme, segments = _url_parts(first + "/" + text, field)
                 resolved = f"{scheme}://" + "/".join(segments)
             else:
@@ -139,22 +107,6 @@ def check_input(field: str, value: Any, input_roots: tuple[str, ...]) -> str:
     return _resolve(value, input_roots, field, strictly=False)
 
 
-def _input_fields(raw: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """``(dotted field, containing mapping, key)`` of every input path a spec names."""
-    if isinstance(raw.get("model"), dict) and raw["model"].get("checkpoint") is not None:
-        yield "model.checkpoint", raw["model"], "checkpoint"
-    if isinstance(raw.get("genome"), dict) and "fasta" in raw["genome"]:
-        yield "genome.fasta", raw["genome"], "fasta"
-    for i, track in enumerate(raw.get("tracks") or [] if isinstance(raw.get("tracks"), list) else []):
-        if isinstance(track, dict) and "path" in track:
-            yield f"tracks.{i}.path", track, "path"
-    if raw.get("bed") is not None:
-        yield "bed", raw, "bed"
-    for i, entry in enumerate(raw.get("perturbations") or [] if isinstance(raw.get("perturbations"), list) else []):
-        if isinstance(entry, dict) and entry.get("vcf") is not None:
-            yield f"perturbations.{i}.vcf", entry, "vcf"
-
-
 def _check_model_code(raw: dict[str, Any], config) -> None:
     """A user model's ``import_path`` runs Python on the server: refused unless the server allows it,
     and then only from ``python_path`` folders under the input roots."""
@@ -187,7 +139,7 @@ def _refuse_torchscript(model: dict[str, Any]) -> None:
     why = "this server does not run user code (allow_user_code is off), and a TorchScript model is code"
     if model.get("kind") == "user" and model.get("import_path") is None:
         raise PolicyError("model.checkpoint", f"{checkpoint!r}: kind user without import_path loads TorchScript; {why}")
-    if isinstance(checkpoint, str) and not _is_url(checkpoint) and _is_torchscript_file(checkpoint):
+    if isinstance(checkpoint, str) and not is_url(checkpoint, include_file=False) and _is_torchscript_file(checkpoint):
         raise PolicyError("model.checkpoint", f"{checkpoint!r} is a TorchScript archive; {why}")
 
 
@@ -195,10 +147,10 @@ def _is_torchscript_file(path: str) -> bool:
     """Whether ``path`` is a TorchScript archive by its content (False when it cannot be read)."""
     from pathlib import Path
 
-    from screening.models.user import _is_torchscript
+    from screening.models.user import is_torchscript
 
     try:
-        return Path(path).is_file() and _is_torchscript(Path(path))
+        return Path(path).is_file() and is_torchscript(Path(path))
     except (OSError, ValueError, zipfile.BadZipFile):  # unreadable or a damaged zip: the loader names the problem later
         return False
 
@@ -267,10 +219,10 @@ def server_spec(raw: Any, config, job_id: str) -> ScreenSpec:
         raise PolicyError("execution.num_workers", f"{workers} workers asked, this server allows at most {config.max_workers}")
     if output.get("storage_options"):
         raise PolicyError("output.storage_options", "set by the server (its environment), not by a submitted spec")
-    for field, holder, key in _input_fields(raw):
+    for field, holder, key in input_path_fields(raw):
         holder[key] = check_input(field, holder[key], config.input_roots)
     _check_model_code(raw, config)
-    local = [root for root in config.input_roots if not _is_url(root)]
+    local = [root for root in config.input_roots if not is_url(root, include_file=False)]
     return parse_spec(raw, base_dir=local[0] if local else None, source="(submitted)")
 
 

@@ -1,7 +1,7 @@
 """Query results on the wire: an :class:`xarray.Dataset` as JSON (small) or an Arrow IPC stream (large).
 
 No pickle anywhere. Both forms carry every variable with its dimensions and dtype, so the client
-rebuilds the same Dataset that :meth:`screening.results.Results.query` returns on the server
+rebuilds the same Dataset that :meth:`screening.store.reader.Results.query` returns on the server
 (NaN travels as JSON ``null``).
 
 JSON layout::

@@ -1,0 +1,373 @@
+"""The result store's layout: what the writer (:mod:`screening.store.writer`) and the reader
+(:mod:`screening.store.reader`) share.
+
+The format version, the names of the arrays and dimensions, :class:`GroupLayout` (one
+``(chrom, analysis)`` group, known up front), the store errors, and the few helpers both sides
+use to find a store (:func:`as_location`, :func:`zarr_store`), read its root attributes
+(:func:`read_store_attrs`) and check its format (:func:`check_format`). The layout is specified
+in ``docs/store.md``. All coordinates are 0-based, half-open.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import zarr
+import zarr.errors
+from zarr.storage import LocalStore
+
+from screening.core.errors import ScreeningError
+from screening.store.location import Location
+
+__all__ = [
+    "ATTRS_KEY", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_SHARD", "DIGEST", "DIM", "DONE", "FORMAT_VERSION",
+    "READABLE_VERSIONS", "RESERVED_NAMES", "SHARD_CHUNKS", "TOP_DELTA", "TOP_INDEX",
+    "DamagedChunkError", "GroupLayout", "StoreError", "StoreNotFoundError",
+    "as_location", "check_format", "read_checked", "read_store_attrs", "zarr_store",
+]
+
+FORMAT_VERSION = 2  # 2: crc32c on every chunk and a per-unit digest (chunk_digest); 1: neither
+READABLE_VERSIONS = (1, 2)
+ATTRS_KEY = "screening"
+DIM = "perturbation"
+CHUNK_DIM = "chunk"
+COORDS = ("start", "end", "window_start")
+DONE = "chunk_done"
+DIGEST = "chunk_digest"  # crc32 of a unit's written values, set just before its flag (format 2)
+# Names a score may not take: they are arrays of the layout or variables of a query result.
+TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
+RESERVED_NAMES = frozenset({*COORDS, DONE, DIGEST, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
+BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
+COORD_SHARD = 1 << 20  # at most this many perturbations per shard of a coordinate array …
+SHARD_CHUNKS = 4096  # … and at most this many chunks (a shard's index costs 16 bytes per chunk)
+
+
+class StoreError(ScreeningError, RuntimeError):
+    """A result store that cannot be created, opened, resumed or written as asked."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No result store at the given path."""
+
+
+class DamagedChunkError(StoreError):
+    """A chunk of a result store that cannot be decoded or fails its checksum or digest.
+
+    Attributes ``store``, ``array`` (``chrom/analysis/name``) and ``chunk`` name it.
+    """
+
+    def __init__(self, store: str, array: str, chunk: int, detail: str, span: str = "") -> None:
+        where = f" ({span})" if span else ""
+        super().__init__(
+            f"{store}: chunk {chunk} of array {array}{where} is damaged: {detail}. "
+            "Run the screen again with `screening run SPEC --verify` to recompute damaged chunks."
+        )
+        self.store, self.array, self.chunk, self.detail, self.span = store, array, chunk, detail, span
+
+    def __reduce__(self):  # picklable across processes (Ray), like the plain errors
+        return type(self), (self.store, self.array, self.chunk, self.detail, self.span)
+
+
+def _is_damage(err: BaseException) -> bool:
+    """Whether an error from decoding a chunk means damaged bytes (checksum, zstd, shard index …)
+    rather than an unreachable store: I/O errors are reported as they are."""
+    return isinstance(err, Exception) and not isinstance(err, (OSError, StoreError))
+
+
+def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Callable[[int], str] | None = None) -> np.ndarray:
+    """``array[key]``; a chunk that cannot be decoded raises :class:`DamagedChunkError` naming the
+    store, the array and the chunk (along the first dimension, which every array is chunked along).
+
+    Parameters
+    ----------
+    array
+        A zarr array.
+    key
+        A slice of the first dimension, or a tuple of slices starting with one.
+    store, name
+        The store (for messages) and the array's ``chrom/analysis/name``.
+    span
+        Optional ``span(k) -> str``: the genomic range of chunk ``k`` for the message.
+    """
+    try:
+        return array[key]
+    except Exception as err:  # noqa: BLE001  sorted by _is_damage below
+        if not _is_damage(err):
+            raise
+        first = key[0] if isinstance(key, tuple) else key
+        size, length = array.chunks[0], array.shape[0]
+        start, stop, _ = first.indices(length)
+        for k in range(start // size, -(-stop // size)):  # find the chunk to name
+            try:
+                array[k * size : min((k + 1) * size, length)]
+            except Exception as inner:  # noqa: BLE001
+                if not _is_damage(inner):
+                    raise
+                raise DamagedChunkError(store, name, k, f"{type(inner).__name__}: {inner}", span(k) if span else "") from inner
+        raise DamagedChunkError(store, name, start // size, f"{type(err).__name__}: {err}") from err
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _check_name(name: str, what: str) -> None:
+    # Zarr v3 node names: no "/", not "." / "..", no leading "__" (reserved by the spec).
+    if not isinstance(name, str) or not name or "/" in name or name in {".", ".."} or name.startswith("__"):
+        raise StoreError(f"{what} name {name!r} cannot be used as a Zarr group/array name")
+
+
+@dataclass(eq=False)  # numpy fields: compare with check_layouts, not ==
+class GroupLayout:
+    """Everything the driver knows up front about one ``(chrom, analysis)`` group.
+
+    Parameters
+    ----------
+    chrom, chrom_length
+        Chromosome name and length.
+    analysis, kind, params
+        Analysis name (one per perturbation entry of the spec), its kind and parameters.
+    start, end
+        Perturbed intervals, 0-based half-open, sorted by ``start``.
+    window_start
+        Start of the model window used for each perturbation (may be negative with padding).
+    scores
+        Names of the score arrays, one float32 value per perturbation each (times
+        ``extra_dims``).
+    chunk_size
+        Perturbations per chunk, i.e. per work unit.
+    extra_dims
+        Trailing dimensions of every score array, e.g. ``{"base": 4}`` for saturation
+        mutagenesis stored as ``[position, 4]``.
+    labels
+        Extra per-perturbation coordinates (integers or strings), e.g. a variant's
+        ``id``, ``ref`` and ``alt``.
+    score_dims
+        Trailing dimensions of particular scores (names from ``extra_dims``); scores not
+        listed have all of ``extra_dims``.
+    top_maps
+        ``(K, n_bins)``: keep the Δ maps (perturbed − reference) of the K strongest
+        perturbations of every chunk; ``(0, 0)`` keeps none.
+    """
+
+    chrom: str
+    chrom_length: int
+    analysis: str
+    kind: str
+    params: dict
+    start: np.ndarray
+    end: np.ndarray
+    window_start: np.ndarray
+    scores: list[str]
+    chunk_size: int
+    extra_dims: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    top_maps: tuple[int, int] = (0, 0)
+    score_dims: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.start = np.ascontiguousarray(self.start, dtype=np.int64)
+        self.end = np.ascontiguousarray(self.end, dtype=np.int64)
+        self.window_start = np.ascontiguousarray(self.window_start, dtype=np.int64)
+        self.scores = list(self.scores)
+        self.chrom_length = int(self.chrom_length)
+        self.chunk_size = int(self.chunk_size)
+        self.params = dict(self.params)
+        self.extra_dims = {str(k): int(v) for k, v in self.extra_dims.items()}
+        self.labels = {str(k): np.asarray(v) for k, v in self.labels.items()}
+        self.top_maps = (int(self.top_maps[0]), int(self.top_maps[1]))
+        self._validate()
+
+    def _validate(self) -> None:
+        where = f"layout {self.chrom}/{self.analysis}"
+        _check_name(self.chrom, "chromosome")
+        _check_name(self.analysis, "analysis")
+        if self.chunk_size < 1:
+            raise StoreError(f"{where}: chunk_size must be >= 1, got {self.chunk_size}")
+        if self.chrom_length < 1:
+            raise StoreError(f"{where}: chromosome length must be >= 1, got {self.chrom_length}")
+        arrays = {"start": self.start, "end": self.end, "window_start": self.window_start}
+        for name, arr in arrays.items():
+            if arr.ndim != 1 or arr.shape != self.start.shape:
+                raise StoreError(f"{where}: {name} must be 1-D with the length of start ({self.start.shape})")
+        if self.n:
+            if np.any(np.diff(self.start) < 0):
+                raise StoreError(f"{where}: start must be sorted ascending")
+            if np.any(self.end <= self.start):
+                raise StoreError(f"{where}: every perturbation needs end > start")
+            if self.start[0] < 0 or self.end.max() > self.chrom_length:
+                raise StoreError(f"{where}: perturbations must lie within [0, {self.chrom_length:,})")
+        for name, values in self.labels.items():
+            _check_name(name, "label")
+            if name in RESERVED_NAMES or name in self.scores or values.shape != self.start.shape:
+                raise StoreError(f"{where}: label {name!r} must be a new name with one value per perturbation")
+        if any(size < 1 for size in self.extra_dims.values()):
+            raise StoreError(f"{where}: extra dimensions need positive sizes, got {self.extra_dims}")
+        if not self.scores:
+            raise StoreError(f"{where}: at least one score is needed")
+        if len(set(self.scores)) != len(self.scores):
+            raise StoreError(f"{where}: duplicate score names in {self.scores}")
+        for score in self.scores:
+            _check_name(score, "score")
+            if score in RESERVED_NAMES:
+                raise StoreError(f"{where}: score name {score!r} is reserved ({sorted(RESERVED_NAMES)})")
+
+    @property
+    def score_shape(self) -> tuple[int, ...]:
+        """Trailing shape of every score array (``()`` for one value per perturbation)."""
+        return tuple(self.extra_dims.values())
+
+    def dims_of(self, score: str) -> list[str]:
+        """Trailing dimension names of one score array."""
+        return list(self.score_dims.get(score, list(self.extra_dims)))
+
+    @property
+    def n(self) -> int:
+        """Number of perturbations."""
+        return int(self.start.shape[0])
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks, i.e. of work units, of this group."""
+        return math.ceil(self.n / self.chunk_size)
+
+    def chunk_slice(self, k: int) -> slice:
+        """Perturbations ``[k·chunk_size, min((k+1)·chunk_size, n))`` of chunk ``k``."""
+        return _chunk_slice(k, self.n, self.chunk_size)
+
+    def group_attrs(self) -> dict[str, Any]:
+        """Attributes of the analysis group (see ``docs/store.md``)."""
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "scores": self.scores,
+            "dim": DIM,
+            "extra_dims": self.extra_dims,
+            "labels": sorted(self.labels),
+            "top_maps": list(self.top_maps),
+            "score_dims": {score: self.dims_of(score) for score in self.scores},
+            "chunk_size": self.chunk_size,
+            "n_chunks": self.n_chunks,
+            "n": self.n,
+        }
+
+
+def _chunk_slice(k: int, n: int, chunk_size: int) -> slice:
+    n_chunks = math.ceil(n / chunk_size)
+    if not isinstance(k, (int, np.integer)) or not 0 <= k < n_chunks:
+        raise StoreError(f"chunk index {k!r} out of range (group has {n_chunks} chunks)")
+    return slice(int(k) * chunk_size, min((int(k) + 1) * chunk_size, n))
+
+
+def _check_layouts(layouts: Iterable[GroupLayout]) -> list[GroupLayout]:
+    layouts = list(layouts)
+    if not layouts:
+        raise StoreError("a result store needs at least one (chromosome, analysis) layout")
+    seen: set[tuple[str, str]] = set()
+    lengths: dict[str, int] = {}
+    for layout in layouts:
+        if not isinstance(layout, GroupLayout):
+            raise StoreError(f"expected GroupLayout, got {type(layout).__name__}")
+        key = (layout.chrom, layout.analysis)
+        if key in seen:
+            raise StoreError(f"duplicate layout for {layout.chrom}/{layout.analysis}")
+        seen.add(key)
+        if lengths.setdefault(layout.chrom, layout.chrom_length) != layout.chrom_length:
+            raise StoreError(f"layouts disagree on the length of {layout.chrom}")
+    return layouts
+
+
+# --------------------------------------------------------------------------- paths & attrs
+
+
+def as_location(path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """The one place store paths are interpreted: a local directory or an fsspec URL."""
+    return path if isinstance(path, Location) else Location(path, storage_options)
+
+
+def zarr_store(path: Path | Location, read_only: bool):
+    if isinstance(path, Location):
+        return path.zarr_store(read_only)
+    return LocalStore(path, read_only=read_only)
+
+
+def _remote(location: Location, what: str, action):
+    """Run ``action()`` against an object store, turning its errors into a StoreError naming the URL.
+
+    fsspec backends raise many types (OSError subclasses, botocore errors for missing
+    credentials or an unreachable endpoint), so everything but our own errors is caught here.
+    """
+    try:
+        return action()
+    except StoreError:
+        raise
+    except Exception as err:  # noqa: BLE001  (see docstring)
+        raise StoreError(f"{location}: cannot {what}: {type(err).__name__}: {err}") from err
+
+
+def read_store_attrs(
+    path: str | os.PathLike | Location, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The root ``screening`` attributes of a result store, or ``None`` if ``path`` is not one.
+
+    Parameters
+    ----------
+    path
+        A local path or an fsspec URL (``s3://bucket/screen.zarr``).
+    storage_options
+        fsspec options of a URL (see :mod:`screening.store.location`).
+
+    Raises
+    ------
+    StoreNotFoundError
+        If nothing exists at ``path``.
+    StoreError
+        If the object store cannot be read (missing bucket, bad credentials, no endpoint).
+    """
+    location = as_location(path, storage_options)
+    if location.remote:
+        meta = _remote_root(location)
+        return None if meta is None else _screening_attrs(meta.get("attributes"))
+    local = location.local_path
+    if not local.exists():
+        raise StoreNotFoundError(f"no result store at {local}")
+    try:
+        root = zarr.open_group(zarr_store(local, read_only=True), mode="r")
+    except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
+        return None
+    return _screening_attrs(root.attrs.asdict())
+
+
+def _screening_attrs(root_attrs: Any) -> dict[str, Any] | None:
+    attrs = root_attrs.get(ATTRS_KEY) if isinstance(root_attrs, dict) else None
+    if not isinstance(attrs, dict) or "format_version" not in attrs:
+        return None
+    return attrs
+
+
+def _remote_root(location: Location) -> dict[str, Any] | None:
+    """The root ``zarr.json`` of a remote store; ``None`` when the prefix holds something else.
+
+    Raises StoreNotFoundError when nothing at all is under the prefix (or the bucket is missing).
+    """
+
+    def read():
+        meta = location.read_json("zarr.json")
+        if meta is None and not location.has_objects():
+            raise StoreNotFoundError(f"no result store at {location} (nothing under that prefix, or no such bucket)")
+        return meta
+
+    return _remote(location, "read the object store", read)
+
+
+def check_format(attrs: Mapping[str, Any], path: Path) -> None:
+    version = attrs.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise StoreError(
+            f"{path}: result store format version {version!r}, this package reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )

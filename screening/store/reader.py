@@ -1,0 +1,425 @@
+"""The result store, reader side: range queries over a (possibly still running) screen.
+
+Readers never write. A query loads the coordinates of the perturbations overlapping a
+region and returns every score as a lazy dask array that reads only the overlapping chunks;
+chunks whose ``chunk_done`` flag is not set read as NaN.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from screening.core.errors import ScreeningError
+from screening.core.regions import Region, RegionError, parse_region, validate_region
+from screening.store.layout import (
+    COORDS,
+    DIM,
+    DONE,
+    DamagedChunkError,
+    StoreError,
+    StoreNotFoundError,
+    as_location,
+    check_format,
+    read_checked,
+    read_store_attrs,
+    zarr_store,
+)
+
+# StoreError / StoreNotFoundError / DamagedChunkError are re-exported: open_results and queries raise them.
+__all__ = [
+    "DamagedChunkError", "Results", "ResultsError", "StoreError", "StoreNotFoundError", "dataset_to_frame",
+    "open_results",
+]
+
+_COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
+
+
+class ResultsError(ScreeningError, ValueError):
+    """A query that names an unknown analysis or score."""
+
+
+def open_results(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Results:
+    """Open a result store for queries.
+
+    Parameters
+    ----------
+    path
+        A store written by a screen (complete or still running): a local path or an fsspec
+        URL such as ``s3://bucket/screen.zarr``.
+    storage_options
+        fsspec options of a URL; credentials and ``AWS_ENDPOINT_URL`` otherwise come from the
+        environment.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If ``path`` does not exist.
+    StoreError
+        If ``path`` is not a screening result store, or of an unsupported format version, or
+        the object store cannot be read (the message names the URL).
+    """
+    return Results(path, storage_options)
+
+
+class Results:
+    """Read-only view of a result store (picklable: holds the path only).
+
+    Parameters
+    ----------
+    path
+        A screening result store (local path or fsspec URL).
+    storage_options
+        fsspec options of a URL.
+    """
+
+    def __init__(self, path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        local = as_location(path, storage_options)
+        attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing
+        if attrs is None:
+            raise StoreError(f"{local} is not a screening result store")
+        check_format(attrs, local)
+        self._location = local
+        self.path = str(local)
+        self.storage_options = dict(local.storage_options)
+        self._attrs = attrs
+        self._root: zarr.Group | None = None
+        self._coords: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state.get("storage_options"))
+
+    def __repr__(self) -> str:
+        done, total = self.progress
+        return (
+            f"<Results {self.path}: {len(self.chromosomes)} chromosomes, analyses {self.analyses}, "
+            f"{done}/{total} units done>"
+        )
+
+    # -- metadata
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The screen spec the store was created for."""
+        return self._attrs["spec"]
+
+    @property
+    def spec_sha256(self) -> str:
+        """Hash of the spec's science fields."""
+        return self._attrs["spec_sha256"]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Versions, model, genome and track checksums recorded at creation."""
+        return self._attrs["provenance"]
+
+    @property
+    def analyses(self) -> list[str]:
+        """Analysis names, in spec order."""
+        return list(self._attrs["analyses"])
+
+    @property
+    def chromosomes(self) -> dict[str, int]:
+        """Chromosomes holding results, with their lengths."""
+        return dict(self._attrs["chromosomes"])
+
+    @property
+    def checksummed(self) -> bool:
+        """Whether chunks carry checksums verified on read (format 2); format 1 stores are unverified."""
+        return int(self._attrs.get("format_version", 1)) >= 2
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the driver recorded the screen as finished (read fresh)."""
+        attrs = read_store_attrs(self._location) or {}
+        return bool(attrs.get("complete", False))
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """``(done, total)`` work units (chunks), read fresh."""
+        done = total = 0
+        for chrom in self.chromosomes:
+            for analysis in self.analyses:
+                group = self._group(chrom, analysis)
+                if group is None:
+                    continue
+                total += int(group.attrs["n_chunks"])
+                if group.attrs["n_chunks"]:
+                    done += group[DONE].nchunks_initialized
+        return done, total
+
+    def resolve_analysis(self, analysis: str | None = None) -> str:
+        """``analysis``, or the only one when ``None``.
+
+        Raises
+        ------
+        ResultsError
+            If it is unknown, or ``None`` while the store holds several.
+        """
+        if analysis is None:
+            if len(self.analyses) == 1:
+                return self.analyses[0]
+            raise ResultsError(f"this store holds several analyses; pick one of {self.analyses}")
+        if analysis not in self.analyses:
+            raise ResultsError(f"unknown analysis {analysis!r}; the store holds {self.analyses}")
+        return analysis
+
+    def scores(self, analysis: str | None = None) -> list[str]:
+        """Score names of an analysis."""
+        analysis = self.resolve_analysis(analysis)
+        for chrom in self.chromosomes:
+            group = self._group(chrom, analysis)
+            if group is not None:
+                return list(group.attrs["scores"])
+        return []
+
+    def check_score(self, score: str, analysis: str | None = None) -> None:
+        """Raise :class:`ResultsError` unless ``score`` is a score of ``analysis``."""
+        available = self.scores(analysis)
+        if score not in available:
+            raise ResultsError(f"unknown score {score!r}; available: {available}")
+
+    def resolve_region(self, region: str | Region) -> Region:
+        """Parse ``region`` and resolve it against the stored chromosomes.
+
+        Raises
+        ------
+        RegionError
+            If malformed, on a chromosome without results, or past the chromosome end.
+        """
+        region = parse_region(region)
+        if region.chrom not in self.chromosomes:
+            raise RegionError(
+                f"region {region}: chromosome {region.chrom!r} has no results in this store "
+                f"(it holds {', '.join(self.chromosomes)})"
+            )
+        return validate_region(region, self.chromosomes)
+
+    # -- data
+    def _open_root(self) -> zarr.Group:
+        if self._root is None:
+            self._root = zarr.open_group(zarr_store(self._location, read_only=True), mode="r")
+        return self._root
+
+    def _group(self, chrom: str, analysis: str) -> zarr.Group | None:
+        root = self._open_root()
+        try:
+            return root[f"{chrom}/{analysis}"]
+        except KeyError:
+            return None
+
+    def _start_end(self, chrom: str, analysis: str, group: zarr.Group) -> tuple[np.ndarray, np.ndarray, bool]:
+        key = (chrom, analysis)
+        if key in self._coords:
+            self._coords.move_to_end(key)
+        else:
+            start, end = (self._read(group, name, slice(None), chrom, analysis) for name in ("start", "end"))
+            self._coords[key] = (start, end, bool(np.all(np.diff(end) >= 0)))
+            while len(self._coords) > _COORD_CACHE:
+                self._coords.popitem(last=False)
+        return self._coords[key]
+
+    def _read(self, group: zarr.Group, name: str, key: Any, chrom: str, analysis: str) -> np.ndarray:
+        """``group[name][key]``; an undecodable chunk raises :class:`DamagedChunkError` naming it."""
+        return read_checked(group[name], key, self.path, f"{chrom}/{analysis}/{name}")
+
+    def _span(self, chrom: str, analysis: str, group: zarr.Group) -> Any:
+        """``span(k)``: the genomic range of chunk ``k``, for error messages."""
+        chunk_size = int(group.attrs["chunk_size"])
+
+        def span(k: int) -> str:
+            start, end, _ = self._start_end(chrom, analysis, group)
+            rows = slice(k * chunk_size, (k + 1) * chunk_size)
+            return f"{chrom}:{int(start[rows].min()):,}-{int(end[rows].max()):,}" if len(start[rows]) else ""
+
+        return span
+
+    def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
+        """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
+        start, end, end_sorted = self._start_end(chrom, analysis, group)
+        hi = int(np.searchsorted(start, region.end, side="left"))  # start < region.end
+        if end_sorted:
+            lo = int(np.searchsorted(end, region.start, side="right"))  # end > region.start
+            return np.arange(lo, max(lo, hi))
+        return np.flatnonzero(end[:hi] > region.start)
+
+    def query(self, region: str | Region, analysis: str | None = None) -> xr.Dataset:
+        """The perturbations overlapping ``region``, with lazy scores.
+
+        Parameters
+        ----------
+        region
+            ``"chr1:1,400,000-1,410,000"`` (0-based, half-open), a whole chromosome
+            ``"chr1"``, or a :class:`~screening.core.regions.Region`.
+        analysis
+            Analysis name; may be left out when the store holds only one.
+
+        Returns
+        -------
+        xarray.Dataset
+            Dimension ``perturbation`` (coordinate: index within the chromosome's analysis
+            group), coordinates ``start``, ``end``, ``window_start`` (in memory), one
+            dask-backed float32 variable per score (NaN where the chunk is not done) and a
+            boolean ``done``. Attributes: ``analysis``, ``kind``, ``params``, ``chrom``,
+            ``region``.
+        """
+        region = self.resolve_region(region)
+        analysis = self.resolve_analysis(analysis)
+        group = self._group(region.chrom, analysis)
+        attrs = {"analysis": analysis, "chrom": region.chrom, "region": str(region)}
+        if group is None:  # this analysis has no perturbations on this chromosome
+            return _empty_dataset(self.scores(analysis), attrs)
+        attrs.update(kind=group.attrs["kind"], params=group.attrs["params"])
+        idx = self._overlapping(region.chrom, analysis, group, region)
+        where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group))
+        return _dataset(group, idx, attrs, where)
+
+    def spec_kind(self, analysis: str) -> str:
+        """The perturbation kind of an analysis, from the stored spec."""
+        for entry in self.spec.get("perturbations", []):
+            label = entry.get("name") or None
+            if label == analysis:
+                return entry["kind"]
+        for chrom in self.chromosomes:
+            group = self._group(chrom, analysis)
+            if group is not None:
+                return group.attrs["kind"]
+        raise ResultsError(f"unknown analysis {analysis!r}; the store holds {self.analyses}")
+
+    def top_maps(self, region: str | Region, analysis: str | None = None) -> xr.DataArray:
+        """Stored Δ maps (perturbed − reference) of kept top perturbations overlapping ``region``.
+
+        Only analyses run with ``keep_maps: K`` have them: the K strongest perturbations of each
+        work unit. Returns ``[top, row, col]`` with coordinates ``start``, ``end`` (and ``base``
+        for mutagenesis), strongest first within each unit.
+        """
+        region = self.resolve_region(region)
+        analysis = self.resolve_analysis(analysis)
+        group = self._group(region.chrom, analysis)
+        if group is None or not group.attrs.get("top_maps", [0])[0]:
+            raise ResultsError(f"analysis {analysis!r} kept no Δ maps (run it with keep_maps: K)")
+        chrom = region.chrom
+        index = self._read(group, "top_index", slice(None), chrom, analysis)
+        per_base = dict(group.attrs.get("extra_dims", {})).get("base") == 4
+        row = np.where(index >= 0, index // 4 if per_base else index, -1)
+        start, end, _ = self._start_end(chrom, analysis, group)
+        hit = np.flatnonzero((row >= 0) & (start[row] < region.end) & (end[row] > region.start))
+        maps = self._top_delta(group, hit, chrom, analysis) if hit.size else np.zeros((0, 0, 0), np.float32)
+        coords = {"start": ("top", start[row[hit]]), "end": ("top", end[row[hit]])}
+        if per_base:
+            coords["base"] = ("top", np.array(list("ACGT"))[index[hit] % 4])
+        return xr.DataArray(maps, dims=("top", "row", "col"), coords=coords, name="delta",
+                            attrs={"analysis": analysis, "chrom": region.chrom})
+
+    def _top_delta(self, group: zarr.Group, hit: np.ndarray, chrom: str, analysis: str) -> np.ndarray:
+        delta = group["top_delta"]
+        try:
+            return delta.get_orthogonal_selection((hit, slice(None), slice(None)))
+        except Exception:  # noqa: BLE001  read the touched chunks one by one to name the damaged one
+            keep = delta.chunks[0]
+            for k in np.unique(hit // keep):
+                self._read(group, "top_delta", slice(int(k) * keep, (int(k) + 1) * keep), chrom, analysis)
+            raise
+
+    def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
+        """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
+        return dataset_to_frame(self.query(region, analysis))
+
+
+def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
+    """A query result as a table: ``chrom, start, end, <labels…>, <scores…>`` (one row per perturbation,
+    or per perturbation and base for per-base scores). Used for local and service query results alike."""
+    ds = ds.compute()
+    scores = [name for name in ds.data_vars if name != "done"]
+    labels = [name for name in ds.coords if name not in (DIM, "start", "end", "window_start", "base")]
+    extra = [dim for dim in ds.dims if dim != DIM]
+    if extra:  # e.g. mutagenesis [position, base]: one row per (perturbation, base)
+        frame = ds[scores].to_dataframe().reset_index()
+        frame.insert(0, "chrom", ds.attrs["chrom"])
+        return frame[["chrom", "start", "end", *extra, *scores]]
+    return pd.DataFrame(
+        {
+            "chrom": pd.Series([ds.attrs["chrom"]] * ds.sizes[DIM], dtype=object),
+            "start": ds["start"].values,
+            "end": ds["end"].values,
+            **{name: ds[name].values for name in labels},
+            **{name: ds[name].values for name in scores},
+        }
+    )
+
+class _Where:
+    """Where a query reads from (store, ``chrom/analysis``, chunk → genomic range), for error messages."""
+
+    def __init__(self, store: str, group: str, span: Any) -> None:
+        self.store, self.group, self.span = store, group, span
+
+    def read(self, array: zarr.Array, name: str, key: Any) -> np.ndarray:
+        return read_checked(array, key, self.store, f"{self.group}/{name}", self.span)
+
+
+class _CheckedArray:
+    """A zarr array as dask sees it: each block read names the chunk it cannot decode, and chunks
+    whose unit is not done are not read at all (NaN: a dead worker may have left them half-written)."""
+
+    def __init__(self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool]) -> None:
+        self.array, self.name, self.where, self.done = array, name, where, done
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if not self.done.get(key[0].indices(self.shape[0])[0] // self.array.chunks[0], True):
+            shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape))
+            return np.full(shape, np.nan, self.dtype)
+        return self.where.read(self.array, self.name, key)
+
+
+def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where) -> xr.Dataset:
+    chunk_size = int(group.attrs["chunk_size"])
+    lo, hi = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
+    contiguous = idx.size == hi - lo
+    k_lo, k_hi = lo // chunk_size, -(-hi // chunk_size)
+    flags = where.read(group[DONE], DONE, slice(k_lo, k_hi)) if hi > lo else np.zeros(0, np.uint8)
+    done = flags[idx // chunk_size - k_lo].astype(bool)
+    chunk_done = {k_lo + i: bool(flag) for i, flag in enumerate(flags)}
+    coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
+    for name in (*COORDS, *group.attrs.get("labels", [])):
+        values = where.read(group[name], name, slice(lo, hi))
+        coords[name] = (DIM, values if contiguous else values[idx - lo])
+    extra_dims = dict(group.attrs.get("extra_dims", {}))
+    score_dims = group.attrs.get("score_dims", {})
+    if extra_dims.get("base") == 4:
+        coords["base"] = ("base", np.array(list("ACGT")))
+    data_vars: dict[str, Any] = {}
+    for score in group.attrs["scores"]:
+        dims = list(score_dims.get(score, list(extra_dims)))
+        array = group[score]
+        # One dask block per zarr chunk, then slice: the graph only reads the overlapping chunks.
+        lazy = da.from_array(
+            _CheckedArray(array, score, where, chunk_done), chunks=array.chunks, lock=False, fancy=False,
+            meta=np.empty((0,) * array.ndim, array.dtype), name=f"screening-{uuid.uuid4().hex}",
+        )[lo:hi]
+        if not contiguous:
+            lazy = lazy[idx - lo]
+        mask = da.from_array(done.reshape(-1, *[1] * len(dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in dims))
+        data_vars[score] = ((DIM, *dims), da.where(mask, lazy, np.float32(np.nan)))
+    data_vars["done"] = (DIM, done)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _empty_dataset(scores: list[str], attrs: dict[str, Any]) -> xr.Dataset:
+    empty_int = np.zeros(0, dtype=np.int64)
+    coords = {DIM: empty_int, **{name: (DIM, empty_int) for name in COORDS}}
+    data_vars: dict[str, Any] = {s: (DIM, da.zeros(0, dtype=np.float32, chunks=1)) for s in scores}
+    data_vars["done"] = (DIM, np.zeros(0, dtype=bool))
+    return xr.Dataset(data_vars, coords=coords, attrs={**attrs, "kind": None, "params": {}})
+

@@ -1,0 +1,564 @@
+"""The driver: prepare (validate everything, plan), create or resume the store, dispatch units to Ray workers.
+
+Data flows one way: spec → plan → workers → store. Every check that can fail on
+bad input (spec, genome, tracks, regions, checkpoint, store) runs *before* the
+store is created (:func:`screening.prepare.prepare_screen`), so bad input never leaves a
+half-written store behind. This module holds the Ray side: connecting to (or starting) Ray,
+checking the cluster has room, the dispatcher and :func:`run_screen`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from screening.core.regions import RegionError
+from screening.core.urls import is_url
+from screening.io.genome import GenomeError
+from screening.io.tracks import TrackError
+from screening.models.base import ModelError
+from screening.plan import ScreenPlan, WorkUnit
+from screening.prepare import PreparedScreen, prepare_screen
+from screening.spec import ScreenSpec, SpecError
+from screening.store.lease import StoreLease
+from screening.store.writer import ResultStore, open_or_create_store
+from workers import reaper
+from workers.metrics import ScreenMetrics
+
+__all__ = ["ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_cluster_resources", "probe_address", "run_screen"]
+
+
+@dataclass
+class ScreenSummary:
+    """What a finished (or resumed) run did."""
+
+    store: str
+    n_perturbations: int
+    n_computed: int
+    n_units: int
+    seconds: float
+    resumed: bool
+    workers: list[str] = field(default_factory=list)
+    retries: int = 0
+    damaged: list[str] = field(default_factory=list)  # chunks a --verify found damaged (recomputed)
+
+    @property
+    def rate(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class ScreenProgress:
+    """Where a running screen stands, passed to ``run_screen(on_progress=...)`` after every unit.
+
+    Counts include units and perturbations finished by earlier (resumed) runs; ``rate`` and
+    ``eta_s`` are over this run only (perturbations computed per second since it started).
+    """
+
+    units_done: int
+    units_total: int
+    perturbations_done: int
+    perturbations_total: int
+    elapsed_s: float
+    rate: float
+    eta_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (NaN rate as ``None``)."""
+        rate = self.rate if np.isfinite(self.rate) else None
+        return {**self.__dict__, "rate": rate}
+
+
+class ScreenCancelled(RuntimeError):
+    """``run_screen`` stopped because its ``cancel`` hook fired; finished chunks stay done, the store
+    is not marked complete, and running the same spec again resumes it."""
+
+    def __init__(self, progress: ScreenProgress | None = None) -> None:
+        done = f" after {progress.units_done} of {progress.units_total} units" if progress else ""
+        super().__init__(f"screen cancelled{done}; run it again to resume")
+        self.progress = progress
+
+
+class _Tracker:
+    """Counts finished units and perturbations for progress reports (rate and ETA over this run)."""
+
+    def __init__(self, plan: ScreenPlan, pending: list[WorkUnit], callback: Callable[[ScreenProgress], None] | None):
+        self.callback = callback
+        self.units_total = len(plan.units)
+        self.perturbations_total = plan.n_perturbations
+        self.units_done = self.units_total - len(pending)
+        self.perturbations_done = self.perturbations_total - sum(u.size for u in pending)
+        self.computed = 0
+        self.began = time.perf_counter()
+
+    def snapshot(self) -> ScreenProgress:
+        elapsed = time.perf_counter() - self.began
+        rate = self.computed / elapsed if elapsed > 0 and self.computed else float("nan")
+        remaining = self.perturbations_total - self.perturbations_done
+        eta = 0.0 if remaining == 0 else (remaining / rate if np.isfinite(rate) and rate > 0 else None)
+        return ScreenProgress(
+            self.units_done, self.units_total, self.perturbations_done, self.perturbations_total, elapsed, rate, eta
+        )
+
+    def unit_done(self, n: int) -> None:
+        self.units_done += 1
+        self.perturbations_done += n
+        self.computed += n
+        self.report()
+
+    def report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.snapshot())
+
+
+def _cancel_check(cancel: Any) -> Callable[[], bool]:
+    """A ``threading.Event`` (or anything with ``is_set``), a callable returning True, or None."""
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError(f"cancel must be a threading.Event or a callable, got {type(cancel).__name__}")
+
+
+#: How long connecting to a Ray address may take before the run fails naming ``execution.address``.
+RAY_CONNECT_TIMEOUT_S = 15.0
+
+
+def probe_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S, field: str = "execution.address") -> None:
+    """Refuse an unreachable Ray address quickly: a TCP connect to its host and port with a timeout.
+
+    ``ray.init`` retries an unreachable address for minutes; this fails in at most ``timeout_s``.
+    ``auto`` (the cluster started on this machine) and ``local`` are left to Ray, which fails at once
+    without one.
+
+    Raises
+    ------
+    SpecError
+        Naming ``field`` (``execution.address``) when the address is malformed or nothing answers there.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if is_url(address) else f"gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else None)  # Ray Client's default
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise SpecError(f"{field}: {address!r} is not host:port or ray://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise SpecError(f"{field}: cannot reach Ray at {address} ({err.strerror or err}); "
+                        "check the address and that the cluster is up") from None
+
+
+def _init_ray(spec: ScreenSpec) -> bool:
+    """Connect to the spec's Ray address or start an embedded local Ray; True if we started it.
+
+    Either way the cluster is checked to have room for the spec's workers (:func:`check_cluster_resources`).
+
+    Raises
+    ------
+    SpecError
+        Naming ``execution.address`` (unreachable) or the execution field the cluster cannot satisfy.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    execution = spec.execution
+    address = execution.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        probe_address(address)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    else:
+        needed = execution.num_workers * execution.cpus_per_worker
+        since = reaper.now_ticks() if os.path.isdir("/proc/self") else 0
+        # "local" always starts a private Ray: a plain init() would join a cluster
+        # someone started on this machine with `ray start`.
+        ray.init(
+            address="local",
+            num_cpus=max(os.cpu_count() or 1, int(np.ceil(needed))),
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            configure_logging=True,
+        )
+        global _REAPER
+        _REAPER = reaper.start(since)  # a SIGKILLed driver takes its embedded Ray (agents included) with it
+    try:
+        check_cluster_resources(execution)
+    except BaseException:
+        _shutdown_ray()
+        raise
+    return True
+
+
+_REAPER = None  # the watchdog of the embedded Ray this process started, if any
+
+
+def _shutdown_ray() -> None:
+    """Shut down the Ray this process connected to or started, and end its watchdog."""
+    import ray
+
+    global _REAPER
+    ray.shutdown()
+    reaper.stop(_REAPER)
+    _REAPER = None
+
+
+def _autoscaling_node_groups() -> list[tuple[dict[str, float], int]]:
+    """``(resources, max_count)`` of the node groups an autoscaler may add (KubeRay, ``ray up``), or [].
+
+    Read from the autoscaler's cluster config that Ray keeps in its GCS (a private Ray API, so any
+    failure means "no autoscaler known"); ``max_count`` -1 is unbounded.
+    """
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older/newer Ray or no autoscaler: judge by the nodes alone
+        return []
+    if config is None:
+        return []
+    return [(dict(group.resources), int(group.max_count)) for group in config.node_group_configs
+            if group.max_count != 0]
+
+
+def _workers_per_node(resources: dict[str, float], cpus: float, gpus: float) -> int:
+    """How many workers of ``cpus`` CPUs and ``gpus`` GPUs a node (or free pool) of ``resources`` holds."""
+    fit = int(resources.get("CPU", 0.0) / cpus + 1e-9) if cpus > 0 else 1 << 30
+    if gpus > 0:
+        fit = min(fit, int(resources.get("GPU", 0.0) / gpus + 1e-9))
+    return fit
+
+
+def check_cluster_resources(execution: Any) -> None:
+    """Refuse workers the connected Ray cluster cannot place (they would wait forever).
+
+    One worker (``cpus_per_worker`` and ``gpus_per_worker``) must fit on one node: an alive node, or
+    a node type the cluster's autoscaler may add. ``num_workers`` of them must fit in the cluster's
+    free resources now (beside the service's replica and other running screens), plus, on an
+    autoscaling cluster, what its node groups may add at their maximum size; workers the autoscaler
+    must first start are bounded by ``execution.placement_timeout_s`` instead.
+
+    Parameters
+    ----------
+    execution
+        The spec's ``execution`` section.
+
+    Raises
+    ------
+    SpecError
+        Naming ``execution.cpus_per_worker``, ``execution.gpus_per_worker`` or ``execution.num_workers``.
+    """
+    import ray
+
+    cpus, gpus, workers = execution.cpus_per_worker, execution.gpus_per_worker, execution.num_workers
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    groups = _autoscaling_node_groups()
+    shapes = nodes + [resources for resources, _ in groups]
+    most_cpus = max((n.get("CPU", 0.0) for n in shapes), default=0.0)
+    most_gpus = max((n.get("GPU", 0.0) for n in shapes), default=0.0)
+    scope = "Ray node (or node type its autoscaler may add)" if groups else "Ray node"
+    if cpus > most_cpus:
+        raise SpecError(f"execution.cpus_per_worker: {cpus:g} CPUs per worker, but the largest {scope} has {most_cpus:g}")
+    if gpus > most_gpus:
+        raise SpecError(f"execution.gpus_per_worker: {gpus:g} GPUs per worker, but the largest {scope} has {most_gpus:g}"
+                        + (" (the cluster has no GPU)" if not most_gpus else ""))
+    if not any(_workers_per_node(n, cpus, gpus) for n in shapes):
+        raise SpecError(f"execution.cpus_per_worker: no {scope} has {cpus:g} CPUs and {gpus:g} GPUs for one worker")
+    free = ray.available_resources()
+    fit = _workers_per_node(free, cpus, gpus)
+    if any(count < 0 and _workers_per_node(resources, cpus, gpus) for resources, count in groups):
+        return  # an unbounded node group can hold any number of workers
+    fit += sum(count * _workers_per_node(resources, cpus, gpus) for resources, count in groups)
+    if workers > fit:
+        raise SpecError(
+            f"execution.num_workers: {workers} workers of {cpus:g} CPUs"
+            + (f" and {gpus:g} GPUs" if gpus else "")
+            + f" asked; the Ray cluster has room for {fit}"
+            + (" at its autoscaler's maximum size" if groups else " now")
+            + f" ({free.get('CPU', 0.0):g} CPUs" + (f", {free.get('GPU', 0.0):g} GPUs" if gpus else "") + " free)"
+        )
+
+
+#: Errors a worker raises about the unit's own inputs or model output, reported to the user as they are.
+_UNIT_INPUT_ERRORS = (ModelError, TrackError, GenomeError, RegionError)
+
+
+class _Dispatcher:
+    """Keeps a bounded number of units in flight per worker and redoes units whose worker died."""
+
+    def __init__(
+        self,
+        spec: ScreenSpec,
+        plan: ScreenPlan,
+        on_done: Callable[[dict[str, Any]], None],
+        on_failure: Callable[[bool], None] = lambda retried: None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ):
+        import ray
+
+        from workers.screen_worker import ScreenWorker
+
+        execution = spec.execution
+        self.ray = ray
+        self.spec_json = spec.model_dump(mode="json")
+        self.plan = plan
+        self.on_done = on_done
+        self.on_failure = on_failure
+        self.cancelled = cancelled
+        self.poll_s = 0.2  # how often a wait for results looks at the cancel hook
+        self.probe_interval_s = 0.5  # between readiness probes of a restarting worker
+        self.max_retries = execution.max_retries
+        self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
+        self.remote_cls = ray.remote(ScreenWorker).options(
+            num_cpus=execution.cpus_per_worker,
+            num_gpus=execution.gpus_per_worker,
+            max_restarts=-1,
+            max_task_retries=0,
+        )
+        self.threads = max(1, int(execution.cpus_per_worker))
+        self.workers = [self._start() for _ in range(execution.num_workers)]
+        self.names = self._await_placement(execution)
+        self.retries = 0
+
+    def _await_placement(self, execution: Any) -> list[str]:
+        """The workers' names once every one is placed and started; fails (workers killed) when they are not
+        placed within ``execution.placement_timeout_s``, and stops on cancel meanwhile."""
+        refs = [worker.ready.remote() for worker in self.workers]
+        deadline = time.monotonic() + execution.placement_timeout_s
+        while True:
+            _, waiting = self.ray.wait(refs, num_returns=len(refs), timeout=self.poll_s)
+            if not waiting:
+                return self.ray.get(refs)
+            if self.cancelled():
+                self.stop()
+                raise ScreenCancelled()
+            if time.monotonic() > deadline:
+                self.stop()
+                gpus = f" and {execution.gpus_per_worker:g} GPUs" if execution.gpus_per_worker else ""
+                raise SpecError(
+                    f"execution.placement_timeout_s: {len(waiting)} of {len(refs)} workers ({execution.cpus_per_worker:g} "
+                    f"CPUs{gpus} each) were not placed on the Ray cluster within {execution.placement_timeout_s:g} s; "
+                    "ask for fewer or smaller workers (execution.num_workers, cpus_per_worker, gpus_per_worker)"
+                )
+
+    def _start(self):
+        return self.remote_cls.remote(self.spec_json, self.threads)
+
+    def _submit(self, worker, unit: WorkUnit):
+        return worker.run.remote(unit, self.plan.payload(unit))
+
+    def run(self, units: list[WorkUnit]) -> None:
+        ray = self.ray
+        queue = deque(units)
+        attempts: dict[WorkUnit, int] = {}
+        pending: dict[Any, tuple[int, WorkUnit]] = {}
+        load = [0] * len(self.workers)
+        # Workers whose unit failed get no new unit until a readiness probe reaches their restarted
+        # process: index -> when to send the next probe (None while one is out).
+        restarting: dict[int, float | None] = {}
+        probes: dict[Any, int] = {}  # probes out, by ref
+        while queue or pending:
+            if self.cancelled():
+                self.stop()
+                raise ScreenCancelled()
+            for index, worker in enumerate(self.workers):
+                while index not in restarting and queue and load[index] < self.in_flight_per_worker:
+                    unit = queue.popleft()
+                    pending[self._submit(worker, unit)] = (index, unit)
+                    load[index] += 1
+            now = time.monotonic()
+            for index, due in restarting.items():
+                if due is not None and now >= due:
+                    probes[self.workers[index].ready.remote()] = index
+                    restarting[index] = None
+            waiting = [*pending, *probes]
+            if not waiting:  # every worker restarting, next probe due shortly
+                time.sleep(self.poll_s)
+                continue
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=self.poll_s)
+            if not ready:
+                continue
+            ref = ready[0]
+            if ref in probes:
+                index = probes.pop(ref)
+                try:
+                    ray.get(ref)
+                    del restarting[index]
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                    restarting[index] = time.monotonic() + self.probe_interval_s  # still restarting
+                continue
+            index, unit = pending.pop(ref)
+            load[index] -= 1
+            try:
+                result = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                attempts[unit] = attempts.get(unit, 0) + 1
+                retry = attempts[unit] <= self.max_retries
+                self.on_failure(retry)
+                if not retry:
+                    raise RuntimeError(f"work unit {unit} failed {attempts[unit]} times; last error: {err}") from err
+                self.retries += 1
+                queue.appendleft(unit)
+                restarting.setdefault(index, now)  # probe it at once (unless already restarting)
+                continue
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if not isinstance(cause, _UNIT_INPUT_ERRORS):
+                    raise
+                # the unit's inputs or model are at fault (e.g. non-finite maps): a retry gives the same, so the
+                # screen fails at once with the worker's message, as the user error it is (CLI exit 2)
+                self.on_failure(False)
+                raise type(cause)(f"work unit {unit}: {cause}") from None
+            self.on_done(result)
+
+    def stop(self) -> None:
+        """Kill the workers: in-flight units end without their ``chunk_done`` flag and are redone on resume."""
+        for worker in self.workers:
+            self.ray.kill(worker, no_restart=True)
+        self.workers = []
+
+
+def run_screen(
+    spec: ScreenSpec,
+    progress: bool = True,
+    prepared: PreparedScreen | None = None,
+    *,
+    on_progress: Callable[[ScreenProgress], None] | None = None,
+    cancel: Any = None,
+    verify: bool = False,
+) -> ScreenSummary:
+    """Run (or resume) a screen end to end and return its summary.
+
+    Parameters
+    ----------
+    spec
+        A validated spec.
+    progress
+        Show a progress bar over perturbations.
+    prepared
+        A result of :func:`prepare_screen` to reuse.
+    on_progress
+        Called with a :class:`ScreenProgress` once the store is open and after every finished
+        unit (on the calling thread; an exception it raises stops the screen).
+    cancel
+        A ``threading.Event`` or a callable returning True to stop: no unit is dispatched
+        after it fires, in-flight units are stopped (their workers killed) within
+        about 0.2 s, and :class:`ScreenCancelled` is raised. Completed chunks keep their
+        ``chunk_done`` flags, the store is not marked complete, and the same spec resumes it.
+    verify
+        When resuming, check every done chunk first (checksums, digests) and recompute damaged ones
+        (listed in the summary's ``damaged``).
+
+    Raises
+    ------
+    ScreenCancelled
+        When ``cancel`` fired before every unit was done.
+    StoreError
+        When another driver holds the store's lease (one driver per store), or this run lost it.
+    """
+    user_cancelled = _cancel_check(cancel)  # a bad hook is refused before the store is created
+    prepared = prepared or prepare_screen(spec)
+    # Ray is connected (an unreachable execution.address fails within seconds) and checked to have room
+    # for the workers before the lease and the store are touched.
+    started_ray = _init_ray(spec)
+    try:
+        # One driver per store: the lease is held from before the store is opened (or replaced by
+        # --overwrite) until the run ends, and a lost lease stops the dispatch like a cancel.
+        with StoreLease(spec.output.store, spec.output.storage_options) as lease:
+
+            def cancelled() -> bool:
+                lease.check()
+                return user_cancelled()
+
+            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify)
+    finally:
+        if started_ray:
+            _shutdown_ray()
+
+
+def _run_leased(
+    spec: ScreenSpec,
+    progress: bool,
+    prepared: PreparedScreen,
+    on_progress: Callable[[ScreenProgress], None] | None,
+    cancelled: Callable[[], bool],
+    verify: bool,
+) -> ScreenSummary:
+    """:func:`run_screen` once the store's lease is held."""
+    from tqdm.auto import tqdm
+
+    plan = prepared.plan
+    store, resumed = open_or_create_store(
+        spec.output.store,
+        spec.model_dump(mode="json"),
+        spec.science_hash(),
+        prepared.provenance,
+        plan.layouts,
+        overwrite=spec.output.overwrite,
+        storage_options=spec.output.storage_options,
+        verify=verify,
+    )
+    pending = _pending_units(store, plan)
+    n_todo = sum(u.size for u in pending)
+    tracker = _Tracker(plan, pending, on_progress)
+    tracker.report()
+    began = time.perf_counter()
+    metrics = ScreenMetrics(spec.name)
+    metrics.start(len(plan.units), len(plan.units) - len(pending))
+    if spec.execution.metrics_port is not None:
+        metrics.serve(spec.execution.metrics_port, spec.execution.metrics_host)
+    names: list[str] = []
+    retries = 0
+    if pending:
+        started_ray = _init_ray(spec)
+        try:
+            with tqdm(total=n_todo, unit="pert", desc=spec.name, disable=not progress, dynamic_ncols=True) as bar:
+                def on_done(result: dict[str, Any]) -> None:
+                    bar.update(result["n"])
+                    metrics.unit_finished(result, time.perf_counter() - began)
+                    tracker.unit_done(result["n"])
+
+                dispatcher = _Dispatcher(spec, plan, on_done, metrics.unit_failed, cancelled)
+                names = dispatcher.names
+                try:
+                    dispatcher.run(pending)
+                except ScreenCancelled:
+                    raise ScreenCancelled(tracker.snapshot()) from None
+                finally:
+                    dispatcher.stop()
+                retries = dispatcher.retries
+        finally:
+            metrics.stop()
+            if started_ray:  # already connected by run_screen (which shuts it down): kept for direct callers
+                _shutdown_ray()
+    store.mark_complete()
+    return ScreenSummary(
+        store=str(spec.output.store),
+        n_perturbations=plan.n_perturbations,
+        n_computed=n_todo,
+        n_units=len(pending),
+        seconds=time.perf_counter() - began,
+        resumed=resumed,
+        workers=names,
+        retries=retries,
+        damaged=list(store.damaged),
+    )
+
+
+def _pending_units(store: ResultStore, plan: ScreenPlan) -> list[WorkUnit]:
+    done = {(layout.chrom, layout.analysis): store.done_mask(layout.chrom, layout.analysis) for layout in plan.layouts}
+    return [u for u in plan.units if not done[(u.chrom, u.analysis)][u.chunk]]
