@@ -1,14 +1,9 @@
 """screening: genome-scale in-silico perturbation screens of sequence-to-3D-genome models."""
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
-try:
-    __version__ = version("screening")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+local"
-
-from screening.client import Client  # noqa: E402  (httpx only: cheap)
+from screening.client import Client  # httpx only: cheap
+from screening.core.version import __version__
 
 if TYPE_CHECKING:  # type checkers see the real function and its types
     from screening.store.reader import open_results

@@ -17,10 +17,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import screening
 from screening.models.precision import configure_adapter, worker_precision
 from screening.compute.threads import optimize_adapter, tune_cpu_allocator
 from screening.core.regions import Region, read_bed, validate_region
+from screening.core.version import __version__ as _package_version
 from screening.interpret.attribution import check_attributions
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
@@ -108,7 +108,7 @@ def check_model_tracks(adapter: ModelAdapter, tracks: TrackSet) -> None:
 def input_provenance(spec: ScreenSpec, adapter: ModelAdapter, genome: Genome, tracks: TrackSet) -> dict[str, Any]:
     """Versions, host, time, and the model, genome and tracks (with checksums) behind a result."""
     return {
-        "package_version": screening.__version__,
+        "package_version": _package_version,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         **_versions(),

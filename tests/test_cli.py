@@ -173,11 +173,14 @@ BAD_INPUTS = {
     "empty": (lambda raw, tmp: raw.update(regions=["chr1:500-500"]), "empty"),
     "window leaves chromosome": (lambda raw, tmp: raw.update(regions=["chr1:0-100"]), "leaves chr1"),
     "missing fasta": (lambda raw, tmp: raw["genome"].update(fasta=str(tmp / "nope.fa")), "nope.fa"),
-    "corrupt fasta": (lambda raw, tmp: (tmp / "bad.fa").write_bytes(b"\x00\x01garbage\xff" * 50) and raw["genome"].update(fasta=str(tmp / "bad.fa")), "bad.fa"),
+    "corrupt fasta": (lambda raw, tmp: (tmp / "bad.fa").write_bytes(b"\x00\x01garbage\xff" * 50)
+                      and raw["genome"].update(fasta=str(tmp / "bad.fa")), "bad.fa"),
     "missing bigwig": (lambda raw, tmp: raw["tracks"][0].update(path=str(tmp / "nope.bw")), "nope.bw"),
-    "corrupt bigwig": (lambda raw, tmp: (tmp / "bad.bw").write_bytes(b"not a bigwig" * 100) and raw["tracks"][1].update(path=str(tmp / "bad.bw")), "bad.bw"),
+    "corrupt bigwig": (lambda raw, tmp: (tmp / "bad.bw").write_bytes(b"not a bigwig" * 100)
+                       and raw["tracks"][1].update(path=str(tmp / "bad.bw")), "bad.bw"),
     "bigwig without chromosome": (lambda raw, tmp: raw["tracks"][0].update(path=str(_bad_bigwig_without_chr2(tmp / "c.bw"))), "chr2"),
-    "checkpoint of another size": (lambda raw, tmp: raw.update(model={"checkpoint": str(_other_size_checkpoint(tmp / "m.pt")), "config": TOY_CONFIG}), "shape"),
+    "checkpoint of another size": (lambda raw, tmp: raw.update(model={"checkpoint": str(_other_size_checkpoint(tmp / "m.pt")),
+                                                                      "config": TOY_CONFIG}), "shape"),
     "malformed spec": (lambda raw, tmp: raw["perturbations"][0].update(width=-3), "perturbations.0.deletion.width"),
     "tracks in the wrong order": (lambda raw, tmp: raw.update(tracks=raw["tracks"][::-1]), "in this order"),
 }

@@ -572,7 +572,7 @@ def test_image_versions_agree_with_pyproject():
     assert args["RAY_VERSION"] == {_pin("ray")}
     (python,) = args["PYTHON_VERSION"]
     assert f"{python}.0" in SpecifierSet(_pyproject()["project"]["requires-python"])
-    assert f"FROM python:${{PYTHON_VERSION}}-slim" in _dockerfile()
+    assert "FROM python:${PYTHON_VERSION}-slim" in _dockerfile()
     # both torch variants install exactly the pinned version, each from its own index
     installs = re.findall(r'pip install --no-cache-dir --index-url "\$\{TORCH_INDEX_URL\}" "torch==\$\{TORCH_VERSION\}"', _dockerfile())
     assert len(installs) == 2

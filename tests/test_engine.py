@@ -130,7 +130,8 @@ def unit_payload(spec, window=512, positions=None):
         def fetch(self, chrom, start, end):
             return np.zeros(end - start, np.uint8)
 
-    full = parse_spec({"model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"}, "regions": ["chr1:2,000-2,200"] if positions is None else [positions],
+    full = parse_spec({"model": {"random_seed": 0}, "genome": {"fasta": "/x.fa"},
+                       "regions": ["chr1:2,000-2,200"] if positions is None else [positions],
                        "perturbations": [spec.model_dump()], "execution": {"chunk_size": 1000}, "output": {"store": "/x.zarr"}})
     plan = plan_screen(full, [__import__("screening.core.regions", fromlist=["parse_region"]).parse_region(full.regions[0])],
                        {"chr1": 6_000}, WindowGeometry(window, 32, 16), FakeGenome())

@@ -48,7 +48,7 @@ def test_plan_groups_per_chromosome_and_analysis():
                             {"kind": "deletion", "width": 5000, "step": 5000}])
     regions = [Region("chr2", 1_200_000, 1_220_000), Region("chr1", 1_400_000, 1_410_000)]
     plan = plan_screen(s, regions, SIZES, GEOMETRY)
-    assert [(l.chrom, l.analysis, l.n) for l in plan.layouts] == [
+    assert [(lay.chrom, lay.analysis, lay.n) for lay in plan.layouts] == [
         ("chr1", "deletion_1000bp", 10), ("chr1", "deletion_5000bp", 2),
         ("chr2", "deletion_1000bp", 20), ("chr2", "deletion_5000bp", 4)]
     assert plan.n_perturbations == 36
@@ -80,7 +80,7 @@ def test_perturbation_with_its_own_regions():
     s = spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000},
                             {"kind": "mutagenesis", "name": "ism", "regions": ["chr2:1,200,000-1,200,010"]}])
     plan = plan_screen(s, [Region("chr1", 1_400_000, 1_404_000)], SIZES, GEOMETRY)
-    assert [(l.chrom, l.analysis, l.n) for l in plan.layouts] == [("chr1", "deletion_1000bp", 4), ("chr2", "ism", 10)]
+    assert [(lay.chrom, lay.analysis, lay.n) for lay in plan.layouts] == [("chr1", "deletion_1000bp", 4), ("chr2", "ism", 10)]
     assert plan.layout("chr2", "ism").extra_dims == {"base": 4}
     with pytest.raises(RegionError, match=r"perturbations\[1\].regions.*chr9"):
         plan_screen(spec(perturbations=[{"kind": "deletion", "width": 1000, "step": 1000},

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from screening.service.auth import TokenStore, digest, read_token_file

@@ -146,7 +146,8 @@ def test_create_store_layout_on_disk(tmp_path, store, layouts):
     assert dict(root["chr2"].attrs) == {"chrom": "chr2", "length": 8_000}
     group = root["chr1/del"]
     assert dict(group.attrs) == {
-        "kind": "deletion", "params": {"width": 250}, "scores": SCORES, "dim": "perturbation", "extra_dims": {}, "labels": [], "top_maps": [0, 0], "score_dims": {s: [] for s in SCORES},
+        "kind": "deletion", "params": {"width": 250}, "scores": SCORES, "dim": "perturbation", "extra_dims": {}, "labels": [],
+        "top_maps": [0, 0], "score_dims": {s: [] for s in SCORES},
         "chunk_size": 8, "n_chunks": 5, "n": 37,
     }
     for name in ("start", "end", "window_start"):

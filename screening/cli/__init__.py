@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from screening import __version__
+    from screening.core.version import __version__
 
     return f"screening {__version__}"
 

@@ -252,7 +252,11 @@ def score_items(
         while len(cache) > 2 * batch_size + len(pending_refs):
             cache.popitem(last=False)
         reference = np.stack([cache[p.window_start] for p in group])
-        alignments = [bin_alignment(p.edit.offset, p.edit.ref_length, p.edit.alt_length, geometry.bin_size, geometry.n_bins, geometry.map_offset) for p in group]
+        alignments = [
+            bin_alignment(p.edit.offset, p.edit.ref_length, p.edit.alt_length, geometry.bin_size, geometry.n_bins,
+                          geometry.map_offset)
+            for p in group
+        ]
         perturbed = maps[len(pending_refs) :]
         scores = score_maps(reference, perturbed, spec.scores, alignments, _context(spec, group, adapter, chrom))
         return scores, (perturbed - reference if keep_deltas else None)

@@ -553,6 +553,6 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
 
 
 def _version() -> str:
-    from screening import __version__
+    from screening.core.version import __version__
 
     return __version__
