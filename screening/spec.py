@@ -122,7 +122,23 @@ def _checked_analysis_name(name: str | None) -> str | None:
 
 
 class SpecError(ScreeningError, ValueError):
-    """A spec that does not validate; the message names the field."""
+    """A spec that does not validate; the message names the field.
+
+    Parameters
+    ----------
+    message
+        What is wrong, naming the field(s).
+    fields
+        One ``{"field": dotted name, "message": ...}`` per invalid field, for callers that report
+        fields separately (the service's ``errors``); empty when the error is not about fields.
+    """
+
+    def __init__(self, message: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = list(fields or [])
+
+    def __reduce__(self):  # keep the fields across pickling (Ray)
+        return (type(self), (str(self), self.fields))
 
 
 class _Strict(BaseModel):
@@ -688,8 +704,9 @@ class ScreenSpec(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid screen spec {source}:"]
+def _spec_error(err: ValidationError, source: str) -> SpecError:
+    """A :class:`SpecError` listing every invalid field of a pydantic validation error."""
+    fields = []
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-")) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
@@ -697,8 +714,9 @@ def _format_error(err: ValidationError, source: str) -> str:
             given = item.get("input")
             message += f", got {str(given).lower() if isinstance(given, bool) else repr(given)}"
             message += " (a boolean)" if isinstance(given, bool) else ""
-        lines.append(f"  {field}: {message}")
-    return "\n".join(lines)
+        fields.append({"field": field, "message": message})
+    lines = [f"invalid screen spec {source}:", *(f"  {f['field']}: {f['message']}" for f in fields)]
+    return SpecError("\n".join(lines), fields)
 
 
 def _resolve(path: str | None, base: Path) -> str | None:
@@ -761,7 +779,7 @@ def parse_spec(raw: dict[str, Any], base_dir: str | Path | None = None, source: 
         resolved = _resolve_paths(raw, Path(base_dir or Path.cwd()))
         return ScreenSpec.model_validate(resolved)
     except ValidationError as err:
-        raise SpecError(_format_error(err, source)) from None
+        raise _spec_error(err, source) from None
     except (TypeError, AttributeError) as err:
         raise SpecError(f"invalid screen spec {source}: {err}") from None
 

@@ -211,3 +211,18 @@ def test_deeply_nested_spec_is_refused(tmp_path, text):
         nested = {"a": nested}
     with pytest.raises(SpecError, match="nested too deeply"):
         parse_spec(minimal(model=nested), base_dir=tmp_path)
+
+
+def test_spec_errors_carry_their_fields(tmp_path):
+    import pickle
+
+    raw = minimal(perturbations=[{"kind": "deletion", "width": True, "step": -1}], execution={"num_workers": 0})
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw, base_dir=tmp_path)
+    fields = {f["field"] for f in caught.value.fields}
+    assert {"perturbations.0.deletion.width", "perturbations.0.deletion.step", "execution.num_workers"} <= fields
+    for f in caught.value.fields:  # the message lists the same fields
+        assert f"  {f['field']}: {f['message']}" in str(caught.value)
+    again = pickle.loads(pickle.dumps(caught.value))  # as Ray carries it
+    assert again.fields == caught.value.fields and str(again) == str(caught.value)
+    assert SpecError("execution.address: unreachable").fields == []

@@ -227,10 +227,5 @@ def server_spec(raw: Any, config, job_id: str) -> ScreenSpec:
 
 
 def spec_error_fields(err: SpecError) -> list[dict[str, str]]:
-    """``[{"field", "message"}]`` from a :class:`SpecError`'s lines (``  field: message``)."""
-    fields = []
-    for line in str(err).splitlines()[1:]:
-        name, sep, message = line.strip().partition(": ")
-        if sep:
-            fields.append({"field": name, "message": message})
-    return fields
+    """``[{"field", "message"}]`` of a :class:`SpecError` (its structured ``fields``)."""
+    return list(err.fields)
