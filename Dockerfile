@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 #
-# The screening image: the package and its pinned dependencies (pyproject.toml) on Python 3.11,
+# The screening image: the package and its dependencies at the versions CI tests (constraints.txt) on Python 3.11,
 # run as a non-root user. One Dockerfile, two variants:
 #
 #   VARIANT=cuda (default)  PyTorch 2.13.0's CUDA 13.0 build, for GPU worker groups
@@ -15,8 +15,8 @@
 # cuda-toolkit==13.0.3, nvidia-cudnn-cu13, nvidia-nccl-cu13), so no nvidia/cuda base is needed. The node
 # supplies only the driver, through the NVIDIA device plugin: CUDA 13.0 needs driver >= 580.
 #
-# Versions: PYTHON_VERSION, TORCH_VERSION and RAY_VERSION must equal the pins in pyproject.toml
-# (tests/test_deploy.py checks it); the build fails if the installed ones differ.
+# Versions: PYTHON_VERSION, TORCH_VERSION and RAY_VERSION must equal the pins in constraints.txt, which
+# pyproject.toml's ranges admit (tests/test_deploy.py checks it); the build fails if the installed ones differ.
 # Kubernetes ignores HEALTHCHECK (KubeRay adds its own probes); it is for plain `docker run`.
 
 ARG PYTHON_VERSION=3.11
@@ -56,12 +56,13 @@ ARG VARIANT
 ARG TORCH_VERSION=2.13.0
 ARG RAY_VERSION=2.60.0
 WORKDIR /opt/screening/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY screening ./screening
 COPY workers ./workers
-# torch is already installed at the pinned version, so the pin in pyproject.toml is satisfied as is
-# and pip keeps the variant's build; everything else comes at its pyproject.toml pin.
-RUN pip install --no-cache-dir . \
+# torch is already installed at the pinned version, so the pin in constraints.txt is satisfied as is
+# (2.13.0 and 2.13.0+cpu both match torch==2.13.0) and pip keeps the variant's build; everything else
+# comes at its constraints.txt pin, torch's own dependencies included.
+RUN pip install --no-cache-dir -c constraints.txt . \
     && python -c "import sys, torch, ray; \
 v = '%d.%d' % sys.version_info[:2]; t = torch.__version__.split('+')[0]; \
 assert v == '${PYTHON_VERSION}', f'python {v} != ${PYTHON_VERSION}'; \

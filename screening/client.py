@@ -4,7 +4,7 @@
 >>> client = Client("http://screening:8000", token="...")          # or SCREENING_TOKEN
 >>> screen = client.submit("my_screen.yaml")                        # a path, a mapping or a ScreenSpec
 >>> screen.wait()                                                   # progress bar until it completes
->>> ds = screen.query("chr1:1,400,000-1,410,000")                  # xarray.Dataset, as Results.query
+>>> ds = screen.query("chr1:1,400,000-1,410,000")                  # xarray.Dataset shaped as Results.query
 >>> screen.to_bedgraph("impact.bedGraph")
 
 Paths inside a submitted spec are paths on the *server* (relative ones resolve against its first
@@ -18,12 +18,15 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import httpx
 
 from screening.core.errors import ScreeningError
 from screening.service.states import TERMINAL
+
+if TYPE_CHECKING:  # xarray is imported by Screen.query only: `import screening` stays cheap
+    import xarray as xr
 
 __all__ = ["Client", "Screen", "ServiceError", "ScreenFailedError", "TERMINAL_STATES"]
 
@@ -169,6 +172,15 @@ class Client:
         return self.request("GET", "/screens", params=params).json()["screens"]
 
 
+def _shaped_as_local_query(ds: xr.Dataset) -> xr.Dataset:
+    """A decoded query result with Results.query's backing: scores as dask arrays (one chunk each), ``done`` and
+    the coordinates as numpy arrays."""
+    import dask.array as da
+
+    scores = [name for name in ds.data_vars if name != "done"]
+    return ds.assign({name: ds[name].copy(data=da.from_array(ds[name].values, chunks=-1)) for name in scores})
+
+
 class Screen:
     """A handle on one screen of a service."""
 
@@ -236,20 +248,23 @@ class Screen:
         """Analyses and their scores, chromosomes, and how complete the store is."""
         return self.client.request("GET", f"{self._path}/results/info").json()
 
-    def query(self, region: str, analysis: str | None = None, format: str = "arrow"):
+    def query(self, region: str, analysis: str | None = None, format: str = "arrow") -> xr.Dataset:
         """The perturbations overlapping ``region`` (0-based, half-open), as an :class:`xarray.Dataset`.
 
-        The same variables as :meth:`screening.store.reader.Results.query` (scores NaN where not
-        computed yet, ``done``), loaded in memory. ``format`` ``arrow`` (binary, for any size)
-        or ``json``.
+        The Dataset :meth:`screening.store.reader.Results.query` returns on the server, with the same
+        dimensions, coordinates, variables, dtypes and attributes: coordinates and ``done`` as numpy
+        arrays, every score (NaN where not computed yet) as a dask array. Unlike a local query it is not
+        lazy: the server reads the region and sends every score in one response (up to its
+        ``max_query_rows``), so each score is one dask chunk over values already downloaded and
+        ``.compute()``/``.values`` read nothing more. ``format`` ``arrow`` (binary, for any size) or
+        ``json`` (small regions: ``max_json_rows``).
         """
         from screening.service.wire import dataset_from_arrow, dataset_from_json
 
         params = {"region": region, "format": format, **({"analysis": analysis} if analysis else {})}
         response = self.client.request("GET", f"{self._path}/results", params=params)
-        if format == "arrow":
-            return dataset_from_arrow(response.content)
-        return dataset_from_json(response.json())
+        ds = dataset_from_arrow(response.content) if format == "arrow" else dataset_from_json(response.json())
+        return _shaped_as_local_query(ds)
 
     def _export(self, path: str | os.PathLike, fmt: str, score: str | None, analysis: str | None,
                 region: str | None) -> Path:

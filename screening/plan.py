@@ -18,17 +18,18 @@ Window placement (0-based, half-open throughout):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NotRequired, TypedDict
 
 import numpy as np
 
 from screening.models.base import WindowGeometry
 from screening.core.regions import Region, RegionError, merge_sorted, parse_region, validate_region
-from screening.spec import TILED_KINDS, ScreenSpec
+from screening.perturb.kinds import kind_of
+from screening.spec import ScreenSpec
 from screening.store.layout import GroupLayout
 from screening.maps.targets import windows_missing
 
-__all__ = ["WorkUnit", "ScreenPlan", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
+__all__ = ["WorkUnit", "UnitPayload", "ScreenPlan", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
 
 _MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
@@ -49,6 +50,17 @@ class WorkUnit:
 
     def __str__(self) -> str:
         return f"{self.chrom}/{self.analysis}#{self.chunk}"
+
+
+class UnitPayload(TypedDict):
+    """What a worker needs to compute one unit (:meth:`ScreenPlan.payload`): per perturbation, its
+    interval ``[start, end)`` and its model window's start (``int64 [n]`` each), and for a VCF
+    analysis the :class:`~screening.io.vcf.Variant` alleles."""
+
+    start: np.ndarray
+    end: np.ndarray
+    window_start: np.ndarray
+    variants: NotRequired[list]
 
 
 @dataclass
@@ -86,11 +98,11 @@ class ScreenPlan:
             out[chrom] = [(int(run[0]), int(run[-1]) + window) for run in np.split(starts, breaks)]
         return out
 
-    def payload(self, unit: WorkUnit) -> dict[str, Any]:
+    def payload(self, unit: WorkUnit) -> UnitPayload:
         """What a worker needs to compute ``unit``: its coordinates (and variants)."""
         layout = self.layout(unit.chrom, unit.analysis)
         sl = slice(unit.lo, unit.hi)
-        payload = {"start": layout.start[sl], "end": layout.end[sl], "window_start": layout.window_start[sl]}
+        payload: UnitPayload = {"start": layout.start[sl], "end": layout.end[sl], "window_start": layout.window_start[sl]}
         if (unit.chrom, unit.analysis) in self.variants:
             payload["variants"] = self.variants[(unit.chrom, unit.analysis)][sl]
         return payload
@@ -146,7 +158,7 @@ class _Candidates:
 def _tiled(spec, regions: list[Region], window: int) -> _Candidates:
     starts = deletion_starts(regions, spec.step)
     width = np.full(len(starts), spec.width, np.int64)
-    extra = width if spec.kind == "deletion" else np.zeros_like(width)
+    extra = np.full(len(starts), kind_of(spec).downstream(spec, None), np.int64)
     return _Candidates(starts, starts + width, _centred(starts, width, window), extra)
 
 
@@ -251,6 +263,21 @@ def _contiguous_windows(regions: list[Region], window: int, step: int, genome) -
     return candidates
 
 
+def _place(perturbation, regions: list[Region], window: int, chunk_size: int, genome) -> _Candidates | None:
+    """Candidates of an analysis laid out over its regions on one chromosome, by its kind's placement
+    (every placement but ``vcf``, whose records are read once per screen)."""
+    placement = kind_of(perturbation).placement
+    if placement == "tiled":
+        return _tiled(perturbation, regions, window)
+    if placement == "insertion":
+        return _insertion(perturbation, regions, window)
+    if not regions:
+        return None
+    if placement == "positions":
+        return _mutagenesis(regions, window, chunk_size, genome)
+    return _contiguous_windows(regions, window, perturbation.window_step or window // 2, genome)
+
+
 def _attribution_layout(chrom: str, chrom_length: int, spec, candidates: _Candidates, window: int, screen: ScreenSpec) -> GroupLayout:
     tracks = [f"track_{t.name}" for t in screen.tracks]
     scores = ["attribution", "attribution_corrected", *tracks, "target"]
@@ -345,7 +372,9 @@ def plan_screen(
     """
     window, policy = geometry.window_length, spec.invalid_policy
     skipped: dict[str, dict[str, Any]] = {}
-    variant_sets = {p.label: _read_variants(p, genome, policy, skipped) for p in spec.perturbations if p.kind == "variants"}
+    variant_sets = {
+        p.label: _read_variants(p, genome, policy, skipped) for p in spec.perturbations if kind_of(p).placement == "vcf"
+    }
     own = {
         p.label: [validate_region(r, chrom_sizes, source=f"perturbations[{i}].regions") for r in p.regions]
         for i, p in enumerate(spec.perturbations)
@@ -358,19 +387,12 @@ def plan_screen(
     for chrom in [c for c in chrom_sizes if c in chroms]:
         for perturbation in spec.perturbations:
             on_chrom = [r for r in own.get(perturbation.label, regions) if r.chrom == chrom]
-            if perturbation.kind in TILED_KINDS:
-                candidates = _tiled(perturbation, on_chrom, window)
-            elif perturbation.kind == "insertion":
-                candidates = _insertion(perturbation, on_chrom, window)
-            elif perturbation.kind == "mutagenesis":
-                candidates = _mutagenesis(on_chrom, window, spec.execution.chunk_size, genome) if on_chrom else None
-            elif perturbation.kind == "attribution":
-                step = perturbation.window_step or window // 2
-                candidates = _contiguous_windows(on_chrom, window, step, genome) if on_chrom else None
-            else:
+            if kind_of(perturbation).placement == "vcf":
                 restricted = perturbation.label in own or bool(regions)
                 chosen = _in_regions(variant_sets[perturbation.label].get(chrom, []), on_chrom if restricted else None)
                 candidates = _variant_candidates(chosen, window) if chosen else None
+            else:
+                candidates = _place(perturbation, on_chrom, window, spec.execution.chunk_size, genome)
             if candidates is None or not len(candidates.start):
                 continue
             candidates = _check_fit(spec, perturbation, chrom, candidates, window, skipped)
@@ -383,7 +405,7 @@ def plan_screen(
                 candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_sizes[chrom], policy, skipped)
             if not len(candidates.start):
                 continue
-            if perturbation.kind == "attribution":
+            if kind_of(perturbation).gradients:
                 layouts.append(_attribution_layout(chrom, chrom_sizes[chrom], perturbation, candidates, window, spec))
             else:
                 layouts.append(
@@ -409,7 +431,7 @@ def _map_blocks(perturbation) -> list[tuple[str, str, bool]]:
     False); an ROI, used only by the ``roi_mean_delta`` scores, is clipped to the map but
     must overlap it (clip True).
     """
-    if perturbation.kind == "attribution":
+    if kind_of(perturbation).gradients:
         names = {"block": ("rows", "cols"), "difference": ("rows", "cols", "rows_b", "cols_b")}
         target = perturbation.target
         return [(f"target.{name}", getattr(target, name), False) for name in names.get(target.kind, ())]
@@ -483,12 +505,13 @@ def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidat
     VcfError
         Naming each variant (file, line, id, position) that does not fit, with ``invalid_policy: fail``.
     """
-    if perturbation.kind in ("mutagenesis", "attribution"):
+    placement = kind_of(perturbation).placement
+    if placement in ("positions", "windows"):
         return candidates  # one base in a window centred on it: always fits
     if candidates.variants is not None:
         ref_length = np.array([v.ref_length for v in candidates.variants], np.int64)
     else:
-        ref_length = candidates.end - candidates.start if perturbation.kind != "insertion" else np.zeros_like(candidates.start)
+        ref_length = candidates.end - candidates.start if placement != "insertion" else np.zeros_like(candidates.start)
     offset = candidates.start - candidates.window_start
     bad = np.flatnonzero((offset < 0) | (offset + ref_length > window + candidates.extra))
     if not len(bad):
@@ -529,7 +552,8 @@ def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_l
         return candidates
     first = int(np.flatnonzero(~fits)[0])
     if policy == "fail":
-        hint = _deletion_range(perturbation.width, geometry.window_length, chrom_length) if perturbation.kind == "deletion" else ""
+        tiled_deletion = kind_of(perturbation).placement == "tiled" and candidates.extra.any()
+        hint = _deletion_range(perturbation.width, geometry.window_length, chrom_length) if tiled_deletion else ""
         if getattr(perturbation, "window", "centred") == "shared":
             margin, extra = geometry.window_length // 4, int(candidates.extra[first])
             hint = f"; with window: shared, perturbations can lie within {margin:,}-{chrom_length - margin - extra:,}"
@@ -545,7 +569,7 @@ def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_l
 
 
 def _layout(chrom: str, chrom_length: int, perturbation, candidates: _Candidates, chunk_size: int, n_bins: int) -> GroupLayout:
-    mutagenesis = perturbation.kind == "mutagenesis"
+    per_base = kind_of(perturbation).per_base
     return GroupLayout(
         chrom=chrom,
         chrom_length=chrom_length,
@@ -557,7 +581,7 @@ def _layout(chrom: str, chrom_length: int, perturbation, candidates: _Candidates
         window_start=candidates.window_start,
         scores=list(perturbation.scores),
         chunk_size=chunk_size,
-        extra_dims={"base": 4} if mutagenesis else {},
+        extra_dims={"base": 4} if per_base else {},
         labels=candidates.labels,
         top_maps=(perturbation.keep_maps, n_bins) if perturbation.keep_maps else (0, 0),
     )

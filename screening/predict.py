@@ -6,9 +6,19 @@ chromosome), windows are tiled so that every output map lies on one genome-wide 
 whose maps contain it. Pixels farther apart than a map's width are never predicted and are
 absent from the file.
 
-Pure pieces do the geometry and the averaging (:func:`tile_windows`, :class:`BandMean`);
-:func:`predict_maps` runs the model; :func:`write_cool` is the only writer (through a temporary
-file renamed into place).
+Pure pieces do the geometry and the averaging (:func:`tile_windows`, :class:`BandMean`,
+:func:`coarsen_pixels`); :func:`predict_maps` runs the model; :func:`write_cool` and
+:func:`write_mcool` are the only writers (through a temporary file renamed into place).
+
+What ``count`` holds
+--------------------
+The model's output (C.Origami: log(1 + normalised contact); Orca: log observed/expected), as
+float64 — not read counts, so neither balancing nor summing makes sense. A multi-resolution
+``.mcool`` (:func:`write_mcool`) therefore holds, at each coarser resolution, the **mean** of the
+predicted finer pixels it covers (pixels not predicted are left out, not counted as 0), computed
+from the base resolution directly, never as a mean of means. ``cooler zoomify`` would *sum* the
+values of a single-resolution ``.cool`` instead, which is wrong for them; the files' metadata
+(``count``, ``aggregation``) says so.
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ from screening.compute.prefetch import predict_batches
 from screening.core.regions import Region, RegionError
 
 __all__ = [
-    "BandMean", "PredictError", "Tiling", "dense_map", "predict_maps", "predict_regions", "predict_tilings", "predict_to_cool",
-    "tile_regions", "tile_windows", "write_cool",
+    "BandMean", "PredictError", "PredictSummary", "Tiling", "check_resolutions", "coarsen_pixels", "default_resolutions",
+    "dense_map",
+    "predict_maps", "predict_regions", "predict_tilings", "predict_to_cool", "tile_regions", "tile_windows", "write_cool",
+    "write_mcool",
 ]
 
 #: What the stored values are, per model kind (the ``count`` column holds the model's output, not read counts).
@@ -40,8 +52,62 @@ VALUES = {
 }
 
 
+#: HiGlass's tile width in bins: the default resolutions of a ``.mcool`` stop at the first one whose
+#: single tile covers the whole genome (as ``cooler zoomify``'s default).
+HIGLASS_TILE_BINS = 256
+
+#: How the coarser resolutions of a ``.mcool`` are made (the ``aggregation`` entry of its metadata).
+MEAN_AGGREGATION = (
+    "mean: each pixel of a coarser resolution is the mean of the predicted pixels of the base resolution "
+    "that it covers (in the full, symmetric matrix), pixels that were not predicted left out; "
+    "never summed, as the values are log-scale model output"
+)
+
+#: What ``count`` holds and what not to do with it (the ``count`` entry of every file's metadata).
+COUNT_NOTE = (
+    "count holds the model's output (see 'values'), a float, not read counts: do not balance it, and do not "
+    "sum it into coarser bins ('cooler zoomify' sums; write a .mcool with 'screening predict' instead, whose "
+    "coarser resolutions are means)"
+)
+
+
 class PredictError(ScreeningError, ValueError):
-    """Bad arguments of a prediction (stride)."""
+    """Bad arguments of a prediction (stride, resolutions)."""
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What :func:`predict_to_cool` wrote.
+
+    Attributes
+    ----------
+    path
+        The file written (``.cool``, or ``.mcool`` with several resolutions).
+    regions
+        The regions predicted (parsed, 0-based half-open).
+    bin_size
+        The model's output bin size in bp: the base (finest) resolution.
+    resolutions
+        Every resolution written, in bp, ascending: ``(bin_size,)`` for a ``.cool``.
+    n_windows
+        Model windows run.
+    n_pixels
+        Pixels written at the base resolution.
+    symmetric
+        Upper-triangle storage (``symmetric-upper``); otherwise every pixel is stored (``square``).
+    pixels
+        Per chromosome, the base-resolution pixels ``bin1_id, bin2_id, count`` (grid bins within
+        the chromosome), as :func:`predict_regions` returns them.
+    """
+
+    path: str
+    regions: list[Region]
+    bin_size: int
+    resolutions: tuple[int, ...]
+    n_windows: int
+    n_pixels: int
+    symmetric: bool
+    pixels: dict[str, pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -282,18 +348,156 @@ def write_cool(
     """
     import cooler
 
+    json.dumps(metadata)  # fail before anything is written if it is not JSON-able
+    bins, table = _genome_table(chrom_sizes, bin_size, pixels)
+    with atomic_path(path) as tmp:
+        cooler.create_cooler(
+            str(tmp), bins, table, dtypes={"count": "float64"}, ordered=True, symmetric_upper=symmetric,
+            triucheck=symmetric, metadata=metadata or {}, assembly=assembly,
+        )
+
+
+def _genome_table(chrom_sizes: dict[str, int], bin_size: int, pixels: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """cooler's bin table of the genome at ``bin_size``, and the pixels with genome-wide bin ids (sorted)."""
+    import cooler
+
     bins = cooler.binnify(pd.Series(chrom_sizes, dtype=np.int64), bin_size)
     offsets = np.concatenate([[0], np.cumsum([-(-size // bin_size) for size in chrom_sizes.values()])])
     offset_of = dict(zip(chrom_sizes, offsets[:-1].tolist()))
     parts = [frame.assign(bin1_id=frame["bin1_id"] + offset_of[chrom], bin2_id=frame["bin2_id"] + offset_of[chrom])
              for chrom, frame in sorted(pixels.items(), key=lambda item: offset_of[item[0]])]
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"bin1_id": [], "bin2_id": [], "count": []})
+    return bins, table
+
+
+def default_resolutions(bin_size: int, chrom_sizes: dict[str, int], tile_bins: int = HIGLASS_TILE_BINS) -> list[int]:
+    """``bin_size · 2^k`` for k = 0, 1, … up to the first resolution at which one tile of
+    ``tile_bins`` bins covers the whole genome (``cooler zoomify``'s default binary progression)."""
+    widest = -(-sum(chrom_sizes.values()) // tile_bins)
+    out = [bin_size]
+    while out[-1] < widest:
+        out.append(out[-1] * 2)
+    return out
+
+
+def check_resolutions(resolutions: Iterable[int], bin_size: int) -> list[int]:
+    """Sorted distinct ``resolutions``, each a positive multiple of ``bin_size``, with ``bin_size`` first.
+
+    Raises
+    ------
+    PredictError
+        If one is not a positive multiple of the model's bin size.
+    """
+    wanted = sorted({int(r) for r in resolutions} | {bin_size})
+    bad = [r for r in wanted if r <= 0 or r % bin_size]
+    if bad:
+        raise PredictError(
+            f"resolutions: {', '.join(map(str, bad))} bp is not a multiple of the model's bin size ({bin_size:,} bp)"
+        )
+    return wanted
+
+
+def coarsen_pixels(pixels: pd.DataFrame, factor: int, symmetric: bool) -> pd.DataFrame:
+    """Pixels of one chromosome at ``factor`` times coarser bins: each the mean of the pixels it covers.
+
+    Coarse bin ``K`` covers fine bins ``[K·factor, (K+1)·factor)`` (grid bins within the
+    chromosome). The mean is over the fine pixels present (absent ones are not predicted and left
+    out, not counted as 0), taken in the full matrix: with upper-triangle storage
+    (``symmetric``), an off-diagonal fine pixel that falls in a diagonal coarse pixel stands for
+    itself and its mirror image, so it counts twice there.
+
+    Parameters
+    ----------
+    pixels
+        ``bin1_id, bin2_id, count`` (what :func:`predict_regions` returns for one chromosome).
+    factor
+        Fine bins per coarse bin (≥ 1).
+    symmetric
+        The pixels are the upper triangle of a symmetric matrix.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``bin1_id, bin2_id, count`` at the coarse bins, sorted by ``bin1_id`` then ``bin2_id``.
+    """
+    if factor < 1:
+        raise PredictError(f"coarsening factor {factor} must be at least 1")
+    fine1 = pixels["bin1_id"].to_numpy(dtype=np.int64)
+    fine2 = pixels["bin2_id"].to_numpy(dtype=np.int64)
+    values = pixels["count"].to_numpy(dtype=np.float64)
+    coarse1, coarse2 = fine1 // factor, fine2 // factor
+    weight = np.ones(len(values))
+    if symmetric:
+        weight[(coarse1 == coarse2) & (fine1 != fine2)] = 2.0
+    if not len(values):
+        return pd.DataFrame({"bin1_id": coarse1, "bin2_id": coarse2, "count": values})
+    width = int(coarse2.max()) + 1
+    keys, which = np.unique(coarse1 * width + coarse2, return_inverse=True)  # sorted: by bin1, then bin2
+    total = np.bincount(which, weights=weight * values, minlength=len(keys))
+    count = np.bincount(which, weights=weight, minlength=len(keys))
+    return pd.DataFrame({"bin1_id": keys // width, "bin2_id": keys % width, "count": total / count})
+
+
+def write_mcool(
+    path: str | os.PathLike,
+    chrom_sizes: dict[str, int],
+    bin_size: int,
+    pixels: dict[str, pd.DataFrame],
+    symmetric: bool,
+    resolutions: Sequence[int] | None = None,
+    metadata: dict[str, Any] | None = None,
+    assembly: str | None = None,
+) -> list[int]:
+    """Write predicted pixels as a multi-resolution ``.mcool`` (never half-written).
+
+    The layout is the one ``cooler zoomify`` writes (MCOOL format version 2: one cooler per
+    resolution under ``resolutions/<bp>``), readable by cooler (``cooler ls``,
+    ``path::resolutions/<bp>``) and HiGlass. The base resolution holds ``pixels`` as they are;
+    each coarser one the mean of the base pixels it covers (:func:`coarsen_pixels`, always from
+    the base resolution, so no mean of means). Every resolution's metadata is ``metadata`` plus
+    ``resolution``, ``base_resolution`` and ``aggregation``.
+
+    Parameters
+    ----------
+    path
+        The ``.mcool`` file; replaced if it exists.
+    chrom_sizes, bin_size, pixels, symmetric, assembly
+        As for :func:`write_cool`.
+    resolutions
+        Resolutions in bp, each a multiple of ``bin_size`` (``bin_size`` is always written);
+        default :func:`default_resolutions`.
+    metadata
+        JSON-able provenance.
+
+    Returns
+    -------
+    list of int
+        The resolutions written, ascending.
+
+    Raises
+    ------
+    PredictError
+        If a resolution is not a positive multiple of ``bin_size``.
+    """
+    import cooler
+    import h5py
+
+    wanted = check_resolutions(default_resolutions(bin_size, chrom_sizes) if resolutions is None else resolutions, bin_size)
     json.dumps(metadata)  # fail before anything is written if it is not JSON-able
     with atomic_path(path) as tmp:
-        cooler.create_cooler(
-            str(tmp), bins, table, dtypes={"count": "float64"}, ordered=True, symmetric_upper=symmetric,
-            triucheck=symmetric, metadata=metadata or {}, assembly=assembly,
-        )
+        for k, resolution in enumerate(wanted):
+            factor = resolution // bin_size
+            coarse = {chrom: frame if factor == 1 else coarsen_pixels(frame, factor, symmetric) for chrom, frame in pixels.items()}
+            bins, table = _genome_table(chrom_sizes, resolution, coarse)
+            cooler.create_cooler(
+                f"{tmp}::resolutions/{resolution}", bins, table, dtypes={"count": "float64"}, ordered=True,
+                symmetric_upper=symmetric, triucheck=symmetric, assembly=assembly, mode="w" if k == 0 else "a",
+                metadata={**(metadata or {}), "resolution": resolution, "base_resolution": bin_size,
+                          "aggregation": "none (base resolution)" if factor == 1 else MEAN_AGGREGATION},
+            )
+        with h5py.File(tmp, "r+") as f:
+            f.attrs.update({"format": "HDF5::MCOOL", "format-version": 2})
+    return wanted
 
 
 def dense_map(pixels: pd.DataFrame, first_bin: int, n: int, symmetric: bool) -> np.ndarray:
@@ -317,23 +521,32 @@ def predict_to_cool(
     stride_bins: int | None = None,
     symmetrize: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Predict the reference maps of ``regions`` (default: the spec's) and write them to a ``.cool`` file.
+    resolutions: Sequence[int] | None = None,
+) -> PredictSummary:
+    """Predict the reference maps of ``regions`` (default: the spec's) and write them to a ``.cool``
+    file, or a multi-resolution ``.mcool`` when ``path`` ends with ``.mcool``.
 
     Uses the spec's model, genome, tracks and ``execution`` settings (device, precision, batch
-    size). The file's metadata records the regions, the tiling, the spec and the provenance
-    (package and library versions, model checksum, genome and track checksums).
+    size). The file's metadata records what ``count`` holds (``values``, ``count``), the regions,
+    the tiling, the spec and the provenance (package and library versions, model checksum,
+    genome and track checksums); a ``.mcool``'s also how its coarser resolutions are made
+    (``aggregation``: the mean of the predicted finer pixels, see :func:`write_mcool`).
+
+    Parameters
+    ----------
+    resolutions
+        Resolutions of a ``.mcool`` in bp, each a multiple of the model's bin size (which is
+        always written); default :func:`default_resolutions`. Only with a ``.mcool`` path.
 
     Returns
     -------
-    dict
-        ``path``, ``regions`` (parsed), ``bin_size``, ``n_windows``, ``n_pixels``, ``symmetric``
-        and ``pixels`` (per chromosome, as :func:`predict_regions` returns them).
+    PredictSummary
+        What was written, and the base-resolution pixels.
 
     Raises
     ------
     RegionError, GenomeError, TrackError, ModelError, PredictError
-        On a bad region, input or stride; nothing is written then.
+        On a bad region, input, stride or resolution; nothing is written then.
     OutputPathError
         If ``path`` is a directory or its folder cannot be written.
     """
@@ -342,6 +555,9 @@ def predict_to_cool(
     from screening.prepare import check_model_tracks, input_provenance, load_configured_model, open_inputs, screen_regions
 
     check_output_file(path)  # before minutes of prediction: a directory or a read-only folder is refused now
+    multires = str(path).lower().endswith(".mcool")
+    if resolutions is not None and not multires:
+        raise PredictError(f"resolutions: several resolutions are written to a .mcool file, not to {path}")
     genome, tracks = open_inputs(spec)
     sizes = genome.chrom_sizes
     if regions:
@@ -352,6 +568,9 @@ def predict_to_cool(
     adapter, precision = load_configured_model(spec)
     check_model_tracks(adapter, tracks)
     geometry = adapter.geometry
+    if multires:  # a bad resolution is refused before the prediction
+        wanted = check_resolutions(default_resolutions(geometry.bin_size, sizes) if resolutions is None else resolutions,
+                                   geometry.bin_size)
     tilings = tile_regions(parsed, geometry, sizes, stride_bins)  # a bad region or stride is refused here
     windows: dict[str, list[tuple[int, int]]] = {}
     for tiling in tilings:
@@ -362,6 +581,7 @@ def predict_to_cool(
     metadata = {
         "what": "contact maps predicted by a model, tiled along regions (screening predict)",
         "values": VALUES.get(spec.model.kind, "the model's output map"),
+        "count": COUNT_NOTE,
         "regions": [str(r) for r in parsed],
         "stride_bins": stride_bins or max(1, geometry.n_bins // 2),
         "symmetrized": bool(symmetrize and not adapter.symmetric),
@@ -369,7 +589,13 @@ def predict_to_cool(
         "provenance": input_provenance(spec, adapter, genome, tracks),
         "spec": spec.model_dump(mode="json"),
     }
-    write_cool(path, sizes, geometry.bin_size, pixels, symmetric, metadata, assembly=genome.name)
-    n_windows = sum(len(t.window_starts) for t in tilings)
-    return {"path": str(path), "regions": parsed, "bin_size": geometry.bin_size, "n_windows": n_windows,
-            "n_pixels": int(sum(len(frame) for frame in pixels.values())), "symmetric": symmetric, "pixels": pixels}
+    if multires:
+        written = write_mcool(path, sizes, geometry.bin_size, pixels, symmetric, wanted, metadata, assembly=genome.name)
+    else:
+        write_cool(path, sizes, geometry.bin_size, pixels, symmetric, metadata, assembly=genome.name)
+        written = [geometry.bin_size]
+    return PredictSummary(
+        path=str(path), regions=parsed, bin_size=geometry.bin_size, resolutions=tuple(written),
+        n_windows=sum(len(t.window_starts) for t in tilings), n_pixels=int(sum(len(frame) for frame in pixels.values())),
+        symmetric=symmetric, pixels=pixels,
+    )

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Iterator, Literal, Union, overload
 
 import yaml
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
 from screening.core.errors import ScreeningError
 from screening.core.regions import Region, RegionError, parse_region
 from screening.core.urls import is_url
+from screening.perturb.kinds import TILED_KINDS as _TILED_KINDS
 
 __all__ = [
     "SpecError",
@@ -74,13 +75,20 @@ def _split_region_hint(value: list, index: int) -> str:
     return f"; YAML split an unquoted region at its commas: quote it, e.g. ['{','.join(pieces)}']"
 
 
+@overload
+def _checked_regions(value: list[str]) -> list[str]: ...
+@overload
+def _checked_regions(value: None) -> None: ...
+
+
 def _checked_regions(value: list[str] | None) -> list[str] | None:
     """Validate region strings, raising the region module's message as a field error."""
-    for index, text in enumerate(value or []):
+    regions = value or []
+    for index, text in enumerate(regions):
         try:
             parse_region(text)
         except RegionError as err:
-            raise ValueError(f"item {index}: {err}{_split_region_hint(value, index)}") from None
+            raise ValueError(f"item {index}: {err}{_split_region_hint(regions, index)}") from None
     return value
 
 
@@ -319,6 +327,8 @@ class _PerturbationBase(_Strict):
     keep_maps: Annotated[StrictInt, Field(ge=0)] = Field(
         0, description="store the Δ maps of the K strongest perturbations (by the first score) of every work unit"
     )
+    if TYPE_CHECKING:  # every kind's class declares it as a Literal field (the discriminator of Perturbation)
+        kind: str
 
     @field_validator("regions")
     @classmethod
@@ -444,11 +454,12 @@ class InsertionSpec(_PerturbationBase):
         if self.motif is not None:
             from screening.perturb.motif import load_ctcf
 
-            return insertion(motif_consensus(load_ctcf()), self.orientation)
+            return insertion(motif_consensus(load_ctcf().counts), self.orientation)
+        assert self.sequence is not None  # _one_source: exactly one of sequence and motif
         return insertion(self.sequence, self.orientation)
 
     def _default_label(self) -> str:
-        what = self.motif or f"{len(self.sequence)}bp"
+        what = self.motif or f"{len(self.sequence or '')}bp"
         return f"insertion_{what}{'_rc' if self.orientation == '-' else ''}"
 
 
@@ -574,7 +585,7 @@ Perturbation = Annotated[
     ],
     Field(discriminator="kind"),
 ]
-TILED_KINDS = ("deletion", "mask", "shuffle", "inversion", "duplication")
+TILED_KINDS = _TILED_KINDS  # deprecated here: the registry (screening.perturb.kinds) defines it
 
 
 class ExecutionSpec(_Strict):
@@ -837,6 +848,7 @@ def nesting_depth(value: Any) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, level = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):

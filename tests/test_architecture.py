@@ -1,8 +1,10 @@
 """The layering of docs/architecture.md is checked, not hoped for: the import-linter contracts of pyproject.toml
-(`lint-imports`), no import cycles between modules, and `ruff check`, all in the default test run."""
+(`lint-imports`), no import cycles between modules, `ruff check`, and mypy on the public API ([tool.mypy]), all in
+the default test run."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"
 LINTED = ["screening", "workers", "tests", "benchmarks"]
+# The public API, type-checked with [tool.mypy] of pyproject.toml; tests/typing_check.py is what a user's type checker
+# sees of it (screening.open_results, screening.Client, Results.query, Screen.query: their real types, not Any).
+TYPE_CHECKED = [
+    "screening/__init__.py", "screening/store/reader.py", "screening/results.py", "screening/client.py",
+    "screening/spec.py", "tests/typing_check.py",
+]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -32,6 +40,30 @@ def test_layer_contracts_are_kept():
 def test_ruff_is_clean():
     proc = _run([sys.executable, "-m", "ruff", "check", "--no-cache", *LINTED], REPO)
     assert proc.returncode == 0, _report(proc)
+
+
+def _mypy(paths: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    # a fresh check every time, no cache written into the checkout
+    return _run([sys.executable, "-m", "mypy", f"--cache-dir={os.devnull}", "--no-color-output", *paths], cwd)
+
+
+def test_mypy_passes_on_the_public_api():
+    proc = _mypy(TYPE_CHECKED, REPO)
+    assert proc.returncode == 0, _report(proc)
+    assert f"no issues found in {len(TYPE_CHECKED)} source files" in proc.stdout, _report(proc)
+
+
+def test_mypy_can_fail(tmp_path):
+    """The configuration reports type errors, and assert_type (tests/typing_check.py) fails on a value typed Any."""
+    (tmp_path / "bad.py").write_text(
+        "import json\nfrom typing import assert_type\n\n\n"
+        "def f() -> None:\n    count: int = 'many'\n    assert_type(json.loads('1'), int)\n"
+    )
+    shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    proc = _mypy(["bad.py"], tmp_path)
+    assert proc.returncode == 1, _report(proc)
+    for code in ("[assignment]", 'Expression is of type "Any", not "int"  [assert-type]'):
+        assert code in proc.stdout, _report(proc)
 
 
 def _copy_tree(tmp_path: Path) -> Path:

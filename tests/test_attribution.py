@@ -29,7 +29,7 @@ from screening.core.encode import one_hot
 from screening.models.base import ModelAdapter, WindowGeometry
 from screening.models.corigami import DNA_ORDER, CorigamiAdapter, CorigamiConfig
 from screening.maps.targets import Block, Difference, Insulation, WholeMap
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 
 
 

@@ -19,16 +19,7 @@ from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import save_corigami_checkpoint
 from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig
 
-from conftest import TOY_CONFIG, toy_spec_dict
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
+from helpers import TEST_MODELS, TOY_CONFIG, toy_spec_dict, write_toy_genome
 
 
 def write_spec(path: Path, raw: dict) -> Path:
@@ -42,7 +33,7 @@ def snapshot(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(ray_local, toy_paths, tmp_path_factory):
+def finished(ray_session, toy_paths, tmp_path_factory):
     """One screen run through the CLI, shared by the read-back tests."""
     tmp = tmp_path_factory.mktemp("run")
     spec = write_spec(tmp / "spec.yaml", toy_spec_dict(toy_paths, tmp / "out.zarr"))
@@ -111,7 +102,7 @@ def test_pictures_written(finished):
     assert (plots / "del20_chr1_impact_mean_abs.png").is_file()
 
 
-def test_rerun_resumes_only_unfinished_chunks(ray_local, toy_paths, tmp_path, capsys):
+def test_rerun_resumes_only_unfinished_chunks(ray_session, toy_paths, tmp_path, capsys):
     import zarr
 
     raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr")
@@ -128,7 +119,7 @@ def test_rerun_resumes_only_unfinished_chunks(ray_local, toy_paths, tmp_path, ca
     np.testing.assert_array_equal(after["impact_mean_abs"].values, before["impact_mean_abs"].values)
 
 
-def test_two_workers_same_results(ray_local, toy_paths, finished, tmp_path):
+def test_two_workers_same_results(ray_session, toy_paths, finished, tmp_path):
     raw = toy_spec_dict(toy_paths, tmp_path / "two.zarr")
     raw["execution"]["num_workers"] = 2
     raw["execution"]["batch_size"] = 3
@@ -235,7 +226,7 @@ def _vcf(tmp_path: Path, toy_paths, ref_ok: bool = True) -> Path:
     return path
 
 
-def test_mixed_kinds_screen(ray_local, toy_paths, tmp_path, capsys):
+def test_mixed_kinds_screen(ray_session, toy_paths, tmp_path, capsys):
     raw = toy_spec_dict(toy_paths, tmp_path / "mixed.zarr", regions=["chr1:2,000-2,010"])
     vcf = _vcf(tmp_path, toy_paths)
     raw["perturbations"] = [
@@ -260,7 +251,7 @@ def test_mixed_kinds_screen(ray_local, toy_paths, tmp_path, capsys):
     assert rows[0].split("\t") == ["chrom", "start", "end", "base", "impact_mean_abs"] and len(rows) == 1 + 8
 
 
-def test_vcf_ref_mismatch_fails_or_is_skipped_and_listed(toy_paths, tmp_path, capsys, ray_local):
+def test_vcf_ref_mismatch_fails_or_is_skipped_and_listed(toy_paths, tmp_path, capsys, ray_session):
     vcf = _vcf(tmp_path, toy_paths, ref_ok=False)
     raw = toy_spec_dict(toy_paths, tmp_path / "v.zarr", regions=[])
     raw["perturbations"] = [{"kind": "variants", "vcf": str(vcf)}]
@@ -285,7 +276,7 @@ def test_insertion_with_bad_letters_is_a_spec_error(toy_paths, tmp_path, capsys)
     assert not (tmp_path / "i.zarr").exists()
 
 
-def test_keep_maps_stores_top_delta_maps(ray_local, toy_paths, tmp_path):
+def test_keep_maps_stores_top_delta_maps(ray_session, toy_paths, tmp_path):
     raw = toy_spec_dict(toy_paths, tmp_path / "k.zarr", regions=["chr1:2,000-2,160"])
     raw["perturbations"] = [
         {"kind": "deletion", "name": "del20", "width": 20, "step": 20, "keep_maps": 2},
@@ -324,7 +315,7 @@ def test_top_maps_refused_without_keep_maps(finished):
 # --- gradient attribution as an analysis ----------------------------------------------------------------
 
 
-def test_attribution_stitched_track_matches_direct_windows(ray_local, toy_paths, tmp_path):
+def test_attribution_stitched_track_matches_direct_windows(ray_session, toy_paths, tmp_path):
     from screening.interpret.attribution import attribute
     from screening.maps.targets import make_target
 
@@ -435,9 +426,7 @@ def test_roi_and_target_inside_every_window_still_validate(toy_paths, tmp_path, 
     assert capsys.readouterr().out.startswith("ok:")
 
 
-def test_non_finite_model_output_fails_the_screen_and_leaves_the_unit_not_done(ray_local, toy_paths, tmp_path, capsys):
-    from conftest import TEST_MODELS
-
+def test_non_finite_model_output_fails_the_screen_and_leaves_the_unit_not_done(ray_session, toy_paths, tmp_path, capsys):
     model = {
         "kind": "user", "import_path": "screening_nonfinite_model:NonFiniteContactModel", "python_path": [str(TEST_MODELS)],
         "config": {"fill": "nan", "above": 2.0, "n_tracks": 2, "bin_size": 32, "hidden": 4}, "random_seed": 0,
@@ -477,8 +466,6 @@ def _refused(raw: dict, tmp_path: Path, capsys, *messages: str, commands=("valid
 @pytest.fixture
 def own_toy(tmp_path) -> dict[str, Path]:
     """A toy genome of this test's own, free to be damaged."""
-    from conftest import write_toy_genome
-
     return write_toy_genome(tmp_path / "data")
 
 

@@ -160,6 +160,122 @@ def test_random_init_is_seeded_and_leaves_global_rng() -> None:
     assert a.checksum != CorigamiAdapter.random_init(SMALL, seed=6).checksum
 
 
+# --------------------------------------------------------------------------- factorised decoder (issue 20 item 5)
+
+# (kernel, padding, dilation): C.Origami's first decoder conv is (3, 1, 1); the others check that the
+# border bookkeeping is general (dilated, wide, unpadded, non-square, 1 x 1).
+CONV_SHAPES = [(3, 1, 1), (3, 2, 2), (5, 2, 1), (5, 4, 2), (3, 0, 1), ((3, 5), (1, 2), (1, 1)), (1, 0, 1)]
+
+
+def _random_conv(d: int, out: int, shape, dtype: torch.dtype, bias: bool, seed: int) -> torch.nn.Conv2d:
+    kernel, padding, dilation = shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        conv = torch.nn.Conv2d(2 * d, out, kernel, padding=padding, dilation=dilation, bias=bias).to(dtype)
+        with torch.no_grad():  # weights and bias of order 1, so that errors are not hidden by small weights
+            conv.weight.normal_(0.0, 1.0 / conv.weight[0].numel() ** 0.5)
+            if bias:
+                conv.bias.normal_(0.0, 1.0)
+    return conv
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", CONV_SHAPES, ids=str)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 32])
+def test_pairwise_conv2d_equals_the_2d_convolution(n: int, shape, dtype: torch.dtype, atol: float) -> None:
+    """Row conv + column conv, broadcast and added, is the 2-D conv of [f_j; f_i], borders included."""
+    from screening.models.corigami import _pairwise, pairwise_conv2d
+
+    d = 6
+    conv = _random_conv(d, 5, shape, dtype, bias=n % 2 == 1, seed=n)
+    features = torch.randn(2, d, n, dtype=dtype, generator=torch.Generator().manual_seed(n))
+    try:
+        expected = conv(_pairwise(features))
+    except RuntimeError:  # kernel wider than the padded map: no output, refused on both paths
+        with pytest.raises(RuntimeError):
+            pairwise_conv2d(features, conv)
+        return
+    with torch.no_grad():
+        got = pairwise_conv2d(features, conv)
+    assert got.shape == expected.shape and got.dtype == dtype
+    torch.testing.assert_close(got, expected.detach(), atol=atol, rtol=0)
+
+
+def test_pairwise_conv2d_channels_last_and_fallback() -> None:
+    from screening.models.corigami import _pairwise, pairwise_conv2d
+
+    conv = _random_conv(8, 4, (3, 1, 1), torch.float32, bias=True, seed=0)
+    features = torch.randn(3, 8, 11)
+    expected = conv(_pairwise(features)).detach()
+    conv.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = pairwise_conv2d(features, conv)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    strided = torch.nn.Conv2d(16, 4, 3, stride=2, padding=1)  # not factorisable: computed the original way
+    with torch.no_grad():
+        torch.testing.assert_close(pairwise_conv2d(features, strided), strided(_pairwise(features)))
+
+
+def test_factorised_decoder_is_the_default_and_keeps_the_state_dict() -> None:
+    with torch.device("meta"):
+        fast, plain = ConvTransModel(), ConvTransModel(factorised_decoder=False)
+    assert fast.factorised_decoder and not plain.factorised_decoder
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    assert len(fast.state_dict()) == 696
+
+
+def _both_paths(adapter: CorigamiAdapter, inputs: torch.Tensor, grad: bool) -> list[tuple[torch.Tensor, ...]]:
+    model = adapter.module
+    results = []
+    for factorised in (True, False):
+        model.factorised_decoder = factorised
+        model.zero_grad(set_to_none=True)
+        x = inputs.clone().requires_grad_(grad)
+        torch.manual_seed(0)  # dropout draws (training mode) are the same on both paths
+        try:
+            out = model(x)
+            if grad:
+                (out * torch.linspace(-1, 2, out.numel()).view_as(out)).sum().backward()
+                params = torch.cat([p.grad.flatten() for p in model.parameters()])
+                results.append((out.detach(), x.grad, params))
+            else:
+                results.append((out.detach(),))
+        finally:
+            model.factorised_decoder = True
+    return results
+
+
+@pytest.mark.parametrize("config", [SMALL, replace(SMALL, window_length=4096)], ids=["128-bins", "4-bins"])
+def test_factorised_model_matches_the_original_path(config: CorigamiConfig, one_thread) -> None:
+    """The whole model, both paths, random weights and non-trivial BatchNorm statistics; tiny maps included."""
+    adapter = CorigamiAdapter.random_init(config, seed=4)
+    with torch.no_grad():
+        for name, buf in adapter.module.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean"):
+                buf.normal_(0.0, 0.3)
+    codes, tracks = _random_windows(config, 2, seed=5)
+    fast, plain = _both_paths(adapter, adapter.build_input(codes, tracks), grad=False)
+    scale = plain[0].abs().max().item()
+    assert (fast[0] - plain[0]).abs().max().item() <= 1e-5 * max(scale, 1.0)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_factorised_decoder_gradients_match(training: bool, one_thread) -> None:
+    """Input and parameter gradients agree on both paths (attribution backpropagates through the model)."""
+    config = replace(SMALL, window_length=16_384)  # 16 bins
+    adapter = CorigamiAdapter.random_init(config, seed=6)
+    adapter.module.train(training)
+    codes, tracks = _random_windows(config, 2, seed=7)
+    fast, plain = _both_paths(adapter, adapter.build_input(codes, tracks), grad=True)
+    for got, expected in zip(fast, plain):
+        scale = expected.abs().max().item()
+        assert scale > 0
+        assert (got - expected).abs().max().item() <= 1e-4 * scale
+
+
 # --------------------------------------------------------------------------- checkpoint loading
 
 
@@ -321,10 +437,19 @@ def test_reference_checkpoint_identity(ref_adapter: CorigamiAdapter) -> None:
 
 
 @pytest.mark.reference
-def test_reference_prediction_batch1(ref_adapter: CorigamiAdapter, ref_window, ref_dir: Path) -> None:
-    """Batch size 1 reproduces the original's output for chr1:[500000, 2597152) within atol 1e-4."""
+@pytest.mark.parametrize("factorised", [True, False], ids=["factorised-decoder", "pairwise-map"])
+def test_reference_prediction_batch1(ref_adapter: CorigamiAdapter, ref_window, ref_dir: Path, factorised: bool) -> None:
+    """Batch size 1 reproduces the original's output for chr1:[500000, 2597152) within atol 1e-4.
+
+    Both decoder paths: the factorised first convolution (the default) and the original's
+    2-D convolution of the 512-channel pairwise map.
+    """
     codes, tracks = ref_window(500_000)
-    pred = ref_adapter.predict(codes[None], tracks[None])[0]
+    ref_adapter.module.factorised_decoder = factorised
+    try:
+        pred = ref_adapter.predict(codes[None], tracks[None])[0]
+    finally:
+        ref_adapter.module.factorised_decoder = True
     np.testing.assert_allclose(pred, np.load(ref_dir / "pred_chr1_500000.npy"), atol=ATOL, rtol=0)
 
 
@@ -342,3 +467,24 @@ def test_reference_prediction_batch2(ref_adapter: CorigamiAdapter, ref_window, r
     pred = ref_adapter.predict(codes, tracks)
     np.testing.assert_allclose(pred[0], np.load(ref_dir / "pred_ref_chr1_1400000_1000.npy"), atol=ATOL, rtol=0)
     np.testing.assert_allclose(pred[1], np.load(ref_dir / "pred_chr1_500000.npy"), atol=ATOL, rtol=0)
+
+
+def test_decoder_benchmark_runs_on_a_toy_model(one_thread) -> None:
+    """Smoke test of benchmarks/corigami_decoder.py (no timing asserted; the full-size run is in docs/benchmarks.md)."""
+    import importlib.util
+    import json
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "corigami_decoder.py"
+    spec = importlib.util.spec_from_file_location("corigami_decoder", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    toy = {"mid_hidden": 16, "stem_width": 4, "block_widths": [4, 4, 8, 8], "n_layers": 1, "n_heads": 2,
+           "ff_hidden": 16, "decoder_hidden": 8, "decoder_blocks": 2, "window_length": 512}
+    record = bench.main(["--threads", "1", "--repeats", "1", "--model-config", json.dumps(toy)])
+    for part in bench.PARTS:
+        assert record[part]["max_abs_diff"] <= 1e-5 and record[part]["speedup"] > 0
+    flops = record["flops"]
+    assert flops["original"]["first_conv"] == flops["first_conv_analytic"]["conv2d"] == 2 * 16 * 16 * 8 * 32 * 9
+    assert flops["factorised"]["first_conv"] == flops["first_conv_analytic"]["factorised"]
+    assert flops["saved"] == flops["original"]["first_conv"] - flops["factorised"]["first_conv"]
+    assert torch.get_num_threads() == 1  # restored by one_thread afterwards

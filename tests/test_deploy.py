@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port, toy_spec_dict
+from helpers import free_port, separate_ray, toy_spec_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -50,12 +50,14 @@ def _pyproject() -> dict[str, Any]:
 
 
 def _pin(name: str) -> str:
-    """The exact version pyproject.toml pins for ``name`` (``name==X`` or ``name[extras]==X``)."""
-    for requirement in _pyproject()["project"]["dependencies"]:
-        match = re.fullmatch(rf"{re.escape(name)}(\[[^\]]*\])?==([\w.]+)", requirement.strip())
-        if match:
-            return match.group(2)
-    raise AssertionError(f"pyproject.toml pins no exact version of {name}")
+    """The exact version constraints.txt pins for ``name`` (``name==X``), which pyproject.toml's range for it admits."""
+    from packaging.requirements import Requirement
+
+    match = re.search(rf"^{re.escape(name)}==(\S+)$", (REPO / "constraints.txt").read_text(), re.M | re.I)
+    assert match, f"constraints.txt pins no exact version of {name}"
+    (wanted,) = [r for r in map(Requirement, _pyproject()["project"]["dependencies"]) if r.name == name]
+    assert match.group(1) in wanted.specifier, f"constraints.txt's {name}=={match.group(1)} is outside {wanted}"
+    return match.group(1)
 
 
 def _load_yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -489,25 +491,33 @@ def test_monitors_select_pods_and_ports_that_exist():
 
 def _screening_metric_names() -> set[str]:
     """Every sample name the screen metrics expose (counters' _total, histograms' _bucket, …)."""
-    from workers.metrics import ScreenMetrics
+    from test_metrics import runner_scrape
 
-    metrics = ScreenMetrics("probe")
-    metrics.start(2, 0)
-    metrics.unit_finished({"n": 3, "compute_s": 1.0, "write_s": 0.1, "worker": "w", "gpu_memory": 5}, 1.0)
-    metrics.unit_failed(retried=True)
-    return {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    return _sample_names(runner_scrape())
 
 
 def _service_metric_names() -> set[str]:
     """Every sample name the service's /metrics exposes, with one running screen."""
+    from test_metrics import service_scrape
+
+    return _sample_names(service_scrape())
+
+
+def _screening_metric_labels() -> dict[str, set[str]]:
+    """Sample name → its label names, over the runner's and the service's scrapes."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_metrics import runner_scrape, service_scrape
+
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(runner_scrape() + service_scrape()):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
+
+
+def _sample_names(text: str) -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from screening.service.api import _Metrics
-
-    metrics = _Metrics()
-    metrics.observe("GET", "/healthz", 200, 0.01)
-    progress = {"units_done": 1, "units_total": 2, "perturbations_done": 3, "rate": 1.0, "eta_s": 2.0}
-    text = metrics.render([{"id": "0" * 32, "name": "probe", "state": "running", "progress": progress}]).decode()
     return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
@@ -531,18 +541,25 @@ def test_grafana_dashboard_queries_defined_metrics():
     exprs = {
         panel["title"]: [t["expr"] for t in panel["targets"]] for panel in dashboard["panels"] if panel.get("targets")
     }
-    exprs["variable $screen"] = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    exprs["variable $name"] = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     known = _screening_metric_names() | _service_metric_names() | _ray_metric_names()
+    labels = _screening_metric_labels()
     assert {"ray_node_gram_used", "screening_screen_units_done", "screening_units_done"} <= known
     for title, expressions in exprs.items():
         for expr in expressions:
             used = _metric_names_in(expr)
             assert used and used <= known, f"{title}: unknown metrics {used - known} in {expr}"
+            # the labels a selector filters on are labels those series have (screen: the id; name: the spec's name)
+            for metric, selector in re.findall(r"\b(screening_\w+)\{([^}]*)\}", expr):
+                filtered = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector))
+                assert filtered <= labels[metric], f"{title}: {metric} has no label {filtered - labels[metric]}"
     shown = set().union(*(_metric_names_in(e) for es in exprs.values() for e in es))
     for needed in (
         "screening_screen_perturbations_per_second", "screening_perturbations_total",  # throughput
-        "screening_screen_units_done", "screening_units_done",  # progress
-        "screening_screens", "screening_unit_failures_total",  # failures
+        "screening_screen_attributed_positions_per_second", "screening_attributed_positions_total",  # attribution
+        "screening_screen_units_done", "screening_units_done", "screening_screen_units_planned",  # progress
+        "screening_units_planned",
+        "screening_screens", "screening_unit_failures_total", "screening_unit_retries_total",  # failures
         "screening_worker_gpu_memory_bytes", "ray_node_gram_used",  # GPU memory
     ):
         assert needed in shown, f"the dashboard shows nothing of {needed}"
@@ -577,6 +594,8 @@ def test_image_versions_agree_with_pyproject():
     installs = re.findall(r'pip install --no-cache-dir --index-url "\$\{TORCH_INDEX_URL\}" "torch==\$\{TORCH_VERSION\}"', _dockerfile())
     assert len(installs) == 2
     assert args["TORCH_INDEX_URL"] == {"https://pypi.org/simple", "https://download.pytorch.org/whl/cpu"}
+    # the package and the rest of its dependencies at constraints.txt's pins (which keep the variant's torch)
+    assert "pip install --no-cache-dir -c constraints.txt . " in _dockerfile()
     # and the build refuses an image whose versions differ
     for check in ("torch.__version__", "ray.__version__", "sys.version_info"):
         assert check in _dockerfile()
@@ -600,7 +619,7 @@ def test_image_copies_what_the_package_needs():
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     top_level = {name.split(".")[0] for name in find_packages(str(REPO), include=include)}
     sources = _copy_sources()
-    assert {"pyproject.toml", project["project"]["readme"], *top_level} <= set(sources), sources
+    assert {"pyproject.toml", project["project"]["readme"], "constraints.txt", *top_level} <= set(sources), sources
     assert "deploy/docker/healthcheck.py" in sources
     allowed = {line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")}
     for source in sources:
@@ -698,6 +717,7 @@ def _wait_until_running(client, app: str, timeout_s: float) -> None:
     pytest.fail(f"application {app} still {status} after {timeout_s} s: {message}")
 
 
+@pytest.mark.slow  # a Ray with the dashboard and Serve of its own; the default run keeps test_service.py's HTTP end to end
 def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_paths, monkeypatch):
     """The manifest's serveConfigV2, deployed the way KubeRay deploys it (Serve's deploy schema sent to
     the dashboard's /api/serve/applications/, the `serve deploy` path), answers screening.Client.
@@ -707,7 +727,6 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
     free port instead of 0.0.0.0:8000). The API token comes from the environment, as the pods'
     SCREENING_TOKEN_FILE would give it.
     """
-    import ray
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
     from ray.serve.schema import ServeDeploySchema
 
@@ -726,14 +745,9 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
     for name in ("SCREENING_TOKEN_FILE", "SCREENING_STORE_ROOTS", "SCREENING_INPUT_ROOTS", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
 
-    if ray.is_initialized():
-        ray.shutdown()
     dashboard_port = free_port()
-    ray.init(
-        address="local",  # a new cluster, even where another one on this machine could be joined
-        num_cpus=2, include_dashboard=True, dashboard_port=dashboard_port, logging_level="ERROR", log_to_driver=False,
-    )
-    try:
+    # a Ray of its own: the dashboard (KubeRay's deploy path) and the token in its processes' environment
+    with separate_ray(include_dashboard=True, dashboard_port=dashboard_port):
         deployer = ServeSubmissionClient(f"http://127.0.0.1:{dashboard_port}")
         deployer.deploy_applications(ServeDeploySchema.model_validate(config).model_dump(exclude_unset=True))
         _wait_until_running(deployer, app["name"], timeout_s=240)
@@ -755,5 +769,3 @@ def test_serve_config_starts_on_local_ray_and_answers_the_client(tmp_path, toy_p
             assert np.isfinite(ds["impact_mean_abs"].values).all()
             # what Prometheus scrapes through the ServiceMonitor, with its token
             assert 'screening_screens{state="completed"} 1.0' in client.request("GET", "/metrics").text
-    finally:
-        ray.shutdown()

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import slow_model_section, toy_spec_dict
+from helpers import slow_model_section, toy_spec_dict
 from screening.store.reader import open_results
 from screening.prepare import prepare_screen
 from workers.driver import run_screen
@@ -29,12 +29,18 @@ from screening.store.writer import open_or_create_store
 
 SCORES = ("impact_mean_abs", "impact_abs_mean")
 
+# Several nodes of their own (not the session Ray), with the dashboard: the default run keeps the single-node
+# retry (test_runner.py::test_killed_worker_unit_is_redone_elsewhere_with_identical_results).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def cluster():
     """A head and two worker nodes, 1 CPU each, all on this machine (dashboard: the state API)."""
+    import ray
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the session Ray, if another module started it: the runner must connect to this cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
     for _ in range(2):
         cluster.add_node(num_cpus=1)

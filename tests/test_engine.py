@@ -10,7 +10,7 @@ from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
 
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 
 SCORES = ("impact_mean_abs", "impact_abs_mean")
 
@@ -83,13 +83,13 @@ def test_forward_batches_stay_bounded(toy, monkeypatch):
     """Memory stays flat: no forward pass ever holds more than batch_size inputs."""
     adapter, genome, tracks = toy
     sizes = []
-    original = adapter.predict
+    original = adapter.predict_inputs
 
-    def spy(codes, values):
-        sizes.append(len(codes))
-        return original(codes, values)
+    def spy(inputs):
+        sizes.append(len(inputs))
+        return original(inputs)
 
-    monkeypatch.setattr(adapter, "predict", spy)
+    monkeypatch.setattr(adapter, "predict_inputs", spy)  # every forward pass, inputs built on the host or the device
     run_deletions(adapter, genome, tracks, "chr1", np.arange(2_000, 2_400, 20, dtype=np.int64), 20, "zero", SCORES, batch_size=4)
     assert max(sizes) <= 4 and sum(sizes) == 40  # one reference + one deleted window per deletion
 
@@ -143,8 +143,8 @@ def test_every_kind_runs_and_is_batch_invariant(toy, kind):
     adapter, genome, tracks = toy
     spec = perturbation(KIND_SPECS[kind])
     payload = unit_payload(spec, positions="chr1:2,000-2,010" if kind == "mutagenesis" else None)
-    one = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1)
-    many = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=7)
+    one = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1).values
+    many = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=7).values
     for name in ALL_SCORES:
         # float32 convolutions sum in a batch-dependent order: map values agree to ~1e-7, and
         # scores of small differences (SCD, SSD) inherit that absolute error
@@ -168,8 +168,8 @@ def test_mutagenesis_predicts_each_shared_window_once(toy, monkeypatch):
     payload = unit_payload(spec, positions="chr1:2,000-2,010")
     assert len(np.unique(payload["window_start"])) == 1
     sizes = []
-    original = adapter.predict
-    monkeypatch.setattr(adapter, "predict", lambda c, t: sizes.append(len(c)) or original(c, t))
+    original = adapter.predict_inputs  # every forward pass, inputs built on the host or the device
+    monkeypatch.setattr(adapter, "predict_inputs", lambda x: sizes.append(len(x)) or original(x))
     run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=8)
     assert sum(sizes) == 1 + 30 and max(sizes) <= 8
 
@@ -211,7 +211,7 @@ def test_variants_from_vcf(toy, toy_paths, tmp_path):
     start = np.array([v.start for v in variants])
     payload = {"start": start, "end": np.array([max(v.end, v.start + 1) for v in variants]),
                "window_start": np.array([(2 * v.start + v.ref_length - 512) // 2 for v in variants]), "variants": variants}
-    scores = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=3)
+    scores = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=3).values
     assert np.isfinite(scores["impact_mean_abs"]).all() and (scores["impact_mean_abs"] > 0).all()
 
 
@@ -232,9 +232,9 @@ def test_shared_window_predicts_one_reference_per_unit_and_is_batch_invariant(to
     adapter, genome, tracks = toy
     spec, payload = shared_payload(kind)
     sizes = []
-    original = adapter.predict
-    monkeypatch.setattr(adapter, "predict", lambda c, t: sizes.append(len(c)) or original(c, t))
-    by_batch = {b: run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=b) for b in (1, 3, 8)}
+    original = adapter.predict_inputs  # every forward pass, inputs built on the host or the device
+    monkeypatch.setattr(adapter, "predict_inputs", lambda x: sizes.append(len(x)) or original(x))
+    by_batch = {b: run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=b).values for b in (1, 3, 8)}
     assert sum(sizes) == 3 * (5 + 1)  # per run: 5 perturbed windows and one reference
     for b in (3, 8):
         for name in ALL_SCORES:
@@ -251,7 +251,7 @@ def test_shared_window_deletions_equal_a_direct_computation(toy, padding, one_th
 
     adapter, genome, tracks = toy
     spec, payload = shared_payload("deletion_follow" if padding == "follow" else "deletion")
-    got = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1)  # batch-size noise: tested above
+    got = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=1).values  # batch-size noise: tested above
     window_start = int(payload["window_start"][0])
     codes = genome.fetch("chr1", window_start, window_start + 512 + 20)
     values = tracks.fetch("chr1", window_start, window_start + 512 + 20)
@@ -267,7 +267,7 @@ def test_shared_window_deletions_equal_a_direct_computation(toy, padding, one_th
 
 # --- non-finite inputs and model outputs fail the unit, naming the window (reliability) ----------------
 
-from conftest import TEST_MODELS, toy_spec_dict  # noqa: E402
+from helpers import TEST_MODELS, toy_spec_dict  # noqa: E402
 
 
 def nonfinite_model(fill: str = "inf") -> dict:
@@ -296,7 +296,8 @@ def test_non_finite_maps_fail_the_unit_naming_the_window(toy, fill, one_thread):
 
 
 def test_non_finite_attribution_target_fails_the_window(toy, one_thread):
-    from screening.compute.engine import NonFiniteMapError, run_attribution
+    from screening.compute.engine import NonFiniteMapError
+    from screening.interpret.unit import run_attribution
     from screening.models.loader import load_model
     from screening.spec import ModelSpec
 
@@ -320,7 +321,8 @@ def test_inf_in_a_track_fails_the_window_naming_the_track(toy, tmp_path):
     bw.close()
     tracks = TrackSet([Track(path, "ctcf"), Track(path, "atac", "log1p")])
     spec = perturbation(KIND_SPECS["deletion"])
-    with pytest.raises(Exception, match=r"track ctcf has 186 non-finite value\(s\).* in chr1:1,754-2,286, .* the first at chr1:2,100") as err:
+    # the read holds the unit's neighbouring windows (1,754-2,286 and the next, to 2,446)
+    with pytest.raises(Exception, match=r"track ctcf has 346 non-finite value\(s\).* in chr1:1,754-2,446, .* the first at chr1:2,100") as err:
         run_unit(adapter, genome, tracks, spec, "chr1", unit_payload(spec), 4)
     assert type(err.value).__name__ == "TrackError"
 

@@ -179,6 +179,97 @@ def test_bigwig_region(results, tmp_path):
     assert [(s, e) for s, e, _ in got] == list(zip(lay.start[idx].tolist(), lay.end[idx].tolist()))
 
 
+# --- zoom levels: written by us (libBigWig keeps one level for fewer than ~16,000 intervals) ---------
+
+
+def random_track(rng, length, n):
+    """Sorted, disjoint intervals with gaps, and float32-exact values, as an export writes them."""
+    edges = np.sort(rng.choice(np.arange(1, length), size=2 * n, replace=False))
+    lo, hi = edges[0::2], edges[1::2]
+    return lo, hi, rng.normal(-1.5, 2.0, n).astype(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("reduction", [1, 7, 50, 333, 5_000])
+def test_zoom_records_equal_a_per_base_brute_force(reduction):
+    rng = np.random.default_rng(reduction)
+    length = 4_000
+    lo, hi, vals = random_track(rng, length, 150)
+    per_base = np.full(length, np.nan)
+    for a, b, v in zip(lo, hi, vals):
+        per_base[a:b] = v
+    got = export_mod.zoom_records(lo, hi, vals, reduction)
+    bins = [k for k in range(-(-length // reduction)) if np.isfinite(per_base[k * reduction : (k + 1) * reduction]).any()]
+    assert len(got["start"]) == len(bins)
+    for i, k in enumerate(bins):
+        window = per_base[k * reduction : (k + 1) * reduction]
+        covered = np.flatnonzero(np.isfinite(window)) + k * reduction
+        assert (got["start"][i], got["end"][i], got["valid"][i]) == (covered[0], covered[-1] + 1, covered.size)
+        assert got["min"][i] == np.nanmin(window) and got["max"][i] == np.nanmax(window)
+        assert got["sum"][i] == pytest.approx(np.nansum(window), rel=1e-12, abs=1e-9)
+        assert got["sumsq"][i] == pytest.approx(np.nansum(window**2), rel=1e-12, abs=1e-9)
+
+
+def write_track(path, chroms, tracks):
+    with pyBigWig.open(str(path), "w") as bw:
+        bw.addHeader(chroms, maxZooms=10)
+        for (chrom, _), (lo, hi, vals) in zip(chroms, tracks):
+            if lo.size:
+                bw.addEntries([chrom] * lo.size, lo.tolist(), ends=hi.tolist(), values=vals.tolist())
+    return export_mod.write_zoom_levels(path, [length for _, length in chroms],
+                                        [(i, *track) for i, track in enumerate(tracks)])
+
+
+@pytest.mark.parametrize("small_blocks", [False, True])
+def test_bigwig_zoom_levels_are_read_back_and_exact_on_their_grid(tmp_path, monkeypatch, small_blocks):
+    if small_blocks:  # many blocks and a deep R-tree over them
+        monkeypatch.setattr(export_mod, "_ZOOM_RECORDS_PER_BLOCK", 5)
+        monkeypatch.setattr(export_mod, "_CIRTREE_BLOCK", 3)
+    rng = np.random.default_rng(1)
+    chroms = [("chr1", 400_000), ("chr2", 150_000), ("chrM", 16_000)]
+    tracks = [random_track(rng, 400_000, 3_000), random_track(rng, 150_000, 1_000), random_track(rng, 16_000, 0)]
+    tracks[1] = (tracks[1][0], tracks[1][1], (-np.abs(tracks[1][2]) - 0.5).astype(np.float32).astype(np.float64))  # all negative
+    levels = write_track(tmp_path / "t.bw", chroms, tracks)
+    mean_width = sum(int((hi - lo).sum()) for lo, hi, _ in tracks) // sum(lo.size for lo, _, _ in tracks)
+    assert levels[0] == 16 * mean_width and all(b == 4 * a for a, b in zip(levels, levels[1:])) and len(levels) >= 3
+    with pyBigWig.open(str(tmp_path / "t.bw")) as bw:
+        assert bw.header()["nLevels"] == len(levels)
+        for (chrom, length), (lo, hi, vals) in zip(chroms[:2], tracks):
+            assert bw.intervals(chrom) == tuple(zip(lo.tolist(), hi.tolist(), vals.tolist()))  # the data untouched
+            for level in levels:
+                n = length // (2 * level)  # bins of two zoom records: libBigWig reads that level, and exactly
+                if n == 0:
+                    continue
+                for stat in ("mean", "min", "max", "coverage"):
+                    zoomed = bw.stats(chrom, 0, n * 2 * level, nBins=n, type=stat)
+                    exact = bw.stats(chrom, 0, n * 2 * level, nBins=n, type=stat, exact=True)
+                    np.testing.assert_allclose(np.array(zoomed, float), np.array(exact, float), rtol=2e-6, equal_nan=True)
+            # an unaligned query is answered from the zoom level (approximate), not from the data
+            zoomed = bw.stats(chrom, 0, length, nBins=3, type="mean")
+            assert zoomed != bw.stats(chrom, 0, length, nBins=3, type="mean", exact=True)
+    # the whole-file summary is exact (libBigWig's own kept a wrong maximum for all-negative data)
+    import struct
+
+    data = (tmp_path / "t.bw").read_bytes()
+    covered, low, high, total, squares = struct.unpack_from("<Qdddd", data, struct.unpack_from("<Q", data, 0x2C)[0])
+    values = np.concatenate([v for *_, v in tracks])
+    widths = np.concatenate([hi - lo for lo, hi, _ in tracks])
+    assert (covered, low, high) == (widths.sum(), values.min(), values.max())
+    assert total == pytest.approx(widths @ values) and squares == pytest.approx(widths @ values**2)
+    assert struct.unpack("<I", data[-4:])[0] == 0x888FFC26  # the closing magic number
+
+
+def test_bigwig_export_has_zoom_levels(results, tmp_path):
+    res, _ = results
+    out = to_bigwig(res, tmp_path / "del.bw", "dist", "del")  # 37 intervals per chromosome: libBigWig alone wrote 1 level
+    with pyBigWig.open(str(out)) as bw:
+        assert bw.header()["nLevels"] == 2
+        exact = bw.stats("chr2", 0, 9_000, type="mean", exact=True)[0]
+        assert bw.stats("chr2", 0, 9_000, type="mean")[0] == pytest.approx(exact, rel=1e-6)
+    empty = to_bigwig(res, tmp_path / "none.bw", "dist", "del", region="chr1:1,560-1,600")  # only unwritten rows: no data
+    with pyBigWig.open(str(empty)) as bw:
+        assert bw.intervals("chr1") is None
+
+
 def test_bigwig_intervals_examples():
     lo, hi, index = bigwig_intervals(np.array([0, 100, 200]), np.array([250, 350, 450]))
     assert lo.tolist() == [0, 175, 275] and hi.tolist() == [175, 275, 450] and index.tolist() == [0, 1, 2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import toy_spec_dict
+from helpers import separate_ray, toy_spec_dict
 from moto_s3 import s3_server, s3fs_client
 from screening.cli import main as cli_main
 from screening.store.reader import open_results
@@ -29,12 +29,10 @@ def s3():
 
 @pytest.fixture(scope="module")
 def ray_cluster(s3):
-    """One local Ray for the module, started after AWS_* point at moto so workers inherit them."""
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
+    """A local Ray of the module's own, started after AWS_* point at moto so that its workers inherit them
+    (the session Ray's workers were started without them)."""
+    with separate_ray(num_cpus=1):
+        yield
 
 
 def spec_for(toy_paths, store, **changes):

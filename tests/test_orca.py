@@ -16,7 +16,8 @@ import yaml
 from screening.maps.align import bin_alignment
 from screening.interpret.attribution import AttributionError, attribute, check_deeplift
 from screening.core.encode import N_CODE
-from screening.compute.engine import perturbed_items, predict_pair, run_attribution, run_unit
+from screening.compute.engine import perturbed_items, predict_pair, run_unit
+from screening.interpret.unit import run_attribution
 from screening.io.genome import Genome
 from screening.models.base import ModelError
 from screening.models.checkpoint import file_sha256
@@ -410,8 +411,8 @@ def test_every_kind_runs_on_orca(toy_orca, kind: str) -> None:
     regions = ("chr1:2,000-2,008",) if kind == "mutagenesis" else ("chr1:2,000-2,100",)
     spec, plan = _plan(genome, adapter, KINDS[kind], regions)
     payload = plan.payload(plan.units[0])
-    one = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=1)
-    many = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=5)
+    one = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=1).values
+    many = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=5).values
     for name in ALL_SCORES:
         np.testing.assert_allclose(many[name], one[name], rtol=1e-4, atol=1e-6, err_msg=f"{kind} {name}")
     base = None
@@ -434,10 +435,10 @@ def test_overlapped_input_building_gives_the_same_scores(toy_orca) -> None:
     adapter, genome = toy_orca
     spec, plan = _plan(genome, adapter, KINDS["deletion"])
     payload = plan.payload(plan.units[0])
-    plain = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=3)
+    plain = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=3).values
     overlapped = OrcaAdapter(adapter.module)
     overlapped.overlap = True  # host_input built in a background thread (screening.compute.prefetch)
-    np.testing.assert_array_equal(run_unit(overlapped, genome, None, spec, "chr1", payload, batch_size=3)["mse"], plain["mse"])
+    np.testing.assert_array_equal(run_unit(overlapped, genome, None, spec, "chr1", payload, batch_size=3).values["mse"], plain["mse"])
 
 
 def test_mutagenesis_uses_the_incremental_path(toy_orca, monkeypatch) -> None:
@@ -448,10 +449,10 @@ def test_mutagenesis_uses_the_incremental_path(toy_orca, monkeypatch) -> None:
     calls = []
     original = adapter.predict_near
     monkeypatch.setattr(adapter, "predict_near", lambda *a: calls.append(len(a[2])) or original(*a))
-    incremental = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=4)
+    incremental = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=4).values
     assert sum(calls) == 18
     monkeypatch.setattr(adapter, "incremental", False)
-    full = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=4)
+    full = run_unit(adapter, genome, None, spec, "chr1", payload, batch_size=4).values
     for name in ALL_SCORES:
         np.testing.assert_allclose(incremental[name], full[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
@@ -488,7 +489,7 @@ def test_variants_on_orca(toy_orca, tmp_path: Path) -> None:
     )
     spec, plan = _plan(genome, adapter, {"kind": "variants", "vcf": str(vcf)}, ("chr1:2,990-3,050",))
     assert spec.padding == "follow"
-    scores = run_unit(adapter, genome, None, spec, "chr1", plan.payload(plan.units[0]), batch_size=3)
+    scores = run_unit(adapter, genome, None, spec, "chr1", plan.payload(plan.units[0]), batch_size=3).values
     assert np.isfinite(scores["impact_mean_abs"]).all() and (scores["impact_mean_abs"] > 0).all()
     assert np.isfinite(scores["mse_aligned"]).all()
 
@@ -504,7 +505,7 @@ def test_attribution_methods_run_on_orca(toy_orca, tiny_avg: OrcaAdapter, method
         raw["baseline"] = "uniform"
     for model in (adapter, tiny_avg):
         spec, plan = _plan(genome, model, raw, ("chr1:2,000-2,640",))
-        out = run_attribution(model, genome, None, spec, "chr1", plan.payload(plan.units[0]))
+        out = run_attribution(model, genome, None, spec, "chr1", plan.payload(plan.units[0])).values
         assert out["attribution"].shape == (640, 4) and np.isfinite(out["attribution"]).all()
         assert np.abs(out["attribution"]).max() > 0 and not any(k.startswith("track_") for k in out)
         np.testing.assert_allclose(out["attribution_corrected"].sum(1), 0, atol=1e-6)
@@ -537,10 +538,8 @@ def test_deeplift_refusal_keys_off_the_model_not_its_name(tiny: OrcaAdapter) -> 
 # --------------------------------------------------------------------------- one screen through the CLI
 
 
-def test_cli_screen_with_orca(toy_paths, tmp_path: Path, tiny: OrcaAdapter) -> None:
+def test_cli_screen_with_orca(ray_session, toy_paths, tmp_path: Path, tiny: OrcaAdapter) -> None:
     """``screening run`` with ``kind: orca`` (Ray, one worker): stored scores equal the engine's."""
-    import ray
-
     from screening import open_results
     from screening.cli import main
 
@@ -552,11 +551,7 @@ def test_cli_screen_with_orca(toy_paths, tmp_path: Path, tiny: OrcaAdapter) -> N
     raw["output"] = {"store": str(tmp_path / "orca.zarr")}
     spec_path = tmp_path / "orca.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        assert main(["run", str(spec_path), "--no-progress", "--no-plots"]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["run", str(spec_path), "--no-progress", "--no-plots"]) == 0
     results = open_results(tmp_path / "orca.zarr")
     assert results.provenance["model"]["checksum"] == OrcaAdapter.random_init(TINY_CONFIG, seed=1).checksum
     deletions = results.query("chr1", analysis="deletion_20bp").compute()
@@ -565,7 +560,7 @@ def test_cli_screen_with_orca(toy_paths, tmp_path: Path, tiny: OrcaAdapter) -> N
     genome = Genome(toy_paths["fasta"])
     for name, data, raw_p in (("deletion_20bp", deletions, raw["perturbations"][0]), ("ism", ism, raw["perturbations"][1])):
         spec, plan = _plan(genome, adapter, raw_p, raw_p.get("regions", raw["regions"]))
-        expected = run_unit(adapter, genome, None, spec, "chr1", plan.payload(plan.units[0]), batch_size=4)
+        expected = run_unit(adapter, genome, None, spec, "chr1", plan.payload(plan.units[0]), batch_size=4).values
         got = data["impact_mean_abs"].values
         np.testing.assert_allclose(got, expected["impact_mean_abs"][: len(got)], rtol=1e-4, atol=1e-7, err_msg=name)
     assert deletions.sizes["perturbation"] == 4 and ism["impact_mean_abs"].shape == (4, 4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 from screening.compute.engine import run_unit
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
@@ -125,16 +125,16 @@ def test_run_unit_identical_with_overlap_on_and_off(toy, batch_size):
         runs = []
         for overlap in (False, True):
             configure_adapter(adapter, "fp32", overlap=overlap)
-            top: dict = {}
-            runs.append((run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size, top), top))
+            result = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size)
+            runs.append((result.values, result))
         configure_adapter(adapter, "fp32", overlap=False)
         (plain, plain_top), (overlapped, overlapped_top) = runs
         for name in plain:
             np.testing.assert_array_equal(overlapped[name], plain[name], err_msg=f"{kind} {name}")
         assert np.isfinite(plain["impact_mean_abs"]).sum() > 0
-        if plain_top:
-            np.testing.assert_array_equal(overlapped_top["index"], plain_top["index"])
-            np.testing.assert_array_equal(overlapped_top["delta"], plain_top["delta"])
+        if plain_top.top_index is not None:
+            np.testing.assert_array_equal(overlapped_top.top_index, plain_top.top_index)
+            np.testing.assert_array_equal(overlapped_top.top_delta, plain_top.top_delta)
 
 
 def test_run_unit_error_in_a_window_surfaces_with_overlap(toy):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TOY_CONFIG, toy_spec_dict
+from helpers import TOY_CONFIG, toy_spec_dict
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig

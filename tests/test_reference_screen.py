@@ -14,6 +14,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.reference]
 
 
 def test_reference_screen_end_to_end(shared_dir, tmp_path, capsys):
+    import ray
+
+    ray.shutdown()  # the session Ray, if another module started it: this run starts its own, as a user's does
     ref = shared_dir / "reference" / "corigami"
     spec = {
         "name": "corigami-reference",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 from pathlib import Path
 
@@ -18,11 +19,28 @@ from screening import open_results
 from workers.driver import ScreenCancelled, ScreenProgress, run_screen
 from screening.spec import load_spec, parse_spec
 
-from conftest import slow_model_section, toy_spec_dict
+from helpers import slow_model_section, toy_spec_dict
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    """Whether ``pid`` was started (directly or not) by this test process: the Ray it started, not another
+    test run's on the same machine."""
+    me = os.getpid()
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == me:
+                return True
+    return False
 
 
 def worker_pids() -> list[int]:
-    """PIDs of Ray actor processes running ScreenWorker (Ray sets their title to ray::ScreenWorker…)."""
+    """PIDs of this test process's Ray actor processes running ScreenWorker (Ray sets their title to
+    ray::ScreenWorker…)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -30,7 +48,7 @@ def worker_pids() -> list[int]:
                 pids.append(int(entry.name))
         except OSError:
             continue
-    return pids
+    return [pid for pid in pids if _descends_from_this_process(pid)]
 
 
 def spec_file(toy_paths, tmp_path, name):
@@ -41,30 +59,24 @@ def spec_file(toy_paths, tmp_path, name):
     return load_spec(path)
 
 
-def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(toy_paths, tmp_path):
-    import ray
+def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(ray_session, toy_paths, tmp_path):
+    reference = run_screen(spec_file(toy_paths, tmp_path, "clean"), progress=False)
+    killed: list[int] = []
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        reference = run_screen(spec_file(toy_paths, tmp_path, "clean"), progress=False)
-        killed: list[int] = []
+    def killer():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            store = tmp_path / "killed.zarr"
+            pids = worker_pids()
+            if pids and store.exists() and open_results(store).progress[0] >= 2:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.02)
 
-        def killer():
-            deadline = time.time() + 60
-            while time.time() < deadline and not killed:
-                store = tmp_path / "killed.zarr"
-                pids = worker_pids()
-                if pids and store.exists() and open_results(store).progress[0] >= 2:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
-                time.sleep(0.02)
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        summary = run_screen(spec_file(toy_paths, tmp_path, "killed"), progress=False)
-        thread.join()
-    finally:
-        ray.shutdown()
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    summary = run_screen(spec_file(toy_paths, tmp_path, "killed"), progress=False)
+    thread.join()
     assert killed, "no worker was killed (the screen finished first)"
     assert summary.retries >= 1
     clean = open_results(tmp_path / "clean.zarr").query("chr1").compute()
@@ -101,7 +113,7 @@ def chunks_done(store: Path) -> int:
     return open_results(store).progress[0] if store.exists() else 0
 
 
-def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray_local):
+def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray_session):
     """``screening run`` SIGKILLed mid-screen (driver and its embedded Ray): the same spec resumes the
     store, computes only the unfinished chunks, and ends equal to an uninterrupted run."""
     raw = toy_spec_dict(toy_paths, tmp_path / "driver.zarr", regions=["chr1:2,000-2,960"],
@@ -151,15 +163,6 @@ def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray
 # --- progress reports and cancellation ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def wait_for_no_workers(timeout: float = 20.0) -> list[int]:
     deadline = time.time() + timeout
     while worker_pids() and time.time() < deadline:
@@ -167,7 +170,7 @@ def wait_for_no_workers(timeout: float = 20.0) -> list[int]:
     return worker_pids()
 
 
-def test_progress_reports_counts_rate_and_eta(ray_local, toy_paths, tmp_path):
+def test_progress_reports_counts_rate_and_eta(ray_session, toy_paths, tmp_path):
     spec = spec_file(toy_paths, tmp_path, "progress")
     reports: list[ScreenProgress] = []
     summary = run_screen(spec, progress=False, on_progress=reports.append)
@@ -182,25 +185,57 @@ def test_progress_reports_counts_rate_and_eta(ray_local, toy_paths, tmp_path):
     assert last.as_dict()["rate"] == pytest.approx(last.rate)
 
 
-def test_cancel_stops_promptly_and_the_store_resumes(ray_local, toy_paths, tmp_path):
+def test_cancel_stops_without_waiting_for_running_units_and_the_store_resumes(ray_session, toy_paths, tmp_path,
+                                                                               monkeypatch):
+    """Every unit after the third is a stand-in that runs until the test releases it: the cancel after three
+    units must end the screen while they run (a runner that waited for its running units would hang here
+    until the stand-ins give up, and fail), kill the workers, and leave a store that resumes."""
+    import ray
+
+    import workers.driver as driver
+
+    release = tmp_path / "release"
+
+    @ray.remote(num_cpus=0)
+    def running_until_released(path: str) -> None:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError("a stand-in unit was waited for 300 s after the screen's cancel")
+            time.sleep(0.1)
+
     spec = spec_file(toy_paths, tmp_path, "cancel")
+    real_submit = driver._Dispatcher._submit
+    submitted: list = []
+    stand_ins: list = []
+
+    def submit(self, worker, unit):
+        submitted.append(unit)
+        if len(submitted) <= 3:
+            return real_submit(self, worker, unit)
+        stand_ins.append(running_until_released.remote(str(release)))
+        return stand_ins[-1]
+
     cancel = threading.Event()
-    fired: list[float] = []
 
     def on_progress(report: ScreenProgress) -> None:
-        if report.units_done == 3 and not cancel.is_set():
+        if report.units_done == 3:
             cancel.set()
-            fired.append(time.perf_counter())
 
-    with pytest.raises(ScreenCancelled) as caught:
-        run_screen(spec, progress=False, on_progress=on_progress, cancel=cancel)
-    stopped = time.perf_counter() - fired[0]
-    assert stopped < 2.0, f"took {stopped:.2f} s to stop after the cancel hook fired"
+    try:
+        with monkeypatch.context() as patched, pytest.raises(ScreenCancelled) as caught:
+            patched.setattr(driver._Dispatcher, "_submit", submit)
+            run_screen(spec, progress=False, on_progress=on_progress, cancel=cancel)
+    finally:
+        release.touch()
+        if stand_ins:
+            ray.wait(stand_ins, num_returns=len(stand_ins), timeout=60)
+    assert stand_ins, "no unit was running when the cancel fired"
     assert caught.value.progress.units_done == 3
     assert wait_for_no_workers() == [], "workers still running after cancel"
     results = open_results(tmp_path / "cancel.zarr")
     done, total = results.progress
-    assert 3 <= done < total and not results.is_complete
+    assert done == 3 and done < total and not results.is_complete
     before = results.query("chr1").compute()
     kept = before["done"].values
     # Resume: only the missing chunks are computed, finished ones are left as they were.
@@ -213,7 +248,7 @@ def test_cancel_stops_promptly_and_the_store_resumes(ray_local, toy_paths, tmp_p
     assert np.isfinite(values).all()
 
 
-def test_cancel_hook_already_set_runs_nothing(ray_local, toy_paths, tmp_path):
+def test_cancel_hook_already_set_runs_nothing(ray_session, toy_paths, tmp_path):
     spec = spec_file(toy_paths, tmp_path, "precancelled")
     with pytest.raises(ScreenCancelled):
         run_screen(spec, progress=False, cancel=lambda: True)
@@ -285,28 +320,36 @@ def test_an_autoscaling_cluster_is_judged_by_the_nodes_it_may_add(monkeypatch):
     runner.check_cluster_resources(ExecutionSpec(num_workers=500, gpus_per_worker=1.0))  # unbounded group
 
 
-def test_autoscaling_node_groups_is_empty_without_an_autoscaler(ray_local):
+def test_autoscaling_node_groups_is_empty_without_an_autoscaler(ray_session):
     from workers.driver import _autoscaling_node_groups
 
     assert _autoscaling_node_groups() == []
 
 
-def test_workers_not_placed_in_time_fail_the_screen_and_are_killed(ray_local, toy_paths, tmp_path):
+def test_workers_not_placed_in_time_fail_the_screen_and_are_killed(ray_session, toy_paths, tmp_path):
     from screening.spec import SpecError
 
     raw = toy_spec_dict(toy_paths, tmp_path / "unplaced.zarr")
-    raw["execution"].update(num_workers=1, cpus_per_worker=8.0, placement_timeout_s=2.0)  # ray_local has 2 CPUs
+    raw["execution"].update(num_workers=1, cpus_per_worker=8.0, placement_timeout_s=2.0)  # the session Ray has 2 CPUs
     with pytest.raises(SpecError, match="execution.placement_timeout_s: 1 of 1 workers"):
         run_screen(parse_spec(raw), progress=False)
     assert wait_for_no_workers() == []
-    cancel = threading.Event()
-    threading.Timer(1.0, cancel.set).start()
+
+    asked_while_waiting: list[bool] = []
+
+    def cancel_once_waiting_for_workers() -> bool:  # an event, not a timer: fires once the screen waits
+        waiting = any(frame.name == "_await_placement" for frame in traceback.extract_stack())
+        asked_while_waiting.append(waiting)
+        return waiting
+
     raw["execution"].update(placement_timeout_s=600.0)
     with pytest.raises(ScreenCancelled):  # a cancel reaches a screen still waiting for its workers
-        run_screen(parse_spec(raw), progress=False, cancel=cancel)
+        run_screen(parse_spec(raw), progress=False, cancel=cancel_once_waiting_for_workers)
+    assert asked_while_waiting[-1]
     assert wait_for_no_workers() == []
 
 
+@pytest.mark.slow  # an embedded Ray in a subprocess; the check itself: test_workers_the_cluster_cannot_hold_are_refused_naming_the_field
 def test_a_gpu_worker_on_a_cpu_only_machine_is_refused_before_any_store(toy_paths, tmp_path):
     import torch
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 from screening import Client, open_results
@@ -21,7 +22,15 @@ from screening.cli import main
 from screening.client import ScreenFailedError, ServiceError
 from screening.store.export import to_bedgraph, to_bigwig
 
-from conftest import free_port, toy_spec_dict, write_toy_genome
+from helpers import (
+    free_port,
+    prometheus_naming_problems,
+    promtool_problems,
+    separate_ray,
+    toy_spec_dict,
+    write_file_writer,
+    write_toy_genome,
+)
 
 TOKEN = "test-token-0123456789"
 LIMITS = {"max_spec_bytes": 20_000, "max_perturbations": 2_000, "max_json_rows": 12, "max_workers": 2}
@@ -41,7 +50,8 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, one_thread):
-    import ray
+    """Serve on a Ray of its own: 3 CPUs (the job actor, up to ``max_workers`` workers and the replica), and
+    the service's detached actors (job manager, screen jobs) end with it instead of outliving the module."""
     from ray import serve
 
     from screening.service.app import build_app
@@ -52,18 +62,17 @@ def service(tmp_path_factory, one_thread):
     (base / "stores").mkdir()
     (base / "tokens").write_text(f"# tokens of the test service\n{TOKEN}\n")
     port = free_port()
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app({"store_roots": [str(base / "stores")], "input_roots": [str(inputs)],
-                         "token_file": str(base / "tokens"), **LIMITS})
-        serve.run(app, name="screening", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=10).status_code == 200, 120, "/healthz")
-        yield {"url": url, "base": base, "paths": paths, "stores": base / "stores"}
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with separate_ray(num_cpus=3):
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            app = build_app({"store_roots": [str(base / "stores")], "input_roots": [str(inputs)],
+                             "token_file": str(base / "tokens"), **LIMITS})
+            serve.run(app, name="screening", route_prefix="/")
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: httpx.get(f"{url}/healthz", timeout=10).status_code == 200, 120, "/healthz")
+            yield {"url": url, "base": base, "paths": paths, "stores": base / "stores"}
+        finally:
+            serve.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +121,9 @@ def test_full_screen_through_the_client(service, finished):
     for region in ("chr1:2,000-2,400", "chr2:1,000-1,200"):
         remote = screen.query(region)  # Arrow by default
         expected = local.query(region).compute()
+        # the same Dataset as a local query (tests/test_client_query.py checks dtypes and backing in detail)
+        assert type(remote["impact_mean_abs"].data) is type(local.query(region)["impact_mean_abs"].data)
+        xr.testing.assert_identical(remote.compute(), expected)
         np.testing.assert_array_equal(remote["start"].values, expected["start"].values)
         np.testing.assert_array_equal(remote["impact_mean_abs"].values, expected["impact_mean_abs"].values)
         assert remote["done"].values.all() and remote.attrs["analysis"] == "del20"
@@ -145,6 +157,8 @@ def test_listing_status_and_metrics(service, client, finished):
     text = client.request("GET", "/metrics").text
     assert 'screening_screens{state="completed"}' in text
     assert 'screening_http_requests_total{method="GET",route="/screens/{job_id}",status="200"}' in text
+    assert 'screening_screens{state="failed"}' in text  # every state, 0 when empty
+    assert prometheus_naming_problems(text) == [] and promtool_problems(text) in (None, [])
 
 
 def test_query_errors_name_the_problem(finished):
@@ -284,6 +298,7 @@ def test_malformed_bodies_are_4xx(service):
         assert response.json()["detail"]
 
 
+@pytest.mark.slow  # a whole screen; YAML bodies and relative inputs: test_malformed_bodies_are_4xx, test_service_policy.py
 def test_yaml_body_with_relative_inputs(service, client):
     spec = toy_spec(service, None)
     spec["genome"]["fasta"] = "toy.fa"  # relative: resolved against the first input root
@@ -358,6 +373,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # the conflict rule itself: test_service_policy.py::test_another_screens_store_is_never_overwritten
 def test_a_second_screen_on_a_busy_store_is_refused(service, client):
     screen = client.submit(long_spec(service, "busy.zarr"))
     try:
@@ -468,8 +484,6 @@ def test_openapi_fuzz_finds_no_server_errors(service, finished):
 
 
 def test_a_torchscript_checkpoint_is_refused_without_user_code(service, client, tmp_path):
-    from helpers import write_file_writer
-
     target = tmp_path / "outside-every-root.bin"
     target.write_bytes(b"safe")
     write_file_writer(service["paths"]["fasta"].parent / "innocent.ckpt", target)  # TorchScript, any name

@@ -11,12 +11,11 @@ import xarray as xr
 
 from screening.service.auth import TokenStore, digest, read_token_file
 from screening.service.config import ConfigError, ServiceConfig
-from helpers import write_file_writer
 from screening.service.policy import PolicyError, check_input, place_store, server_spec
 from screening.service.wire import dataset_from_arrow, dataset_from_json, dataset_to_arrow, dataset_to_json
 from screening.spec import SpecError
 
-from conftest import toy_spec_dict
+from helpers import toy_spec_dict, write_file_writer
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import toy_spec_dict
+from helpers import toy_spec_dict
 from moto_s3 import s3_server, s3fs_client
 from screening.io import staging
 from screening.io.genome import Genome, GenomeError

@@ -10,7 +10,7 @@ import torch
 from screening.models.corigami import CorigamiAdapter, CorigamiConfig
 from screening.compute.threads import optimize_adapter
 
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 
 
 def toy_batch(adapter, batch=3, seed=1):
@@ -96,7 +96,7 @@ def test_cuda_bf16_channels_last_close_to_fp32_cpu(channels_last):
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_worker_applies_the_execution_settings(toy_paths, tmp_path, monkeypatch, keep, one_thread):
-    from conftest import toy_spec_dict
+    from helpers import toy_spec_dict
     from workers.screen_worker import ScreenWorker
 
     calls = []

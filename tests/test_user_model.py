@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from screening.cli import main
 from screening.core.encode import N_CODE
-from screening.compute.engine import run_attribution, run_unit
+from screening.compute.engine import run_unit
+from screening.interpret.unit import run_attribution
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
 from screening.models.base import ModelError
@@ -22,7 +23,7 @@ from screening.models.loader import load_model
 from screening.models.user import UserModelAdapter, import_factory
 from screening.spec import ModelSpec, UserModelDeclaration, load_spec, parse_spec
 
-from conftest import toy_spec_dict
+from helpers import toy_spec_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -165,7 +166,7 @@ def test_random_seed_is_reproducible_and_leaves_the_global_rng(user_code):
 def test_nlc_atcgn_input_is_corigami_input():
     from screening.models.corigami import CorigamiAdapter, CorigamiConfig
 
-    from conftest import TOY_CONFIG
+    from helpers import TOY_CONFIG
 
     corigami = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG))
     user = UserModelAdapter(torch.nn.Identity(), UserModelDeclaration(**DECLARE))
@@ -336,9 +337,9 @@ def engine_results(spec) -> dict[str, dict[str, np.ndarray]]:
     for unit in plan.units:
         payload, analysis = plan.payload(unit), analyses[unit.analysis]
         if analysis.kind == "attribution":
-            values = run_attribution(adapter, genome, tracks, analysis, unit.chrom, payload)
+            values = run_attribution(adapter, genome, tracks, analysis, unit.chrom, payload).values
         else:
-            values = run_unit(adapter, genome, tracks, analysis, unit.chrom, payload, batch_size=3)
+            values = run_unit(adapter, genome, tracks, analysis, unit.chrom, payload, batch_size=3).values
         values = {**values, "start": payload["start"], "window_start": payload["window_start"]}
         for name, array in values.items():
             out.setdefault(unit.analysis, {}).setdefault(name, []).append(array)
@@ -392,20 +393,14 @@ def test_engine_mutagenesis_and_saliency_of_a_user_model(user_code, toy_paths, s
     np.testing.assert_allclose(saliency["attribution"][owned], gradient[offsets], rtol=1e-4, atol=1e-8)
 
 
-def test_runner_screens_user_model_on_ray_workers(user_code, toy_paths, tmp_path, screened):
+def test_runner_screens_user_model_on_ray_workers(ray_session, user_code, toy_paths, tmp_path, screened):
     """One full run: the Ray workers import the user's module from model.python_path and load its checkpoint."""
-    import ray
-
     from screening import open_results
     from workers.driver import run_screen
 
     spec = screen_spec(user_code, toy_paths, tmp_path / "out.zarr")
     _, expected = screened
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        summary = run_screen(spec, progress=False)
-    finally:
-        ray.shutdown()
+    summary = run_screen(spec, progress=False)
     assert summary.n_computed == summary.n_perturbations > 0
     results = open_results(tmp_path / "out.zarr")
     assert results.provenance["model"]["name"] == f"user:{MODULE}:Tiny:wrapped.ckpt"

@@ -28,7 +28,7 @@ from screening.spec import ScreenSpec, SpecError
 from screening.store.lease import StoreLease
 from screening.store.writer import ResultStore, open_or_create_store
 from workers import reaper
-from workers.metrics import ScreenMetrics
+from workers.metrics import ScreenMetrics, screen_id as default_screen_id
 
 __all__ = ["ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_cluster_resources", "probe_address", "run_screen"]
 
@@ -58,6 +58,9 @@ class ScreenProgress:
 
     Counts include units and perturbations finished by earlier (resumed) runs; ``rate`` and
     ``eta_s`` are over this run only (perturbations computed per second since it started).
+    ``perturbations_*`` count every scored item, the positions of attribution analyses included;
+    ``attributed_positions_done``/``_total`` are those positions alone, and
+    ``perturbations_per_s``/``attributed_positions_per_s`` split ``rate`` between the two.
     """
 
     units_done: int
@@ -67,11 +70,24 @@ class ScreenProgress:
     elapsed_s: float
     rate: float
     eta_s: float | None
+    attributed_positions_done: int = 0
+    attributed_positions_total: int = 0
+    perturbations_per_s: float = float("nan")
+    attributed_positions_per_s: float = float("nan")
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (NaN rate as ``None``)."""
-        rate = self.rate if np.isfinite(self.rate) else None
-        return {**self.__dict__, "rate": rate}
+        """Plain JSON-able values (NaN rates as ``None``)."""
+        rates = ("rate", "perturbations_per_s", "attributed_positions_per_s")
+        return {**self.__dict__, **{key: _finite(getattr(self, key)) for key in rates}}
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def _attribution_analyses(plan: ScreenPlan) -> set[str]:
+    """Analyses whose units attribute positions (one per base) rather than score perturbations."""
+    return {layout.analysis for layout in plan.layouts if layout.kind == "attribution"}
 
 
 class ScreenCancelled(RuntimeError):
@@ -89,26 +105,39 @@ class _Tracker:
 
     def __init__(self, plan: ScreenPlan, pending: list[WorkUnit], callback: Callable[[ScreenProgress], None] | None):
         self.callback = callback
+        self.attribution = _attribution_analyses(plan)
         self.units_total = len(plan.units)
         self.perturbations_total = plan.n_perturbations
         self.units_done = self.units_total - len(pending)
         self.perturbations_done = self.perturbations_total - sum(u.size for u in pending)
+        self.positions_total = sum(layout.n for layout in plan.layouts if layout.analysis in self.attribution)
+        self.positions_done = self.positions_total - sum(u.size for u in pending if u.analysis in self.attribution)
         self.computed = 0
+        self.computed_positions = 0
         self.began = time.perf_counter()
 
     def snapshot(self) -> ScreenProgress:
         elapsed = time.perf_counter() - self.began
-        rate = self.computed / elapsed if elapsed > 0 and self.computed else float("nan")
+
+        def per_s(n: int) -> float:
+            return n / elapsed if elapsed > 0 and self.computed else float("nan")
+
+        rate = per_s(self.computed)
         remaining = self.perturbations_total - self.perturbations_done
         eta = 0.0 if remaining == 0 else (remaining / rate if np.isfinite(rate) and rate > 0 else None)
         return ScreenProgress(
-            self.units_done, self.units_total, self.perturbations_done, self.perturbations_total, elapsed, rate, eta
+            self.units_done, self.units_total, self.perturbations_done, self.perturbations_total, elapsed, rate, eta,
+            self.positions_done, self.positions_total,
+            per_s(self.computed - self.computed_positions), per_s(self.computed_positions),
         )
 
-    def unit_done(self, n: int) -> None:
+    def unit_done(self, n: int, analysis: str | None = None) -> None:
         self.units_done += 1
         self.perturbations_done += n
         self.computed += n
+        if analysis in self.attribution:
+            self.positions_done += n
+            self.computed_positions += n
         self.report()
 
     def report(self) -> None:
@@ -440,6 +469,7 @@ def run_screen(
     on_progress: Callable[[ScreenProgress], None] | None = None,
     cancel: Any = None,
     verify: bool = False,
+    screen_id: str | None = None,
 ) -> ScreenSummary:
     """Run (or resume) a screen end to end and return its summary.
 
@@ -462,6 +492,9 @@ def run_screen(
     verify
         When resuming, check every done chunk first (checksums, digests) and recompute damaged ones
         (listed in the summary's ``damaged``).
+    screen_id
+        The ``screen`` label of its Prometheus metrics (the service passes its screen id); by
+        default :func:`workers.metrics.screen_id` of the spec (stable across resumes).
 
     Raises
     ------
@@ -484,7 +517,7 @@ def run_screen(
                 lease.check()
                 return user_cancelled()
 
-            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify)
+            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify, screen_id)
     finally:
         if started_ray:
             _shutdown_ray()
@@ -497,6 +530,7 @@ def _run_leased(
     on_progress: Callable[[ScreenProgress], None] | None,
     cancelled: Callable[[], bool],
     verify: bool,
+    screen_id: str | None = None,
 ) -> ScreenSummary:
     """:func:`run_screen` once the store's lease is held."""
     from tqdm.auto import tqdm
@@ -517,7 +551,7 @@ def _run_leased(
     tracker = _Tracker(plan, pending, on_progress)
     tracker.report()
     began = time.perf_counter()
-    metrics = ScreenMetrics(spec.name)
+    metrics = ScreenMetrics(screen_id or default_screen_id(spec), spec.name, _attribution_analyses(plan))
     metrics.start(len(plan.units), len(plan.units) - len(pending))
     if spec.execution.metrics_port is not None:
         metrics.serve(spec.execution.metrics_port, spec.execution.metrics_host)
@@ -530,7 +564,7 @@ def _run_leased(
                 def on_done(result: dict[str, Any]) -> None:
                     bar.update(result["n"])
                     metrics.unit_finished(result, time.perf_counter() - began)
-                    tracker.unit_done(result["n"])
+                    tracker.unit_done(result["n"], result["unit"].analysis)
 
                 dispatcher = _Dispatcher(spec, plan, on_done, metrics.unit_failed, cancelled)
                 names = dispatcher.names

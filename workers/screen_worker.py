@@ -9,17 +9,31 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
-from screening.compute.engine import run_attribution, run_unit
-from screening.plan import WorkUnit
+from screening.compute.engine import run_unit
+from screening.interpret.unit import run_attribution
+from screening.perturb.kinds import kind_of
+from screening.plan import UnitPayload, WorkUnit
 from screening.prepare import load_configured_model, open_inputs
 from screening.spec import ScreenSpec
 from screening.store.writer import ResultStore
 
-__all__ = ["ScreenWorker"]
+__all__ = ["ScreenWorker", "UnitReport"]
+
+
+class UnitReport(TypedDict):
+    """What :meth:`ScreenWorker.run` reports of a unit it computed and wrote (for progress and metrics)."""
+
+    unit: WorkUnit
+    n: int  # perturbations (positions, for per-base and gradient kinds) in the unit
+    compute_s: float
+    write_s: float
+    worker: str  # host:pid
+    gpu_memory: int  # peak bytes allocated on the worker's GPU (0 on CPU)
+    precision: str
 
 
 class ScreenWorker:
@@ -46,25 +60,25 @@ class ScreenWorker:
         """Return this worker's name once the model is loaded."""
         return f"{self.name} ({self.adapter.device})"
 
-    def run(self, unit: WorkUnit, payload: dict[str, Any]) -> dict[str, Any]:
+    def run(self, unit: WorkUnit, payload: UnitPayload) -> UnitReport:
         """Compute one unit and write its chunk; returns timing for progress reports.
 
         ``payload`` is :meth:`screening.plan.ScreenPlan.payload` of the unit.
         """
         began = time.perf_counter()
         perturbation = self.analyses[unit.analysis]
-        top: dict[str, Any] = {}
-        if perturbation.kind == "attribution":
-            values = run_attribution(self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload)
+        kind = kind_of(perturbation)
+        if kind.gradients:
+            result = run_attribution(self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload)
         else:
-            values = run_unit(
-                self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload, self.spec.execution.batch_size, top
+            result = run_unit(
+                self.adapter, self.genome, self.tracks, perturbation, unit.chrom, payload, self.spec.execution.batch_size
             )
         computed = time.perf_counter()
-        if top:  # indices within the unit → within the group (mutagenesis: row·4 + base)
-            offset = unit.lo * (4 if perturbation.kind == "mutagenesis" else 1)
-            top = (top["index"] + offset, top["delta"])
-        self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values, top=top or None)
+        top = None
+        if result.top_index is not None:  # indices within the unit → within the group (per base: row·4 + base)
+            top = (result.top_index + unit.lo * kind.rows_per_item, result.top_delta)
+        self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, result.values, top=top)
         gpu = torch.cuda.max_memory_allocated(self.adapter.device) if self.adapter.device.type == "cuda" else 0
         return {
             "unit": unit,

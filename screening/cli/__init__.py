@@ -33,6 +33,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _resolutions(text: str) -> list[int]:
+    """``--resolutions``: comma-separated positive integers (bp)."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        return [_positive_int(part) for part in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a comma-separated list of positive integers (bp, e.g. 8192,16384,65536)"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="screening", description=__doc__.split("\n\n")[0], epilog=COORDS_NOTE)
     parser.add_argument("--version", action="version", version=_version())
@@ -85,12 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     predict = sub.add_parser(
-        "predict", help="predict reference contact maps along regions (tiled windows) and write a .cool file",
+        "predict", help="predict reference contact maps along regions (tiled windows) and write a .cool or .mcool file",
         epilog=COORDS_NOTE + " Pixels are the mean over the windows that contain them; pixels farther apart than one "
-        "map are not predicted. The .cool 'count' column holds the model's output (not read counts): do not balance it.",
+        "map are not predicted. The 'count' column holds the model's output (log-scale, not read counts): do not "
+        "balance it, and do not run 'cooler zoomify' on the .cool (it sums): write OUTPUT.mcool instead, whose "
+        "coarser resolutions are the mean of the predicted pixels they cover.",
     )
     predict.add_argument("config", help="screen spec (YAML or JSON): its model, genome, tracks and execution settings")
-    predict.add_argument("output", help="the .cool file to write (replaced if it exists)")
+    predict.add_argument("output", help="the file to write (replaced if it exists): .cool, or .mcool for several "
+                         "resolutions (HiGlass)")
+    predict.add_argument("--resolutions", type=_resolutions,
+                         help="resolutions of a .mcool in bp, comma-separated, each a multiple of the model's bin size "
+                         "(default: the bin size times 1, 2, 4, … up to one 256-bin tile over the genome)")
     predict.add_argument("--region", action="append",
                          help="region to predict, e.g. chr1:1,000,000-9,000,000 or chr1 (repeatable; default: the spec's regions)")
     predict.add_argument("--stride-bins", type=int, help="bins between consecutive windows' maps (default: half a map)")

@@ -138,7 +138,7 @@ def _report_skipped(skipped: dict[str, dict], where: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Predict reference maps tiled along regions and write them as .cool (with a picture)."""
+    """Predict reference maps tiled along regions and write them as .cool or .mcool (with a picture)."""
     from screening.report.plot import plot_contact_map
     from screening.predict import dense_map, predict_to_cool
     from screening.spec import load_spec
@@ -146,15 +146,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # --batch-size goes through the spec, so its validation names the field
     spec = load_spec(args.config, {"execution.batch_size": args.batch_size} if args.batch_size is not None else None)
     out = Path(args.output)
-    done = predict_to_cool(spec, out, args.region, None, args.stride_bins, args.symmetrize, progress=not args.no_progress)
-    print(f"wrote {done['n_pixels']:,} pixels ({done['n_windows']:,} windows, {done['bin_size']:,} bp bins) of "
-          f"{', '.join(map(str, done['regions']))} to {out}")
+    done = predict_to_cool(spec, out, args.region, None, args.stride_bins, args.symmetrize, progress=not args.no_progress,
+                           resolutions=args.resolutions)
+    print(f"wrote {done.n_pixels:,} pixels ({done.n_windows:,} windows, {done.bin_size:,} bp bins) of "
+          f"{', '.join(map(str, done.regions))} to {out}")
+    if len(done.resolutions) > 1:
+        print(f"resolutions: {', '.join(f'{r:,}' for r in done.resolutions)} bp (coarser ones: mean of the predicted "
+              f"pixels they cover); open one with cooler as {out}::resolutions/{done.resolutions[-1]}")
+    else:
+        print("note: 'count' holds log-scale model output; 'cooler zoomify' would sum it: for several resolutions "
+              "write a .mcool instead (same command, OUTPUT ending in .mcool)")
     if not args.no_plots:
-        region = done["regions"][0]
-        bin_size = done["bin_size"]
+        region = done.regions[0]
+        bin_size = done.bin_size
         first = region.start // bin_size
         n = min(-(-region.end // bin_size) - first, args.plot_bins)
-        matrix = dense_map(done["pixels"][region.chrom], first, n, done["symmetric"])
+        matrix = dense_map(done.pixels[region.chrom], first, n, done.symmetric)
         extent = (first * bin_size, (first + n) * bin_size)
         title = f"{spec.model.kind} prediction, {region.chrom}:{extent[0]:,}-{extent[1]:,}"
         print(f"picture: {plot_contact_map(matrix, out.with_suffix('.png'), extent, region.chrom, title)}")

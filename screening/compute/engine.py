@@ -15,6 +15,7 @@ perturbations a unit has.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import groupby
@@ -22,14 +23,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from screening.maps.align import bin_alignment, centre_bin
-from screening.io.tracks import TrackError
-from screening.models.base import ModelAdapter, ModelError
+from screening.compute.assemble import EditedInput, InputAssembler
 from screening.compute.prefetch import predict_batches, prefetch
-from screening.perturb.edits import Edit, apply_edit, centered_window_start, dinucleotide_shuffle, duplicate, invert, mask, mutate
-from screening.core.regions import parse_region
+from screening.io.genome import Genome
+from screening.io.tracks import TrackError, TrackSet
+from screening.maps.align import bin_alignment, centre_bin
 from screening.maps.score import score_maps
-from screening.maps.targets import bins_of, make_target
+from screening.maps.targets import bins_of, map_block
+from screening.models.base import ModelAdapter, ModelError
+from screening.perturb.edits import Edit, apply_edit, centered_window_start
+from screening.perturb.kinds import kind_of
+from screening.plan import UnitPayload
 
 __all__ = [
     "NonFiniteMapError",
@@ -39,8 +43,8 @@ __all__ = [
     "stack_spans",
     "perturbed_items",
     "score_items",
+    "UnitResult",
     "run_unit",
-    "run_attribution",
     "run_deletions",
     "predict_pair",
     "predict_deletion",
@@ -64,15 +68,32 @@ class Span:
 
 @dataclass
 class Perturbed:
-    """One perturbed model input: its window, the edit inside it, and the input itself."""
+    """One perturbed model input: its window, the edit inside it, and the input as that edit of the
+    loaded span (built only where needed: on the device by :mod:`screening.compute.assemble`, or on
+    the host by :attr:`span`)."""
 
     window_start: int
     edit: Edit
-    span: Span
+    input: EditedInput
     base: int = -1  # mutagenesis: the alternative base code (A0 C1 G2 T3)
 
+    @property
+    def span(self) -> Span:
+        """The edited window's codes and tracks, built on the host."""
+        return materialize(self.input)
 
-def load_span(genome, tracks, chrom: str, start: int, end: int) -> Span:
+
+def materialize(item: EditedInput) -> Span:
+    """The input an :class:`EditedInput` describes, as host arrays (:func:`~screening.perturb.edits.apply_edit`)."""
+    window = Span(item.window_codes(), item.window_tracks())
+    if item.offset >= item.length and item.ref_length == 0 and not len(item.alt_codes):
+        return window.window(item.length)
+    codes, tracks = apply_edit(window.codes, window.tracks, item.offset, item.ref_length, item.alt_codes,
+                               item.alt_tracks, item.length, item.padding)
+    return Span(codes, tracks)
+
+
+def load_span(genome: Genome, tracks: TrackSet | None, chrom: str, start: int, end: int) -> Span:
     """Read sequence and transformed tracks of ``chrom:[start, end)``.
 
     Raises
@@ -98,87 +119,69 @@ def _refuse_tracks(values: np.ndarray, names: list[str], chrom: str, start: int,
     )
 
 
-def _segment(span: Span, offset: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-    tracks = None if span.tracks is None else span.tracks[:, offset : offset + width]
-    return span.codes[offset : offset + width], tracks
-
-
-def _replacement(spec, span: Span, offset: int, width: int, start: int, variant=None):
-    """``(ref_length, alt_codes, alt_tracks)`` of one perturbation of the given kind."""
-    kind = spec.kind
-    if kind == "insertion":
-        return 0, spec.inserted_codes(), None
-    if kind == "variants":
-        edit = variant.edit()
-        ref_length = edit.ref_length
-        if edit.op == "replace":
-            # substitutions keep the measured tracks; inserted bases get 0 (no signal measured there)
-            same_length = edit.alt_length == ref_length and span.tracks is not None
-            return ref_length, edit.alt_codes, _segment(span, offset, ref_length)[1] if same_length else None
-        operation = duplicate if edit.op == "duplicate" else invert
-        return (ref_length, *operation(*_segment(span, offset, ref_length)))
-    segment_codes, segment_tracks = _segment(span, offset, width)
-    if kind == "deletion":
-        return width, np.zeros(0, np.uint8), None
-    if kind == "mask":
-        return (width, *mask(segment_codes, segment_tracks, spec.mask_tracks))
-    if kind == "shuffle":
-        # seeded by the spec's seed and the position: the same result whatever the chunking
-        return width, dinucleotide_shuffle(segment_codes, np.random.default_rng([spec.seed, start])), segment_tracks
-    if kind == "inversion":
-        return (width, *invert(segment_codes, segment_tracks))
-    if kind == "duplication":
-        return (width, *duplicate(segment_codes, segment_tracks))
-    raise ValueError(f"unknown perturbation kind {kind!r}")
-
-
-def _span_extra(spec, width: int, variant=None) -> int:
-    """bp beyond the window that a net deletion pulls in (loaded so ``follow`` padding has it)."""
-    if spec.kind == "deletion":
-        return width
-    if spec.kind == "variants":
-        return max(0, variant.ref_length - variant.alt_length)
-    return 0
-
-
 def perturbed_items(
-    spec, genome, tracks, chrom: str, payload: dict[str, Any], window: int
+    spec: Any, genome: Genome, tracks: TrackSet | None, chrom: str, payload: UnitPayload, window: int
 ) -> Iterator[tuple[Perturbed, Span]]:
     """Yield ``(perturbed input, reference window)`` for every perturbation of a unit.
 
     ``payload`` holds the unit's ``start``, ``end`` and ``window_start`` arrays (and
-    ``variants`` for VCF screens), as the plan made them.
+    ``variants`` for VCF screens), as the plan made them. Sequence and tracks are read once
+    for runs of perturbations whose windows (plus the bp a net deletion pulls in) fit in
+    :data:`LOAD_WINDOWS` windows, as neighbouring centred windows or a shared window do; each
+    input is an edit of that read (:attr:`Perturbed.input`), not a copy.
     """
-    if spec.kind == "mutagenesis":
-        yield from _mutagenesis_items(genome, tracks, chrom, payload, window)
+    kind = kind_of(spec)
+    if kind.per_base:
+        yield from _substitution_items(genome, tracks, chrom, payload, window)
         return
     padding = getattr(spec, "padding", "zero")
     variants = payload.get("variants")
-    loaded: tuple[tuple[int, int], Span] | None = None  # perturbations of a shared window read it once
-    for i, (start, end, window_start) in enumerate(zip(payload["start"].tolist(), payload["end"].tolist(), payload["window_start"].tolist())):
+    starts, window_starts = payload["start"].tolist(), payload["window_start"].tolist()
+    needed = [ws + window + kind.downstream(spec, None if variants is None else variants[i])
+              for i, ws in enumerate(window_starts)]
+    loaded: tuple[int, int, Span] | None = None  # [lo, hi) read, and its span
+    for i, (start, window_start) in enumerate(zip(starts, window_starts)):
         variant = variants[i] if variants is not None else None
-        width = getattr(spec, "width", end - start)
-        interval = (window_start, window_start + window + _span_extra(spec, width, variant))
-        if loaded is None or loaded[0] != interval:
-            loaded = interval, load_span(genome, tracks, chrom, *interval)
-        span = loaded[1]
-        offset = start - window_start
-        ref_length, alt_codes, alt_tracks = _replacement(spec, span, offset, width, start, variant)
-        codes, values = apply_edit(span.codes, span.tracks, offset, ref_length, alt_codes, alt_tracks, window, padding)
-        edit = Edit(offset, ref_length, len(alt_codes))
-        yield Perturbed(window_start, edit, Span(codes, values)), span.window(window)
+        if loaded is None or not loaded[0] <= window_start or needed[i] > loaded[1]:
+            loaded = _load_run(genome, tracks, chrom, window_starts, needed, i, window)
+        lo, _, span = loaded
+        base, offset = window_start - lo, start - window_start
+        ref_length, alt_codes, alt_tracks = kind.alternative(
+            spec, span.codes[base + offset :], None if span.tracks is None else span.tracks[:, base + offset :], start,
+            variant,
+        )
+        edited = EditedInput(span.codes, span.tracks, offset, ref_length, alt_codes, alt_tracks, window, padding, base)
+        yield Perturbed(window_start, Edit(offset, ref_length, len(alt_codes)), edited), materialize(edited.unedited())
 
 
-def _mutagenesis_items(genome, tracks, chrom: str, payload: dict[str, Any], window: int):
+#: Perturbations whose windows fall within this many window lengths are read from the genome and tracks at once.
+LOAD_WINDOWS = 2
+
+
+def _load_run(
+    genome: Genome, tracks: TrackSet | None, chrom: str, window_starts: list[int], needed: list[int], i: int, window: int
+) -> tuple[int, int, Span]:
+    """Read the span ``[window_starts[i], end)`` covering perturbation ``i`` and those after it whose windows
+    end within :data:`LOAD_WINDOWS` window lengths of its start (in order, windows never start before it)."""
+    lo, hi, j = window_starts[i], needed[i], i + 1
+    while j < len(needed) and window_starts[j] >= lo and needed[j] - lo <= LOAD_WINDOWS * window:
+        hi, j = max(hi, needed[j]), j + 1
+    return lo, hi, load_span(genome, tracks, chrom, lo, hi)
+
+
+def _substitution_items(
+    genome: Genome, tracks: TrackSet | None, chrom: str, payload: UnitPayload, window: int
+) -> Iterator[tuple[Perturbed, Span]]:
     starts, window_starts = payload["start"], payload["window_start"]
     for window_start in np.unique(window_starts).tolist():
         reference = load_span(genome, tracks, chrom, window_start, window_start + window)
         positions = starts[window_starts == window_start] - window_start
         ref_bases = reference.codes[positions]
         for position, ref_base in zip(positions.tolist(), ref_bases.tolist()):
-            alternatives = [b for b in range(4) if b != ref_base]  # N positions get all 4 bases
-            for base, codes in zip(alternatives, mutate(reference.codes, [position] * len(alternatives), alternatives)):
-                yield Perturbed(window_start, Edit(position, 1, 1), Span(codes, reference.tracks), base), reference
+            kept = None if reference.tracks is None else reference.tracks[:, position : position + 1]  # tracks unchanged
+            for base in (b for b in range(4) if b != ref_base):  # N positions get all 4 bases
+                edited = EditedInput(reference.codes, reference.tracks, position, 1, np.array([base], np.uint8), kept, window)
+                yield Perturbed(window_start, Edit(position, 1, 1), edited, base), reference
 
 
 def stack_spans(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -188,24 +191,16 @@ def stack_spans(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
     return codes, tracks
 
 
-def _context(spec, items: list[Perturbed], adapter: ModelAdapter, chrom: str | None = None) -> dict[str, Any]:
+def _context(spec: Any, items: list[Perturbed], adapter: ModelAdapter, chrom: str | None = None) -> dict[str, Any]:
     geometry = adapter.geometry
     context: dict[str, Any] = {
         "position": np.array([centre_bin(p.edit.offset, max(p.edit.ref_length, 1), geometry.bin_size, geometry.map_offset) for p in items]),
         "window": spec.insulation_window,
     }
     if spec.roi is not None and any(name.startswith("roi_mean_delta") for name in spec.scores):
-        blocks = [_same_chrom(parse_region(text), chrom, f"roi {text}") for text in (spec.roi.rows, spec.roi.cols)]
+        blocks = [map_block(text, chrom, f"roi {text}") for text in (spec.roi.rows, spec.roi.cols)]
         context["roi"] = tuple([_bins(block, p.window_start, geometry) for p in items] for block in blocks)
     return context
-
-
-def _same_chrom(region, chrom: str | None, what: str):
-    """``region``, unless it lies on another chromosome than the window it is read in (checked up front by
-    :func:`screening.plan.check_map_blocks`; here so that no caller reads another chromosome's bins)."""
-    if chrom is not None and region.chrom != chrom:
-        raise ValueError(f"{what} is on {region.chrom}, but the window it is read in is on {chrom}")
-    return region
 
 
 def _bins(region, window_start: int, geometry) -> np.ndarray:
@@ -217,7 +212,7 @@ def _bins(region, window_start: int, geometry) -> np.ndarray:
 
 
 def score_items(
-    adapter: ModelAdapter, spec, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False,
+    adapter: ModelAdapter, spec: Any, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False,
     chrom: str | None = None,
 ) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], np.ndarray | None]]:
     """Predict and score perturbations in groups; yield ``(items, scores, Δ maps or None)`` per group.
@@ -232,20 +227,26 @@ def score_items(
         If a predicted map holds inf or NaN (naming the window and perturbation).
     """
     geometry = adapter.geometry
-    if getattr(adapter, "overlap", False):  # read and perturb the next windows while a batch runs
+    overlap = getattr(adapter, "overlap", False)
+    if overlap:  # read and perturb the next windows while a batch runs
         items = prefetch(items, depth=2 * batch_size)
+    # substitutions of shared windows go through the adapter's predict_near when it reuses the reference's work
+    near = kind_of(spec).per_base and type(adapter).predict_near is not ModelAdapter.predict_near
+    assembler = None
+    if not near and adapter.position_encoding() is not None:  # inputs built on the device from encoded spans
+        assembler = _assembler(adapter, buffers=3 if overlap and adapter.device.type != "cpu" else 1)
     cache: OrderedDict[int, np.ndarray] = OrderedDict()
     group: list[Perturbed] = []
-    pending_refs: dict[int, Span] = {}
+    pending_refs: dict[int, Span] = {}  # references to predict with the group: their windows ...
+    references_in: dict[int, EditedInput] = {}  # ... as inputs (the unedited read the items edit)
     references: dict[int, Span] = {}  # reference window of every item in the group
 
     def flush():
-        spans = list(pending_refs.values()) + [p.span for p in group]
-        if spec.kind == "mutagenesis":  # substitutions of shared windows: the adapter may reuse the reference's work
-            maps = _predict_substitutions(adapter, spans[: len(pending_refs)], group, references, batch_size)
+        if near:
+            maps = _predict_substitutions(adapter, list(pending_refs.values()), group, references, batch_size)
         else:
-            batches = (stack_spans(spans[i : i + batch_size]) for i in range(0, len(spans), batch_size))
-            maps = np.concatenate(list(predict_batches(adapter, batches)))
+            inputs = [references_in[key] for key in pending_refs] + [p.input for p in group]
+            maps = _predict_inputs(adapter, assembler, inputs, batch_size)
         _check_maps(maps, list(pending_refs), group, geometry.window_length, chrom)
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
             cache[key] = ref_map
@@ -265,14 +266,42 @@ def score_items(
         new_ref = perturbed.window_start not in cache and perturbed.window_start not in pending_refs
         if group and len(group) + len(pending_refs) + new_ref + 1 > batch_size:
             yield group, *flush()
-            group, pending_refs, references = [], {}, {}
+            group, pending_refs, references_in, references = [], {}, {}, {}
             new_ref = perturbed.window_start not in cache
         if new_ref:
             pending_refs[perturbed.window_start] = reference
+            references_in[perturbed.window_start] = perturbed.input.unedited()
         references[perturbed.window_start] = reference
         group.append(perturbed)
     if group:
         yield group, *flush()
+
+
+_ASSEMBLERS: "weakref.WeakKeyDictionary[ModelAdapter, InputAssembler]" = weakref.WeakKeyDictionary()
+
+
+def _assembler(adapter: ModelAdapter, buffers: int) -> InputAssembler:
+    """The adapter's input assembler, kept with it so its buffers are reused unit after unit (a fresh
+    batch-32 buffer of C.Origami's inputs is 1.9 GB of memory to fault in again)."""
+    assembler = _ASSEMBLERS.get(adapter)
+    if assembler is None or len(assembler.buffers) != buffers:
+        assembler = _ASSEMBLERS[adapter] = InputAssembler(adapter, buffers)
+    return assembler
+
+
+def _predict_inputs(
+    adapter: ModelAdapter, assembler: InputAssembler | None, inputs: list[EditedInput], batch_size: int
+) -> np.ndarray:
+    """Maps of the inputs, ``batch_size`` per forward pass: built on the device by ``assembler``, else on
+    the host (edited, stacked and encoded by the adapter)."""
+    batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+    if assembler is not None and adapter.device.type == "cpu":
+        # building is memory copies on the cores the forward pass uses: a thread ahead would only hold more buffers
+        return np.concatenate([adapter.predict_inputs(assembler.build(batch)) for batch in batches])
+    if assembler is not None:  # on an accelerator a thread ahead queues the next batch's splices during the forward
+        return np.concatenate(list(predict_batches(adapter, batches, build=assembler.build)))
+    spans = ([materialize(item) for item in batch] for batch in batches)
+    return np.concatenate(list(predict_batches(adapter, (stack_spans(batch) for batch in spans))))
 
 
 def _check_maps(maps: np.ndarray, references: list[int], group: list[Perturbed], window: int, chrom: str | None) -> None:
@@ -334,26 +363,55 @@ class _TopMaps:
         return index, maps
 
 
-def run_unit(
-    adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any], batch_size: int = 4,
-    top: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """Scores of one work unit: ``name → float32 [n]`` (``[n, 4]`` for mutagenesis, reference base NaN).
+@dataclass
+class UnitResult:
+    """What one work unit computed.
 
-    With ``spec.keep_maps = K`` and a ``top`` dict given, ``top["index"]`` and ``top["delta"]``
-    receive the K strongest perturbations (by the first score; index within the unit, times 4
-    plus the base for mutagenesis) and their Δ maps.
+    Attributes
+    ----------
+    values
+        Stored values by name: ``float32 [n]`` per score (``[n, 4]`` for per-base kinds, the
+        reference base NaN; attribution: its arrays).
+    top_index, top_delta
+        With ``keep_maps = K``: the K strongest perturbations by the first score (index within the
+        unit; ``row·4 + base`` for per-base kinds) and their Δ maps ``[K, bins, bins]``; else ``None``.
+    """
+
+    values: dict[str, np.ndarray]
+    top_index: np.ndarray | None = None
+    top_delta: np.ndarray | None = None
+
+
+def run_unit(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, chrom: str, payload: UnitPayload,
+    batch_size: int = 4,
+) -> UnitResult:
+    """Scores of one work unit of a perturbation analysis (every kind but the gradient kinds).
+
+    Parameters
+    ----------
+    adapter
+        The model.
+    genome, tracks
+        Where the inputs are read.
+    spec
+        The analysis (a perturbation spec of :mod:`screening.spec`); with ``keep_maps = K``
+        the result keeps the K strongest Δ maps.
+    chrom, payload
+        The unit's chromosome and :meth:`screening.plan.ScreenPlan.payload`.
+    batch_size
+        Inputs per forward pass (references and perturbed windows together).
     """
     n = len(payload["start"])
-    keeper = _TopMaps(spec.keep_maps) if spec.keep_maps and top is not None else None
+    keeper = _TopMaps(spec.keep_maps) if spec.keep_maps else None
     window = adapter.geometry.window_length
-    mutagenesis = spec.kind == "mutagenesis"
-    out = {name: np.full((n, 4) if mutagenesis else n, np.nan, np.float32) for name in spec.scores}
-    index = {int(s): i for i, s in enumerate(payload["start"].tolist())} if mutagenesis else None
+    per_base = kind_of(spec).per_base
+    out = {name: np.full((n, 4) if per_base else n, np.nan, np.float32) for name in spec.scores}
+    index = {int(s): i for i, s in enumerate(payload["start"].tolist())} if per_base else None
     done = 0
     items = perturbed_items(spec, genome, tracks, chrom, payload, window)
     for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None, chrom):
-        if mutagenesis:
+        if index is not None:
             rows = np.array([index[p.window_start + p.edit.offset] for p in group])
             cols = np.array([p.base for p in group])
             flat = rows * 4 + cols
@@ -366,80 +424,15 @@ def run_unit(
         if keeper is not None:
             keeper.offer(scores[spec.scores[0]], flat, deltas)
         done += len(group)
-    if keeper is not None:
-        top["index"], top["delta"] = keeper.result()
-    return out
-
-
-def _target(spec, window_start: int, geometry, chrom: str | None = None):
-    target = spec.target
-
-    def block(rows: str, cols: str):
-        r, c = (_same_chrom(parse_region(text), chrom, f"target block {text}") for text in (rows, cols))
-        return bins_of(r.start, r.end, window_start, geometry), bins_of(c.start, c.end, window_start, geometry)
-
-    if target.kind == "whole_map":
-        return make_target("whole_map")
-    if target.kind == "insulation":
-        return make_target("insulation", bin=geometry.n_bins // 2, window=target.window)
-    if target.kind == "block":
-        rows, cols = block(target.rows, target.cols)
-        return make_target("block", rows=rows, cols=cols)
-    return make_target("difference", a=block(target.rows, target.cols), b=block(target.rows_b, target.cols_b))
-
-
-def run_attribution(adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Attributions of one unit: each distinct window is computed once and keeps the positions it owns.
-
-    Returns ``attribution`` and ``attribution_corrected`` ``float32 [n, 4]`` (A, C, G, T),
-    ``track_<name> [n]``, and the window's ``target`` (and ``completeness_error``) per position.
-    """
-    from screening.interpret.attribution import attribute
-
-    window = adapter.geometry.window_length
-    starts, window_starts = payload["start"], payload["window_start"]
-    n = len(starts)
-    names = list(tracks.names) if tracks is not None else []
-    out = {"attribution": np.full((n, 4), np.nan, np.float32), "attribution_corrected": np.full((n, 4), np.nan, np.float32),
-           **{f"track_{t}": np.full(n, np.nan, np.float32) for t in names}, "target": np.full(n, np.nan, np.float32)}
-    if spec.reports_completeness:
-        out["completeness_error"] = np.full(n, np.nan, np.float32)
-    for window_start in np.unique(window_starts).tolist():
-        rows = np.flatnonzero(window_starts == window_start)
-        span = load_span(genome, tracks, chrom, window_start, window_start + window)
-        result = attribute(
-            adapter, span.codes[None], None if span.tracks is None else span.tracks[None],
-            _target(spec, window_start, adapter.geometry, chrom), spec.method,
-            baseline=spec.baseline, track_baseline=spec.track_baseline, n_shuffles=spec.n_shuffles, seed=spec.seed,
-            n_steps=spec.n_steps, internal_batch_size=spec.internal_batch_size, checkpoint=spec.checkpoint,
-        )
-        _check_attribution(result, chrom, window_start, window)
-        offsets = starts[rows] - window_start
-        out["attribution"][rows] = result.sequence[0][offsets]
-        out["attribution_corrected"][rows] = result.sequence_corrected[0][offsets]
-        for i, name in enumerate(names):
-            out[f"track_{name}"][rows] = 0.0 if result.tracks is None else result.tracks[0, i][offsets]
-        out["target"][rows] = result.target[0]
-        if "completeness_error" in out and result.completeness_error is not None:
-            out["completeness_error"][rows] = result.completeness_error[0]
-    return out
-
-
-def _check_attribution(result, chrom: str, window_start: int, window: int) -> None:
-    """Raise :class:`NonFiniteMapError` when a window's target (read from the predicted map) or its
-    attributions are not finite, rather than store them as results."""
-    for what, values in (("the target of the predicted map", result.target), ("the attribution", result.sequence)):
-        if not np.isfinite(values).all():
-            raise NonFiniteMapError(
-                f"model output is not finite for the window {chrom}:{window_start:,}-{window_start + window:,}: "
-                f"{what} holds inf or NaN; the unit fails rather than store it"
-            )
+    if keeper is None:
+        return UnitResult(out)
+    return UnitResult(out, *keeper.result())
 
 
 def run_deletions(
     adapter: ModelAdapter,
-    genome,
-    tracks,
+    genome: Genome,
+    tracks: TrackSet | None,
     chrom: str,
     starts: np.ndarray,
     width: int,
@@ -455,12 +448,13 @@ def run_deletions(
     starts = np.asarray(starts, np.int64)
     if window_starts is None:
         window_starts = np.array([centered_window_start(int(s), width, adapter.geometry.window_length) for s in starts], np.int64)
-    payload = {"start": starts, "end": starts + width, "window_start": np.asarray(window_starts, np.int64)}
-    return run_unit(adapter, genome, tracks, spec, chrom, payload, batch_size)
+    payload: UnitPayload = {"start": starts, "end": starts + width, "window_start": np.asarray(window_starts, np.int64)}
+    return run_unit(adapter, genome, tracks, spec, chrom, payload, batch_size).values
 
 
 def predict_pair(
-    adapter: ModelAdapter, genome, tracks, spec, chrom: str, payload: dict[str, Any], base: int | None = None
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, chrom: str, payload: UnitPayload,
+    base: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Reference and perturbed maps of the first perturbation in ``payload`` (for plots and checks).
 
@@ -477,11 +471,12 @@ def predict_pair(
 
 
 def predict_deletion(
-    adapter: ModelAdapter, genome, tracks, chrom: str, start: int, width: int, padding: str = "zero"
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, chrom: str, start: int, width: int,
+    padding: str = "zero",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Reference and deleted maps for one deletion centred in its window (C.Origami)."""
     from screening.spec import DeletionSpec
 
     window_start = centered_window_start(start, width, adapter.geometry.window_length)
-    payload = {"start": np.array([start]), "end": np.array([start + width]), "window_start": np.array([window_start])}
+    payload: UnitPayload = {"start": np.array([start]), "end": np.array([start + width]), "window_start": np.array([window_start])}
     return predict_pair(adapter, genome, tracks, DeletionSpec(width=width, step=width, padding=padding), chrom, payload)

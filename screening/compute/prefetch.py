@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -92,22 +92,28 @@ def _to_device(adapter, inputs: torch.Tensor, stream) -> tuple[torch.Tensor, Any
     return moved, ready
 
 
-def predict_batches(adapter, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> Iterator[np.ndarray]:
-    """``adapter.predict`` of each ``(codes, tracks)`` batch, in order, as float32 maps.
+def predict_batches(
+    adapter, batches: Iterable[Any], build: Callable[[Any], torch.Tensor] | None = None
+) -> Iterator[np.ndarray]:
+    """The maps of each batch, in order, as float32 ``[B, n_bins, n_bins]``.
 
-    With ``adapter.overlap`` the next batch's input is built (and on CUDA copied to the
-    device) in a background thread while the current batch runs.
+    A batch is ``(codes, tracks)``, built into the model input by the adapter (on the host, then
+    copied to the device), or anything ``build`` turns into the model input (e.g.
+    :meth:`screening.compute.assemble.InputAssembler.build`, which builds it on the device). With
+    ``adapter.overlap`` the next batch's input is built (and on CUDA copied to the device) in a
+    background thread while the current batch runs.
     """
+    make = build if build is not None else (lambda batch: _host_input(adapter, batch))
     if not getattr(adapter, "overlap", False):
         for batch in batches:
-            yield adapter.predict(*batch)
+            yield adapter.predict_inputs(make(batch)) if build is not None else adapter.predict(*batch)
         return
     cuda = adapter.device.type == "cuda"
     stream = torch.cuda.Stream(adapter.device) if cuda else None
 
     def prepared() -> Iterator[tuple[torch.Tensor, Any]]:
         for batch in batches:
-            inputs = _host_input(adapter, batch)
+            inputs = make(batch)
             yield _to_device(adapter, inputs, stream) if cuda else (inputs, None)
 
     for inputs, ready in prefetch(prepared(), depth=1):

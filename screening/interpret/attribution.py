@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint as _torch_checkpoint
 from screening.core.errors import ScreeningError
 from screening.models.base import InputLayout, ModelAdapter, ModelError  # InputLayout re-exported: part of this module's API
 from screening.perturb.edits import dinucleotide_shuffle
+from screening.perturb.kinds import kind_of
 
 if TYPE_CHECKING:
     from screening.spec import ScreenSpec
@@ -924,7 +925,7 @@ def check_attributions(spec: ScreenSpec, adapter) -> None:
         ``perturbations.<i>.method: ...`` with the reason.
     """
     for i, perturbation in enumerate(spec.perturbations):
-        if perturbation.kind != "attribution":
+        if not kind_of(perturbation).gradients:
             continue
         try:
             check_model(adapter, perturbation.method)

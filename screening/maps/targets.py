@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from screening.core.regions import Region, parse_region
 from screening.models.base import WindowGeometry
 from screening.maps.insulation import DEFAULT_IGNORE_DIAGS, DEFAULT_INSULATION_WINDOW, raw_insulation_at
 
@@ -34,6 +35,8 @@ __all__ = [
     "available_targets",
     "bins_of",
     "make_target",
+    "map_block",
+    "window_target",
     "windows_missing",
 ]
 
@@ -275,7 +278,41 @@ def make_target(kind: str, **params: Any) -> Callable[[torch.Tensor], torch.Tens
     return entry.factory(**params)
 
 
+def window_target(target: Any, window_start: int, geometry: WindowGeometry, chrom: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The target a spec's ``target`` (``kind``, and ``rows``/``cols``/``rows_b``/``cols_b`` regions or
+    ``window``) names, in the bins of the model window at ``window_start`` on ``chrom``.
+
+    Raises
+    ------
+    ValueError
+        A block on another chromosome than ``chrom``, or outside the window's map.
+    """
+
+    def block(rows: str, cols: str) -> tuple[range, range]:
+        r, c = (map_block(text, chrom, f"target block {text}") for text in (rows, cols))
+        return bins_of(r.start, r.end, window_start, geometry), bins_of(c.start, c.end, window_start, geometry)
+
+    if target.kind == "whole_map":
+        return make_target("whole_map")
+    if target.kind == "insulation":
+        return make_target("insulation", bin=geometry.n_bins // 2, window=target.window)
+    if target.kind == "block":
+        rows, cols = block(target.rows, target.cols)
+        return make_target("block", rows=rows, cols=cols)
+    return make_target("difference", a=block(target.rows, target.cols), b=block(target.rows_b, target.cols_b))
+
+
 # --- genomic intervals → bins -------------------------------------------------------------
+
+
+def map_block(text: str, chrom: str | None, what: str) -> Region:
+    """The region ``text`` of a map block, refused when it lies on another chromosome than ``chrom``, the
+    window's it is read in (checked up front by :func:`screening.plan.check_map_blocks`; here as well so
+    that no caller reads another chromosome's bins)."""
+    region = parse_region(text)
+    if chrom is not None and region.chrom != chrom:
+        raise ValueError(f"{what} is on {region.chrom}, but the window it is read in is on {chrom}")
+    return region
 
 
 def bins_of(start: int, end: int, window_start: int, geometry: WindowGeometry, clip: bool = False) -> range:

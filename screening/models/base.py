@@ -55,6 +55,27 @@ class InputLayout(NamedTuple):
     n: int | None = None
 
 
+class PositionEncoding(NamedTuple):
+    """How a position-wise model input encodes each position, for building inputs where the model runs.
+
+    An input is position-wise when every position's channels depend only on that position's base
+    and track values: the DNA channels, then the tracks in ``track_names`` order. Editing the
+    sequence and encoding then commute, so a perturbed input can be spliced from the encoded
+    reference (:mod:`screening.compute.assemble`) instead of re-encoded from its edited codes.
+
+    Attributes
+    ----------
+    table
+        ``float32 [5, n_dna]``: the DNA channels of each base code (A0 C1 G2 T3 N4), exactly what
+        :meth:`ModelAdapter.build_input` writes for it.
+    length_axis
+        Axis of the input holding positions (1: ``[B, L, C]``, 2: ``[B, C, L]``).
+    """
+
+    table: np.ndarray
+    length_axis: int
+
+
 class ModelError(ScreeningError, ValueError):
     """A model, checkpoint or declaration that cannot be used."""
 
@@ -131,6 +152,15 @@ class ModelAdapter(ABC):
         with autocast(self.device, self.precision):
             maps = self.forward(inputs)
         return maps.float().cpu().numpy()
+
+    def position_encoding(self) -> PositionEncoding | None:
+        """The input's encoding per position, if it is position-wise (:class:`PositionEncoding`).
+
+        ``None`` (the default) means inputs are only built by :meth:`build_input` from whole
+        windows; adapters whose input is one-hot DNA then track channels return their encoding,
+        and the engine then builds perturbed inputs on the device from the encoded reference.
+        """
+        return None
 
     def host_input(self, codes: np.ndarray, tracks: np.ndarray | None) -> torch.Tensor:
         """The model input built on the host, for pinned asynchronous copies (:mod:`screening.compute.prefetch`).

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from screening.core.encode import one_hot
-from screening.models.base import InputLayout, ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.models.base import InputLayout, ModelAdapter, ModelError, PositionEncoding, WindowGeometry, state_dict_sha256
 from screening.models.checkpoint import describe_misfit
 from screening.models.precision import autocast, strict_float32_cuda
 
@@ -504,6 +504,10 @@ class OrcaAdapter(ModelAdapter):
             raise ModelError(f"Orca takes sequence only, but tracks of shape {np.shape(tracks)} were given")
         encoded = one_hot(codes, order=ORCA_ALPHABET, n_value=N_VALUE)  # [B, L, 4]
         return torch.from_numpy(np.ascontiguousarray(encoded.transpose(0, 2, 1)))
+
+    def position_encoding(self) -> PositionEncoding:
+        """``[B, 4, L]``: one-hot ``A, C, G, T``, N as 0.25 in each (strand averaging happens in :meth:`forward`)."""
+        return PositionEncoding(one_hot(np.arange(5, dtype=np.uint8), order=ORCA_ALPHABET, n_value=N_VALUE), length_axis=2)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: ``[B, 4, L]`` → float32 ``[B, n_bins, n_bins]``.

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from screening.core.encode import ALPHABET, one_hot
-from screening.models.base import InputLayout, ModelAdapter, ModelError, WindowGeometry, state_dict_sha256
+from screening.models.base import InputLayout, ModelAdapter, ModelError, PositionEncoding, WindowGeometry, state_dict_sha256
 from screening.models.checkpoint import describe_misfit, is_state_dict
 from screening.models.precision import strict_float32_cuda
 from screening.spec import ModelSpec, UserModelDeclaration
@@ -136,6 +136,12 @@ class UserModelAdapter(ModelAdapter):
         if declared.input_layout == "NCL":
             inputs = inputs.transpose(1, 2).contiguous()
         return inputs
+
+    def position_encoding(self) -> PositionEncoding:
+        """The declared layout: one-hot DNA in the declared alphabet (N as ``n_value``), then the tracks."""
+        declared = self.declaration
+        table = one_hot(np.arange(5, dtype=np.uint8), order=declared.alphabet, n_value=declared.n_value)
+        return PositionEncoding(table, length_axis=2 if declared.input_layout == "NCL" else 1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Differentiable forward: declared input → float32 ``[B, n_bins, n_bins]``."""

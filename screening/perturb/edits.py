@@ -37,6 +37,7 @@ __all__ = [
     "Edit",
     "apply_edit",
     "centered_window_start",
+    "check_edit",
     "delete",
     "dinucleotide_shuffle",
     "duplicate",
@@ -135,7 +136,7 @@ def apply_edit(
         New arrays of length ``out_length``; the inputs are not modified.
     """
     alt_codes = np.asarray(alt_codes)
-    span = _check_edit(codes, tracks, offset, ref_length, alt_codes, alt_tracks, out_length, padding)
+    span = check_edit(codes, tracks, offset, ref_length, alt_codes, alt_tracks, out_length, padding)
     # Only positions fed from span indices >= out_length are padding (mask-then-edit).
     pad_from = out_length if padding == "zero" else span
     new_codes = _splice(codes, offset, ref_length, alt_codes.astype(codes.dtype), out_length, pad_from, N_CODE)
@@ -170,7 +171,7 @@ def _splice(
     return out
 
 
-def _check_edit(
+def check_edit(
     codes: np.ndarray,
     tracks: np.ndarray | None,
     offset: int,
@@ -180,7 +181,14 @@ def _check_edit(
     out_length: int,
     padding: str,
 ) -> int:
-    """Validate :func:`apply_edit`'s arguments; return the span length."""
+    """Validate :func:`apply_edit`'s arguments (also for inputs spliced elsewhere from the same edit); return the
+    span length.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument that is out of range.
+    """
     if codes.ndim != 1:
         raise ValueError(f"codes must be 1-D, got shape {codes.shape}")
     span = codes.shape[0]

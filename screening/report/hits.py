@@ -9,6 +9,7 @@ import pandas as pd
 
 from screening.compute.engine import predict_pair
 from screening.core.urls import is_url
+from screening.perturb.kinds import kind_of
 from screening.report.plot import plot_impact_track, plot_map_pair
 
 __all__ = ["top_hits", "plots_dir", "write_plots"]
@@ -94,7 +95,7 @@ def write_plots(results, adapter, genome, tracks, spec, outdir: str | Path, plan
         if plan is None:
             break
         perturbation = {p.label: p for p in spec.perturbations}[hit["analysis"]]
-        if perturbation.kind == "attribution":
+        if kind_of(perturbation).gradients:
             continue  # no perturbed map to show
         start, end = int(hit["start"]), int(hit["end"])
         payload = _hit_payload(plan, hit)

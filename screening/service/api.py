@@ -45,7 +45,7 @@ from screening.core.errors import USER_ERRORS
 from screening.service.auth import TokenStore
 from screening.service.config import ServiceConfig
 from screening.service.jobs import new_job_id
-from screening.service.states import JobState
+from screening.service.states import STATES, JobState
 from screening.service.policy import PolicyError, server_spec, spec_error_fields
 from screening.service.wire import ARROW_TYPE, dataset_to_arrow, dataset_to_json
 from screening.spec import MAX_DEPTH, SpecError, nesting_depth
@@ -63,7 +63,9 @@ _MANAGER_TIMEOUT_S = 30.0
 
 class Progress(BaseModel):
     """Where a screen stands. Counts include chunks finished by earlier attempts; rate and ETA are
-    over the current attempt (perturbations per second; seconds left)."""
+    over the current attempt (perturbations per second; seconds left). ``perturbations_*`` and
+    ``rate`` count attribution analyses' positions too; ``attributed_positions_*`` are those alone,
+    and ``perturbations_per_s``/``attributed_positions_per_s`` split ``rate`` between the two."""
 
     units_done: int
     units_total: int
@@ -72,6 +74,10 @@ class Progress(BaseModel):
     elapsed_s: float | None = None
     rate: float | None = None
     eta_s: float | None = None
+    attributed_positions_done: int | None = None
+    attributed_positions_total: int | None = None
+    perturbations_per_s: float | None = None
+    attributed_positions_per_s: float | None = None
 
 
 class Screen(BaseModel):
@@ -178,7 +184,12 @@ class LimitsAndMetrics:
 
 
 class _Metrics:
-    """Request counters and latency of this replica; screen gauges are added per scrape."""
+    """Request counters and latency of this replica; screen gauges are added per scrape.
+
+    Labels mean what they mean on a runner's metrics (``workers/metrics.py``): ``screen`` is the
+    screen's id, ``name`` the spec's name. ``screening_screens`` has a series for every state (0
+    when no screen is in it). Progress counts perturbations and attributed positions apart.
+    """
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -202,31 +213,63 @@ class _Metrics:
         class Screens:
             def collect(self):
                 by_state = GaugeMetricFamily("screening_screens", "Screens known to the service, by state", labels=["state"])
-                counts: dict[str, int] = {}
+                counts = dict.fromkeys(STATES, 0)
                 for screen in screens:
                     counts[screen["state"]] = counts.get(screen["state"], 0) + 1
-                for state, count in sorted(counts.items()):
+                for state, count in counts.items():
                     by_state.add_metric([state], count)
                 yield by_state
-                gauges = {
-                    "units_done": GaugeMetricFamily("screening_screen_units_done", "Work units done", labels=["screen", "name"]),
-                    "units_total": GaugeMetricFamily("screening_screen_units_total", "Work units in the screen", labels=["screen", "name"]),
-                    "perturbations_done": GaugeMetricFamily("screening_screen_perturbations_done", "Perturbations scored", labels=["screen", "name"]),
-                    "rate": GaugeMetricFamily("screening_screen_perturbations_per_second", "Rate of the current attempt", labels=["screen", "name"]),
-                    "eta_s": GaugeMetricFamily("screening_screen_eta_seconds", "Estimated seconds left", labels=["screen", "name"]),
+                families = {
+                    key: GaugeMetricFamily(f"screening_screen_{key}", text, labels=["screen", "name"])
+                    for key, text in _SCREEN_GAUGES.items()
                 }
                 for screen in screens:
-                    progress = screen.get("progress") or {}
                     if screen["state"] not in ("running", "cancelling"):
                         continue
-                    for key, family in gauges.items():
-                        if progress.get(key) is not None:
-                            family.add_metric([screen["id"], screen["name"]], float(progress[key]))
-                yield from gauges.values()
+                    for key, value in _screen_gauges(screen.get("progress") or {}).items():
+                        if value is not None:
+                            families[key].add_metric([screen["id"], screen["name"]], float(value))
+                yield from families.values()
 
         per_scrape = CollectorRegistry()
         per_scrape.register(Screens())
         return generate_latest(self.registry) + generate_latest(per_scrape)
+
+
+#: ``screening_screen_<key>`` gauges of each running screen: key → help.
+_SCREEN_GAUGES = {
+    "units_done": "Work units done (earlier attempts included)",
+    "units_planned": "Work units in the screen",
+    "perturbations_done": "Perturbations scored (earlier attempts included; attribution positions not)",
+    "perturbations_planned": "Perturbations in the screen (attribution positions not included)",
+    "attributed_positions_done": "Positions attributed by attribution analyses (earlier attempts included)",
+    "attributed_positions_planned": "Positions the screen's attribution analyses attribute",
+    "perturbations_per_second": "Perturbations scored per second in the current attempt",
+    "attributed_positions_per_second": "Positions attributed per second in the current attempt",
+    "eta_seconds": "Estimated seconds left",
+}
+
+
+def _screen_gauges(progress: dict[str, Any]) -> dict[str, float | None]:
+    """The values of :data:`_SCREEN_GAUGES` from a screen's ``progress`` (None: not known)."""
+    positions_done = progress.get("attributed_positions_done") or 0
+    positions_total = progress.get("attributed_positions_total") or 0
+
+    def minus(value: Any, positions: int) -> float | None:
+        return None if value is None else value - positions
+
+    return {
+        "units_done": progress.get("units_done"),
+        "units_planned": progress.get("units_total"),
+        "perturbations_done": minus(progress.get("perturbations_done"), positions_done),
+        "perturbations_planned": minus(progress.get("perturbations_total"), positions_total),
+        "attributed_positions_done": positions_done if progress.get("perturbations_done") is not None else None,
+        "attributed_positions_planned": positions_total if progress.get("perturbations_total") is not None else None,
+        # progress from before the split (no per-kind rates) has only the overall rate
+        "perturbations_per_second": progress.get("perturbations_per_s", progress.get("rate")),
+        "attributed_positions_per_second": progress.get("attributed_positions_per_s"),
+        "eta_seconds": progress.get("eta_s"),
+    }
 
 
 # --------------------------------------------------------------------------- the app

@@ -207,7 +207,7 @@ class ScreenJob:
 
         try:
             run_screen(self.spec, progress=False, prepared=self.prepared, on_progress=self._on_progress,
-                       cancel=self.cancel_event)
+                       cancel=self.cancel_event, screen_id=self.job_id)
             state = "completed"
         except ScreenCancelled as err:
             if err.progress is not None:

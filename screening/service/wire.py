@@ -31,6 +31,17 @@ ARROW_TYPE = "application/vnd.apache.arrow.stream"
 JSON_TYPE = "application/json"
 ROW_DIM = "perturbation"
 _META_KEY = b"screening"
+_VSTR = "StringDType()"  # numpy's variable-length strings: zarr 3 reads string arrays (e.g. labels) as these
+_TEXT = "OUST"  # dtype kinds sent as text
+
+
+def _dtype(name: str) -> np.dtype:
+    """The dtype a wire description names (``str`` is handled by the callers)."""
+    return np.dtypes.StringDType() if name == _VSTR else np.dtype(name)
+
+
+def _strings(values: np.ndarray) -> list[str]:
+    return values.tolist() if values.dtype.kind == "T" else values.astype(str).tolist()
 
 
 def _json_values(values: np.ndarray) -> list:
@@ -38,8 +49,8 @@ def _json_values(values: np.ndarray) -> list:
         as_object = values.astype(object)
         as_object[np.isnan(values)] = None
         return as_object.tolist()
-    if values.dtype.kind in "OUS":
-        return values.astype(str).tolist()
+    if values.dtype.kind in _TEXT:
+        return _strings(values)
     return values.tolist()
 
 
@@ -73,19 +84,24 @@ def dataset_to_json(ds: xr.Dataset) -> dict[str, Any]:
     }
 
 
-def _array(entry: dict[str, Any]) -> np.ndarray:
+def _array(entry: dict[str, Any], sizes: dict[str, int] | None = None) -> np.ndarray:
     dtype = entry["dtype"]
     if dtype == "str":
-        return np.asarray(entry["data"], dtype=str)
-    if np.dtype(dtype).kind == "f":
-        return np.asarray(entry["data"], dtype=np.float64).astype(dtype)  # null → NaN
-    return np.asarray(entry["data"], dtype=dtype)
+        values = np.asarray(entry["data"], dtype=str)
+    elif _dtype(dtype).kind == "f":
+        values = np.asarray(entry["data"], dtype=np.float64).astype(dtype)  # null → NaN
+    else:
+        values = np.asarray(entry["data"], dtype=_dtype(dtype))
+    if sizes is not None:  # an empty [perturbation, base] variable arrives as [] (shape (0,), not (0, 4))
+        values = values.reshape([sizes[dim] for dim in entry["dims"]])
+    return values
 
 
 def dataset_from_json(data: dict[str, Any]) -> xr.Dataset:
     """Inverse of :func:`dataset_to_json`."""
-    coords = {name: (entry["dims"], _array(entry)) for name, entry in data["coords"].items()}
-    data_vars = {name: (entry["dims"], _array(entry)) for name, entry in data["data_vars"].items()}
+    sizes = data.get("dims")
+    coords = {name: (entry["dims"], _array(entry, sizes)) for name, entry in data["coords"].items()}
+    data_vars = {name: (entry["dims"], _array(entry, sizes)) for name, entry in data["data_vars"].items()}
     return xr.Dataset(data_vars, coords=coords, attrs=data.get("attrs", {}))
 
 
@@ -119,8 +135,8 @@ def dataset_to_arrow(ds: xr.Dataset) -> bytes:
 def _arrow_column(values: np.ndarray):
     import pyarrow as pa
 
-    if values.dtype.kind in "OUS":
-        return pa.array(values.astype(str).tolist(), type=pa.string())
+    if values.dtype.kind in _TEXT:
+        return pa.array(_strings(values), type=pa.string())
     if values.ndim == 1:
         return pa.array(values)
     width = int(math.prod(values.shape[1:]))
@@ -147,6 +163,6 @@ def dataset_from_arrow(payload: bytes) -> xr.Dataset:
         if entry["dtype"] == "str":
             values = np.asarray(values, dtype=str) if n else np.zeros(0, dtype=str)
         else:
-            values = np.asarray(values).astype(entry["dtype"], copy=False)
+            values = np.asarray(values).astype(_dtype(entry["dtype"]), copy=False)
         (coords if entry["role"] == "coord" else data_vars)[name] = (entry["dims"], values)
     return xr.Dataset(data_vars, coords=coords, attrs=meta["attrs"])

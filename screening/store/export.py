@@ -3,15 +3,23 @@
 Both writers go through a temporary file in the destination directory that is renamed
 into place, so a failed export never leaves a half-written file behind. Rows whose chunk is
 not computed yet (NaN) are skipped.
+
+bigWig zoom levels are written here (:func:`write_zoom_levels`), not by pyBigWig: its
+libBigWig drops every zoom level after the first unless the levels differ in how many
+1,024-record buffers they fill, so an export of fewer than ~16,000 intervals got a single
+zoom level and genome-wide views read every value; and its whole-file summary keeps a wrong
+maximum when every value is negative.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import uuid
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,7 +29,7 @@ from screening.io.paths import OutputPathError, check_output_file, is_disk_full
 from screening.core.regions import Region
 from screening.store.reader import Results, open_results
 
-__all__ = ["atomic_path", "bigwig_intervals", "export_format", "to_bedgraph", "to_bigwig"]
+__all__ = ["atomic_path", "bigwig_intervals", "export_format", "to_bedgraph", "to_bigwig", "write_zoom_levels", "zoom_records"]
 
 BIGWIG_SUFFIXES = frozenset({".bw", ".bigwig"})
 
@@ -248,20 +256,24 @@ def to_bigwig(
     header = list(results.chromosomes.items())
     rank = {chrom: i for i, (chrom, _) in enumerate(header)}
     regions.sort(key=lambda r: rank[r.chrom])  # pyBigWig wants entries in header order
+    written: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     with atomic_path(path) as tmp:
         bw = pyBigWig.open(str(tmp), "w")
         if bw is None:  # pyBigWig reports no error of its own
             raise OutputPathError(f"output {path}: pyBigWig cannot open {tmp} for writing")
         try:
-            bw.addHeader(header)
+            bw.addHeader(header, maxZooms=_MAX_ZOOMS)  # reserves the zoom headers that write_zoom_levels fills
             for reg in regions:
-                _add_region(bw, results, reg, analysis, score)
+                lo, hi, vals = _add_region(bw, results, reg, analysis, score)
+                written.append((rank[reg.chrom], lo, hi, vals))
         finally:
             bw.close()
+        write_zoom_levels(tmp, [length for _, length in header], written)
     return Path(path)
 
 
-def _add_region(bw, results: Results, region: Region, analysis: str, score: str) -> None:
+def _add_region(bw, results: Results, region: Region, analysis: str, score: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Write the region's intervals; returns them (``lo, hi, values``, NaN dropped)."""
     start, end, values = _rows(results, region, analysis, score)
     lo, hi, index = bigwig_intervals(start, end)
     vals = values[index].astype(np.float64)
@@ -271,3 +283,192 @@ def _add_region(bw, results: Results, region: Region, analysis: str, score: str)
         part = slice(i, i + _BATCH)
         n = lo[part].size
         bw.addEntries([region.chrom] * n, lo[part].tolist(), ends=hi[part].tolist(), values=vals[part].tolist())
+    return lo, hi, vals.astype(np.float32).astype(np.float64)  # the values as stored (float32)
+
+
+# --------------------------------------------------------------------------- bigWig zoom levels
+#
+# The format (UCSC's bbi files; Kent et al. 2010): a fixed header (zoom level count at 0x06,
+# total-summary offset at 0x2C, uncompressed block size at 0x34), one 24-byte zoom header per
+# level from 0x40 (reduction, reserved, data offset, index offset), the data, and per zoom level
+# a block of 32-byte summary records (chrom id, start, end, bases covered, min, max, sum, sum of
+# squares; zlib-compressed like the data) followed by an R-tree (cirTree) over the blocks.
+
+_MAX_ZOOMS = 10  # zoom header slots pyBigWig reserves (addHeader's maxZooms)
+_BIGWIG_MAGIC = 0x888FFC26
+_CIRTREE_MAGIC = 0x2468ACE0
+_ZOOM_RECORDS_PER_BLOCK = 512  # as UCSC's writers; 16 KiB uncompressed, within pyBigWig's 32 KiB buffer
+_CIRTREE_BLOCK = 256  # children per R-tree node
+_ZOOM_RECORD = np.dtype([
+    ("chrom", "<u4"), ("start", "<u4"), ("end", "<u4"), ("valid", "<u4"),
+    ("min", "<f4"), ("max", "<f4"), ("sum", "<f4"), ("sumsq", "<f4"),
+])
+
+
+def zoom_records(lo: np.ndarray, hi: np.ndarray, values: np.ndarray, reduction: int) -> dict[str, np.ndarray]:
+    """Summaries of sorted, disjoint intervals over the bins ``[k·reduction, (k+1)·reduction)``.
+
+    An interval that crosses a bin border is split there. One record per bin that holds data:
+    ``start``/``end`` (the extent of the data in that bin), ``valid`` (bases covered),
+    ``min``, ``max``, ``sum`` and ``sumsq`` (base-weighted sum of values and of squares), as
+    bigWig zoom records hold them.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    first, last = lo // reduction, (hi - 1) // reduction
+    pieces = last - first + 1
+    owner = np.repeat(np.arange(lo.size), pieces)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    bins = first[owner] + within
+    start = np.maximum(lo[owner], bins * reduction)
+    end = np.minimum(hi[owner], (bins + 1) * reduction)
+    width = (end - start).astype(np.float64)
+    value = values[owner]
+    if not bins.size:
+        empty = np.zeros(0)
+        return {"start": empty.astype(np.int64), "end": empty.astype(np.int64), "valid": empty.astype(np.int64),
+                "min": empty, "max": empty, "sum": empty, "sumsq": empty}
+    heads = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    tails = np.r_[heads[1:], bins.size] - 1
+    return {
+        "start": start[heads],
+        "end": end[tails],
+        "valid": np.add.reduceat(end - start, heads),
+        "min": np.minimum.reduceat(value, heads),
+        "max": np.maximum.reduceat(value, heads),
+        "sum": np.add.reduceat(width * value, heads),
+        "sumsq": np.add.reduceat(width * value * value, heads),
+    }
+
+
+def _zoom_reductions(chrom_lengths: list[int], parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], slots: int) -> list[int]:
+    """Bin sizes of the zoom levels: 16 × the mean interval width, then × 4 (as libBigWig and
+    UCSC's tools), up to the longest chromosome, at most ``slots``, stopping after the first
+    level that has a single record per chromosome (coarser ones would repeat it)."""
+    n = sum(lo.size for _, lo, _, _ in parts)
+    covered = sum(int((hi - lo).sum()) for _, lo, hi, _ in parts)
+    longest = max(chrom_lengths)
+    reduction = min(max(16 * (covered // n), 16), longest)
+    out: list[int] = []
+    while len(out) < slots:
+        out.append(reduction)
+        single = all(((hi[-1] - 1) // reduction) == (lo[0] // reduction) for _, lo, hi, _ in parts if lo.size)
+        if single or reduction * 4 > longest:
+            break
+        reduction *= 4
+    return out
+
+
+def _cirtree(entries: list[tuple[int, int, int, int, int, int]], offset: int, end_of_data: int, per_slot: int) -> bytes:
+    """An R-tree index (cirTree) over data blocks ``(chrom0, start, chrom1, end, offset, size)``
+    (sorted), to be written at ``offset``; the root node follows the 48-byte header, each level
+    after the one above it, the leaves last."""
+    levels: list[list[Any]] = [[entries[i : i + _CIRTREE_BLOCK] for i in range(0, len(entries), _CIRTREE_BLOCK)]]
+    while len(levels[0]) > 1:  # group nodes under parents until one root is left
+        levels.insert(0, [levels[0][i : i + _CIRTREE_BLOCK] for i in range(0, len(levels[0]), _CIRTREE_BLOCK)])
+    sizes = [[4 + (32 if depth == len(levels) - 1 else 24) * len(node) for node in level] for depth, level in enumerate(levels)]
+    starts, position = [], offset + 48
+    for level_sizes in sizes:
+        starts.append(np.cumsum([position, *level_sizes[:-1]]).tolist())
+        position += sum(level_sizes)
+
+    def bounds(node, depth):  # (chrom0, start, chrom1, end) covered by a node: its first and last block's
+        first = last = node
+        for _ in range(depth, len(levels) - 1):
+            first, last = first[0], last[-1]
+        return first[0][0], first[0][1], last[-1][2], last[-1][3]
+
+    out = bytearray(struct.pack(
+        "<IIQIIIIQII", _CIRTREE_MAGIC, _CIRTREE_BLOCK, len(entries), *entries[0][:2], *entries[-1][2:4],
+        end_of_data, per_slot, 0,
+    ))
+    for depth, level in enumerate(levels):
+        leaf = depth == len(levels) - 1
+        child = 0
+        for node in level:
+            out += struct.pack("<BBH", int(leaf), 0, len(node))
+            for item in node:
+                if leaf:
+                    out += struct.pack("<IIIIQQ", *item)
+                else:
+                    out += struct.pack("<IIIIQ", *bounds(item, depth + 1), starts[depth + 1][child])
+                    child += 1
+    return bytes(out)
+
+
+def write_zoom_levels(path: str | os.PathLike, chrom_lengths: list[int], parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> list[int]:
+    """Add zoom levels (and an exact whole-file summary) to a bigWig that pyBigWig has closed.
+
+    The levels are appended (before the closing magic number) into the zoom header slots
+    pyBigWig reserved; whatever zoom level it wrote itself is left unreferenced.
+
+    Parameters
+    ----------
+    path
+        The bigWig, written with ``addHeader(..., maxZooms=N)`` (N > 0 slots).
+    chrom_lengths
+        Chromosome lengths in header order (chromosome id = index).
+    parts
+        ``(chrom_id, lo, hi, values)`` of every interval written, chromosomes in header order,
+        intervals sorted and disjoint, values as stored.
+
+    Returns
+    -------
+    list of int
+        The zoom levels' bin sizes (empty when nothing was written).
+    """
+    parts = [part for part in parts if part[1].size]
+    with open(path, "r+b") as f:
+        head = f.read(0x40)
+        if struct.unpack_from("<I", head, 0)[0] != _BIGWIG_MAGIC:
+            raise ValueError(f"{path} is not a little-endian bigWig")
+        summary_offset = struct.unpack_from("<Q", head, 0x2C)[0]
+        slots = (summary_offset - 0x40) // 24
+        buffer_size = struct.unpack_from("<I", head, 0x34)[0]
+        if not parts or not slots or not buffer_size:  # no data, no reserved slots, or uncompressed blocks
+            return []
+        values = np.concatenate([v for *_, v in parts])
+        widths = np.concatenate([hi - lo for _, lo, hi, _ in parts]).astype(np.float64)
+        f.seek(summary_offset)
+        f.write(struct.pack("<Qdddd", int(widths.sum()), values.min(), values.max(), float(widths @ values),
+                            float(widths @ (values * values))))
+        f.seek(-4, os.SEEK_END)
+        if struct.unpack("<I", f.read(4))[0] == _BIGWIG_MAGIC:
+            f.seek(-4, os.SEEK_END)  # the closing magic is written again at the new end
+        else:
+            f.seek(0, os.SEEK_END)
+        per_block = min(_ZOOM_RECORDS_PER_BLOCK, buffer_size // _ZOOM_RECORD.itemsize)
+        reductions = _zoom_reductions(chrom_lengths, parts, slots)
+        headers = []
+        for reduction in reductions:
+            data_offset = f.tell()
+            entries: list[tuple[int, int, int, int, int, int]] = []
+            f.write(struct.pack("<I", 0))  # record count, filled in below
+            n_records = 0
+            for chrom, lo, hi, vals in parts:
+                summary = zoom_records(lo, hi, vals, reduction)
+                records = np.zeros(summary["start"].size, dtype=_ZOOM_RECORD)
+                records["chrom"] = chrom
+                for name, column in summary.items():
+                    records[name] = column
+                for i in range(0, records.size, per_block):
+                    block = records[i : i + per_block]
+                    packed = zlib.compress(block.tobytes())
+                    entries.append((chrom, int(block["start"][0]), chrom, int(block["end"][-1]), f.tell(), len(packed)))
+                    f.write(packed)
+                n_records += records.size
+            index_offset = f.tell()
+            f.write(_cirtree(entries, index_offset, index_offset, per_block))
+            end = f.tell()
+            f.seek(data_offset)
+            f.write(struct.pack("<I", n_records))
+            f.seek(end)
+            headers.append(struct.pack("<IIQQ", reduction, 0, data_offset, index_offset))
+        f.write(struct.pack("<I", _BIGWIG_MAGIC))
+        f.truncate()
+        f.seek(0x40)
+        f.write(b"".join(headers) + bytes(24 * (slots - len(headers))))
+        f.seek(0x06)
+        f.write(struct.pack("<H", len(headers)))
+    return reductions

@@ -364,7 +364,7 @@ def _remote_root(location: Location) -> dict[str, Any] | None:
     return _remote(location, "read the object store", read)
 
 
-def check_format(attrs: Mapping[str, Any], path: Path) -> None:
+def check_format(attrs: Mapping[str, Any], path: Path | Location) -> None:
     version = attrs.get("format_version")
     if version not in READABLE_VERSIONS:
         raise StoreError(

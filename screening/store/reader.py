@@ -47,6 +47,19 @@ class ResultsError(ScreeningError, ValueError):
     """A query that names an unknown analysis or score."""
 
 
+def _meta(group: zarr.Group) -> dict[str, Any]:
+    """A group's attributes: JSON values whose meaning docs/store.md fixes (``n_chunks``, ``scores``, ``kind`` …)."""
+    return group.attrs.asdict()
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """``group[name]``: an array of the store layout."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{group.store_path}/{name} is a group where the store layout has an array")
+    return node
+
+
 def open_results(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Results:
     """Open a result store for queries.
 
@@ -98,7 +111,7 @@ class Results:
         return {"path": self.path, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state.get("storage_options"))
+        Results.__init__(self, state["path"], state.get("storage_options"))
 
     def __repr__(self) -> str:
         done, total = self.progress
@@ -153,9 +166,10 @@ class Results:
                 group = self._group(chrom, analysis)
                 if group is None:
                     continue
-                total += int(group.attrs["n_chunks"])
-                if group.attrs["n_chunks"]:
-                    done += group[DONE].nchunks_initialized
+                n_chunks = int(_meta(group)["n_chunks"])
+                total += n_chunks
+                if n_chunks:
+                    done += _array(group, DONE).nchunks_initialized
         return done, total
 
     def resolve_analysis(self, analysis: str | None = None) -> str:
@@ -180,7 +194,7 @@ class Results:
         for chrom in self.chromosomes:
             group = self._group(chrom, analysis)
             if group is not None:
-                return list(group.attrs["scores"])
+                return list(_meta(group)["scores"])
         return []
 
     def check_score(self, score: str, analysis: str | None = None) -> None:
@@ -214,9 +228,10 @@ class Results:
     def _group(self, chrom: str, analysis: str) -> zarr.Group | None:
         root = self._open_root()
         try:
-            return root[f"{chrom}/{analysis}"]
+            node = root[f"{chrom}/{analysis}"]
         except KeyError:
             return None
+        return node if isinstance(node, zarr.Group) else None
 
     def _start_end(self, chrom: str, analysis: str, group: zarr.Group) -> tuple[np.ndarray, np.ndarray, bool]:
         key = (chrom, analysis)
@@ -231,11 +246,11 @@ class Results:
 
     def _read(self, group: zarr.Group, name: str, key: Any, chrom: str, analysis: str) -> np.ndarray:
         """``group[name][key]``; an undecodable chunk raises :class:`DamagedChunkError` naming it."""
-        return read_checked(group[name], key, self.path, f"{chrom}/{analysis}/{name}")
+        return read_checked(_array(group, name), key, self.path, f"{chrom}/{analysis}/{name}")
 
     def _span(self, chrom: str, analysis: str, group: zarr.Group) -> Any:
         """``span(k)``: the genomic range of chunk ``k``, for error messages."""
-        chunk_size = int(group.attrs["chunk_size"])
+        chunk_size = int(_meta(group)["chunk_size"])
 
         def span(k: int) -> str:
             start, end, _ = self._start_end(chrom, analysis, group)
@@ -247,6 +262,7 @@ class Results:
     def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
         """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
         start, end, end_sorted = self._start_end(chrom, analysis, group)
+        assert region.end is not None  # resolved by resolve_region
         hi = int(np.searchsorted(start, region.end, side="left"))  # start < region.end
         if end_sorted:
             lo = int(np.searchsorted(end, region.start, side="right"))  # end > region.start
@@ -279,7 +295,8 @@ class Results:
         attrs = {"analysis": analysis, "chrom": region.chrom, "region": str(region)}
         if group is None:  # this analysis has no perturbations on this chromosome
             return _empty_dataset(self.scores(analysis), attrs)
-        attrs.update(kind=group.attrs["kind"], params=group.attrs["params"])
+        meta = _meta(group)
+        attrs.update(kind=meta["kind"], params=meta["params"])
         idx = self._overlapping(region.chrom, analysis, group, region)
         where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group))
         return _dataset(group, idx, attrs, where)
@@ -293,7 +310,7 @@ class Results:
         for chrom in self.chromosomes:
             group = self._group(chrom, analysis)
             if group is not None:
-                return group.attrs["kind"]
+                return str(_meta(group)["kind"])
         raise ResultsError(f"unknown analysis {analysis!r}; the store holds {self.analyses}")
 
     def top_maps(self, region: str | Region, analysis: str | None = None) -> xr.DataArray:
@@ -306,11 +323,11 @@ class Results:
         region = self.resolve_region(region)
         analysis = self.resolve_analysis(analysis)
         group = self._group(region.chrom, analysis)
-        if group is None or not group.attrs.get("top_maps", [0])[0]:
+        if group is None or not _meta(group).get("top_maps", [0])[0]:
             raise ResultsError(f"analysis {analysis!r} kept no Δ maps (run it with keep_maps: K)")
         chrom = region.chrom
         index = self._read(group, "top_index", slice(None), chrom, analysis)
-        per_base = dict(group.attrs.get("extra_dims", {})).get("base") == 4
+        per_base = dict(_meta(group).get("extra_dims", {})).get("base") == 4
         row = np.where(index >= 0, index // 4 if per_base else index, -1)
         start, end, _ = self._start_end(chrom, analysis, group)
         hit = np.flatnonzero((row >= 0) & (start[row] < region.end) & (end[row] > region.start))
@@ -322,9 +339,9 @@ class Results:
                             attrs={"analysis": analysis, "chrom": region.chrom})
 
     def _top_delta(self, group: zarr.Group, hit: np.ndarray, chrom: str, analysis: str) -> np.ndarray:
-        delta = group["top_delta"]
+        delta = _array(group, "top_delta")
         try:
-            return delta.get_orthogonal_selection((hit, slice(None), slice(None)))
+            return np.asarray(delta.get_orthogonal_selection((hit, slice(None), slice(None))))
         except Exception:  # noqa: BLE001  read the touched chunks one by one to name the damaged one
             keep = delta.chunks[0]
             for k in np.unique(hit // keep):
@@ -384,25 +401,26 @@ class _CheckedArray:
 
 
 def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where) -> xr.Dataset:
-    chunk_size = int(group.attrs["chunk_size"])
+    meta = _meta(group)
+    chunk_size = int(meta["chunk_size"])
     lo, hi = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
     contiguous = idx.size == hi - lo
     k_lo, k_hi = lo // chunk_size, -(-hi // chunk_size)
-    flags = where.read(group[DONE], DONE, slice(k_lo, k_hi)) if hi > lo else np.zeros(0, np.uint8)
+    flags = where.read(_array(group, DONE), DONE, slice(k_lo, k_hi)) if hi > lo else np.zeros(0, np.uint8)
     done = flags[idx // chunk_size - k_lo].astype(bool)
     chunk_done = {k_lo + i: bool(flag) for i, flag in enumerate(flags)}
     coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
-    for name in (*COORDS, *group.attrs.get("labels", [])):
-        values = where.read(group[name], name, slice(lo, hi))
+    for name in (*COORDS, *meta.get("labels", [])):
+        values = where.read(_array(group, name), name, slice(lo, hi))
         coords[name] = (DIM, values if contiguous else values[idx - lo])
-    extra_dims = dict(group.attrs.get("extra_dims", {}))
-    score_dims = group.attrs.get("score_dims", {})
+    extra_dims = dict(meta.get("extra_dims", {}))
+    score_dims = meta.get("score_dims", {})
     if extra_dims.get("base") == 4:
         coords["base"] = ("base", np.array(list("ACGT")))
     data_vars: dict[str, Any] = {}
-    for score in group.attrs["scores"]:
+    for score in meta["scores"]:
         dims = list(score_dims.get(score, list(extra_dims)))
-        array = group[score]
+        array = _array(group, score)
         # One dask block per zarr chunk, then slice: the graph only reads the overlapping chunks.
         lazy = da.from_array(
             _CheckedArray(array, score, where, chunk_done), chunks=array.chunks, lock=False, fancy=False,
