@@ -45,7 +45,8 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to OUTDIR/N
 }
 
 [[ $steps == *" tests "* ]] && step gpu_tests 180 "$python" -m pytest -q -p no:cacheprovider -m gpu \
-    tests/test_assemble.py tests/test_orca.py tests/test_overlap.py tests/test_precision.py tests/test_tuning.py tests/test_user_model.py
+    tests/test_assemble.py tests/test_engine.py tests/test_score.py tests/test_orca.py tests/test_overlap.py \
+    tests/test_precision.py tests/test_tuning.py tests/test_user_model.py
 [[ $steps == *" throughput "* ]] && step throughput 240 "$python" benchmarks/throughput.py --device cuda --precision bf16 --batch-size 16 \
     --channels-last --n-perturbations 256 --naive-perturbations 4 --json "$out/throughput_cuda.json"
 # deletion only: batch size, channels-last, compile (the first batch of each shape compiles: minutes)
@@ -59,4 +60,5 @@ done
     --batch-sizes 8,32 --threads 4 --json "$out/pipeline_cuda.json"
 [[ $steps == *" pipeline "* ]] && step pipeline_overlap 150 "$python" benchmarks/pipeline.py --device cuda --n 64 \
     --batch-sizes 8,32 --threads 4 --overlap --paths device --json "$out/pipeline_cuda_overlap.json"
+[[ $steps == *" pipeline "* ]] && step scores 90 "$python" benchmarks/scores.py --device cuda --json "$out/scores_cuda.json"
 exit $status

@@ -83,13 +83,13 @@ def test_forward_batches_stay_bounded(toy, monkeypatch):
     """Memory stays flat: no forward pass ever holds more than batch_size inputs."""
     adapter, genome, tracks = toy
     sizes = []
-    original = adapter.predict_inputs
+    original = adapter.predict_maps
 
     def spy(inputs):
         sizes.append(len(inputs))
         return original(inputs)
 
-    monkeypatch.setattr(adapter, "predict_inputs", spy)  # every forward pass, inputs built on the host or the device
+    monkeypatch.setattr(adapter, "predict_maps", spy)  # every forward pass, inputs built on the host or the device
     run_deletions(adapter, genome, tracks, "chr1", np.arange(2_000, 2_400, 20, dtype=np.int64), 20, "zero", SCORES, batch_size=4)
     assert max(sizes) <= 4 and sum(sizes) == 40  # one reference + one deleted window per deletion
 
@@ -168,8 +168,8 @@ def test_mutagenesis_predicts_each_shared_window_once(toy, monkeypatch):
     payload = unit_payload(spec, positions="chr1:2,000-2,010")
     assert len(np.unique(payload["window_start"])) == 1
     sizes = []
-    original = adapter.predict_inputs  # every forward pass, inputs built on the host or the device
-    monkeypatch.setattr(adapter, "predict_inputs", lambda x: sizes.append(len(x)) or original(x))
+    original = adapter.predict_maps  # every forward pass, inputs built on the host or the device
+    monkeypatch.setattr(adapter, "predict_maps", lambda x: sizes.append(len(x)) or original(x))
     run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=8)
     assert sum(sizes) == 1 + 30 and max(sizes) <= 8
 
@@ -232,8 +232,8 @@ def test_shared_window_predicts_one_reference_per_unit_and_is_batch_invariant(to
     adapter, genome, tracks = toy
     spec, payload = shared_payload(kind)
     sizes = []
-    original = adapter.predict_inputs  # every forward pass, inputs built on the host or the device
-    monkeypatch.setattr(adapter, "predict_inputs", lambda x: sizes.append(len(x)) or original(x))
+    original = adapter.predict_maps  # every forward pass, inputs built on the host or the device
+    monkeypatch.setattr(adapter, "predict_maps", lambda x: sizes.append(len(x)) or original(x))
     by_batch = {b: run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=b).values for b in (1, 3, 8)}
     assert sum(sizes) == 3 * (5 + 1)  # per run: 5 perturbed windows and one reference
     for b in (3, 8):
@@ -345,3 +345,99 @@ def test_worker_unit_with_non_finite_maps_is_not_marked_done(toy_paths, tmp_path
     with pytest.raises(NonFiniteMapError, match="model output is not finite for the reference window chr1:"):
         worker.run(unit, prepared.plan.payload(unit))
     assert not store.done_mask("chr1", "del20").any()
+
+
+# --- scores computed where the maps are (screening.maps.score_torch), numpy the reference --------------
+
+
+def _numpy_alignments(index: np.ndarray):
+    from screening.maps.align import BinAlignment
+
+    return [BinAlignment(np.flatnonzero(row >= 0), row[row >= 0], len(row)) for row in np.asarray(index)]
+
+
+@pytest.mark.parametrize("kind", [*KIND_SPECS, "shared deletion"])
+def test_device_scores_equal_numpy_scores_of_the_same_maps(toy, kind, monkeypatch, one_thread):
+    """Every score of every kind, on the toy model's maps in the engine's batches: torch (what the engine stores)
+    against numpy's score_maps of the same maps, alignments and context; kept Δ maps are those maps' Δ."""
+    from screening.compute import engine
+    from screening.maps.score import score_maps
+
+    adapter, genome, tracks = toy
+    raw = {**KIND_SPECS["deletion" if kind == "shared deletion" else kind], "keep_maps": 3}
+    if kind == "shared deletion":
+        raw["window"] = "shared"
+    spec = perturbation(raw)
+    payload = unit_payload(spec, positions="chr1:2,000-2,004" if kind == "mutagenesis" else None)
+    calls, deltas, worst = [], [], {}
+    original = engine.score_tensors
+
+    def both(reference, perturbed, names, index, context):
+        got = original(reference, perturbed, names, index, context)
+        ref, alt = reference.cpu().numpy(), perturbed.cpu().numpy()
+        want = score_maps(ref, alt, names, _numpy_alignments(index), context)
+        for name in names:
+            value = got[name].cpu().numpy()
+            np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=f"{kind} {name}")
+            assert np.array_equal(np.isnan(value), np.isnan(want[name])), name
+            worst[name] = max(worst.get(name, 0.0), float(np.nanmax(np.abs(value - want[name]), initial=0.0)))
+        calls.append(len(ref))
+        deltas.extend(alt - ref)
+        return got
+
+    monkeypatch.setattr(engine, "score_tensors", both)
+    result = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=3)
+    assert sum(calls) == (12 if kind == "mutagenesis" else 5)
+    assert all(np.isfinite(result.values[name]).any() for name in ALL_SCORES)
+    assert result.top_delta.shape == (3, 16, 16) and result.top_delta.dtype == np.float32
+    if kind != "mutagenesis":  # flat index = the order the engine scored them
+        np.testing.assert_array_equal(result.top_delta, np.stack([deltas[i] for i in result.top_index]))
+        first = result.values[ALL_SCORES[0]]
+        assert np.array_equal(np.sort(first)[::-1][:3], first[result.top_index].astype(np.float32))
+
+
+def test_mutagenesis_aligns_each_edit_geometry_once(toy, monkeypatch, one_thread):
+    """Three alternative bases share an edit geometry: aligned once per position. Without aligned scores, never."""
+    from screening.compute import engine
+    from screening.maps.align import AlignmentCache
+
+    adapter, genome, tracks = toy
+    caches = []
+    monkeypatch.setattr(engine, "AlignmentCache", lambda *a: caches.append(AlignmentCache(*a)) or caches[-1])
+    spec = perturbation({"kind": "mutagenesis"})
+    run_unit(adapter, genome, tracks, spec, "chr1", unit_payload(spec, positions="chr1:2,000-2,010"), batch_size=8)
+    assert len(caches) == 1 and (caches[0].misses, caches[0].hits) == (10, 20)
+    plain = spec.model_copy(update={"scores": ("impact_mean_abs", "mse")})
+    run_unit(adapter, genome, tracks, plain, "chr1", unit_payload(plain, positions="chr1:2,000-2,010"), batch_size=8)
+    assert len(caches) == 1
+
+
+def test_score_items_moves_only_scores_to_the_host(toy, one_thread):
+    """Scores come back as numpy float64 [B]; the Δ maps stay a tensor where the model ran."""
+    from screening.compute.engine import score_items
+
+    adapter, genome, tracks = toy
+    spec = perturbation(KIND_SPECS["deletion"])
+    items = perturbed_items(spec, genome, tracks, "chr1", unit_payload(spec), 512)
+    for group, scores, deltas in score_items(adapter, spec, items, 4, keep_deltas=True, chrom="chr1"):
+        assert list(scores) == list(ALL_SCORES)
+        assert all(isinstance(v, np.ndarray) and v.dtype == np.float64 and v.shape == (len(group),) for v in scores.values())
+        assert isinstance(deltas, torch.Tensor) and deltas.shape == (len(group), 16, 16) and deltas.device == adapter.device
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["deletion", "insertion", "mutagenesis"])
+def test_scores_on_a_gpu_equal_scores_on_the_cpu(toy, kind):
+    """The whole engine on CUDA (maps, reference cache, finiteness and scores there) against the CPU."""
+    adapter, genome, tracks = toy
+    cuda = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0, device="cuda")
+    spec = perturbation({**KIND_SPECS[kind], "keep_maps": 2})
+    payload = unit_payload(spec, positions="chr1:2,000-2,004" if kind == "mutagenesis" else None)
+    cpu_result = run_unit(adapter, genome, tracks, spec, "chr1", payload, batch_size=4)
+    gpu_result = run_unit(cuda, genome, tracks, spec, "chr1", payload, batch_size=4)
+    for name in ALL_SCORES:  # TF32/cuDNN convolutions move the maps by ~1e-6: tolerances as across batch sizes
+        want = cpu_result.values[name]
+        scale = np.nanmax(np.abs(want)) if np.isfinite(want).any() else 1.0
+        np.testing.assert_allclose(gpu_result.values[name], want, rtol=1e-3, atol=1e-3 * scale + 2e-6, err_msg=name)
+    np.testing.assert_array_equal(gpu_result.top_index, cpu_result.top_index)
+    np.testing.assert_allclose(gpu_result.top_delta, cpu_result.top_delta, atol=1e-4)

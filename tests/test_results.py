@@ -372,3 +372,121 @@ def test_checksummed_tells_format_2_from_format_1(full_store, tmp_path, monkeypa
     monkeypatch.setattr(store_mod, "FORMAT_VERSION", 1)
     create_store(tmp_path / "old.zarr", SPEC, SHA, PROV, [regular()])
     assert not open_results(tmp_path / "old.zarr").checksummed
+
+
+# --------------------------------------------------------------------------- genome-scale reading (issue 21)
+
+
+def _old_top_hits(results, n=5, per_analysis=False):
+    """top_hits as it was before streaming: whole-chromosome tables, then nlargest (the reference)."""
+    frames = []
+    for analysis in results.analyses:
+        score = results.scores(analysis)[0]
+        for chrom in results.chromosomes:
+            frame = results.to_dataframe(chrom, analysis=analysis)
+            if not len(frame):
+                continue
+            frame = frame.dropna(subset=[score]).nlargest(n, score)
+            if not len(frame):
+                continue
+            frame.insert(0, "analysis", analysis)
+            frames.append(frame.rename(columns={score: "score"}).assign(score_name=score))
+    table = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False)
+    table = table.groupby("analysis", sort=False).head(n) if per_analysis else table.head(n)
+    extra = [c for c in ("base", "id") if c in table.columns]
+    table[extra] = table[extra].fillna("")
+    return table[["analysis", "chrom", "start", "end", *extra, "score", "score_name"]].reset_index(drop=True)
+
+
+def _mixed_store(path, seed=0):
+    """Deletions (with ties and NaNs), mutagenesis [n, 4] and variants with ids; some units not done,
+    one unit written without its flag (a dead worker's): it must not count."""
+    rng = np.random.default_rng(seed)
+    start = np.arange(203) * 40
+    dels = layout("chr1", "del", start, start + 100, length=20_000, chunk_size=4)
+    dels2 = layout("chr2", "del", start[:50], start[:50] + 100, length=20_000, chunk_size=4)
+    pos = np.arange(61) * 3
+    mut = GroupLayout(chrom="chr1", chrom_length=20_000, analysis="mut", kind="mutagenesis", params={}, start=pos,
+                      end=pos + 1, window_start=pos - 100, scores=["impact", "other"], chunk_size=5,
+                      extra_dims={"base": 4}, labels={"ref_base": np.array(list("ACGT" * 16))[:61]})
+    var = layout("chr2", "var", start[:30], start[:30] + 1, length=20_000, chunk_size=7)
+    var.labels = {"id": np.array([f"rs{i}" for i in range(30)]), "alt": np.array(["T"] * 30)}
+    lays = [dels, mut, dels2, var]
+    store = create_store(path, SPEC, SHA, PROV, lays)
+    for lay in lays:
+        for k in range(lay.n_chunks):
+            if rng.random() < 0.25:
+                continue
+            sl = lay.chunk_slice(k)
+            shape = (sl.stop - sl.start, *lay.score_shape)
+            values = {s: np.round(rng.standard_normal(shape), 1).astype(np.float32) for s in lay.scores}  # many ties
+            values[lay.scores[0]][rng.random(shape) < 0.1] = np.nan
+            store.write_chunk(lay.chrom, lay.analysis, k, values)
+    # a unit written without its flag, with the largest values of all: a query shows NaN, so must top_hits
+    zarr.open_group(path, mode="r+")["chr1/del/chunk_done"][3] = 0
+    zarr.open_group(path, mode="r+")["chr1/del/insulation"][12:16] = 99.0
+    return lays
+
+
+@pytest.mark.parametrize("block", [1 << 18, 1])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_top_hits_match_the_whole_table(tmp_path, monkeypatch, block, seed):
+    from screening.report.hits import top_hits
+
+    monkeypatch.setattr("screening.store.reader._TOP_BLOCK", block)
+    path = tmp_path / "s.zarr"
+    _mixed_store(path, seed)
+    results = open_results(path)
+    for n in (1, 3, 7, 1000):
+        for per_analysis in (False, True):
+            pd.testing.assert_frame_equal(top_hits(results, n=n, per_analysis=per_analysis),
+                                          _old_top_hits(results, n=n, per_analysis=per_analysis))
+    assert 99.0 not in top_hits(results, n=1000)["score"].tolist()
+
+
+def test_nlargest_is_the_table_s_nlargest(tmp_path):
+    path = tmp_path / "s.zarr"
+    _mixed_store(path)
+    results = open_results(path)
+    for chrom, analysis, score in [("chr1", "del", "dist"), ("chr1", "mut", "other"), ("chr2", "var", "insulation")]:
+        table = results.to_dataframe(chrom, analysis).dropna(subset=[score]).nlargest(9, score)
+        got = results.nlargest(chrom, score, 9, analysis=analysis)
+        pd.testing.assert_frame_equal(got, table[list(got.columns)].reset_index(drop=True))
+    assert results.nlargest("chr2", "impact", 3, analysis="mut").empty  # no mutagenesis on chr2
+    with pytest.raises(ResultsError):
+        results.nlargest("chr1", "nope", 3, analysis="del")
+
+
+def _as_earlier_release(path) -> None:
+    """Rewrite every coordinate/label array as stores of earlier releases hold them: shards of unit-sized chunks."""
+    root = zarr.open_group(path, mode="r+")
+    for chrom in root.attrs["screening"]["chromosomes"]:
+        for analysis, group in root[chrom].groups():
+            chunk = int(group.attrs["chunk_size"])
+            for name in ("start", "end", "window_start", *group.attrs.get("labels", [])):
+                old = group[name]
+                values, codecs = old[:], old.compressors
+                text = values.dtype.kind in "USOT"
+                del group[name]
+                n = values.shape[0]
+                new = group.create_array(name, shape=(n,), chunks=(chunk,), shards=None if text else (chunk * max(1, -(-n // chunk)),),
+                                         dtype=str if text else values.dtype, fill_value="" if text else 0,
+                                         dimension_names=["perturbation"], compressors=codecs)
+                new[:] = values
+                assert new.chunks == (chunk,)
+
+
+def test_stores_with_unit_chunked_coordinates_read_the_same(tmp_path):
+    """Stores of earlier releases (coordinates in 1-unit chunks inside shards) give identical queries and hits."""
+    from screening.report.hits import top_hits
+
+    new, old = tmp_path / "new.zarr", tmp_path / "old.zarr"
+    _mixed_store(new)
+    _mixed_store(old)
+    _as_earlier_release(old)
+    a, b = open_results(new), open_results(old)
+    for region in ["chr1", "chr1:1,000-1,001", "chr1:0-5,000", "chr2:300-900", "chr1:7,990-8,200"]:
+        for analysis in a.analyses:
+            xr.testing.assert_identical(a.query(region, analysis).compute(), b.query(region, analysis).compute())
+    pd.testing.assert_frame_equal(top_hits(a, n=10, per_analysis=True), top_hits(b, n=10, per_analysis=True))
+    assert a.progress == b.progress

@@ -204,3 +204,176 @@ def test_score_errors():
         score_maps(reference, perturbed, ["insulation_delta"])
     with pytest.raises(ValueError, match="shapes differ"):
         impact_mean_abs(np.zeros((1, 2, 2)), np.zeros((1, 3, 3)))
+
+
+# --- the torch twins (screening.maps.score_torch): numpy above is the reference ----------------------------
+
+import torch  # noqa: E402
+
+from screening.maps import score_torch  # noqa: E402
+from screening.maps.align import AlignmentCache, align_maps, alignment_index  # noqa: E402
+from screening.maps.score_torch import TORCH_SCORES, align_tensors, score_tensors  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-6  # the tolerance asked of the twins; they agree to float64 rounding (~1e-12)
+BIN, N_BINS = 10, 16
+#: (offset, ref_length, alt_length) on 16 bins of 10 bp: edits that shift bins, split them, or reach the edges
+GEOMETRIES = [
+    (60, 20, 0),  # deletion of whole bins: downstream shifts by 2
+    (63, 14, 0),  # a bin and a half deleted, split bins masked
+    (55, 0, 30),  # insertion: shift +3
+    (55, 0, 4),  # small insertion: no shift, its bin masked
+    (72, 1, 1),  # a substitution (mutagenesis)
+    (40, 30, 30),  # inversion
+    (0, 20, 0),  # at the left edge
+    (150, 10, 0),  # the last bin
+    (140, 0, 40),  # insertion pushing bins out of the map
+    (10, 120, 0),  # most of the map deleted
+    (30, 0, 0),  # nothing
+]
+B = len(GEOMETRIES)
+EDGE_CONTEXT = {
+    "position": [3, -1, 16, 0, 15, 7, 1, 14, 8, 2, 5],  # outside the map, and bins whose square leaves it
+    "roi": ([slice(1, 3), [], [5, 6, 40], slice(12, None), slice(None, 2), [7], slice(20, 30), [0, 15], [3, 4], slice(0, 16),
+             [-3, 2]],
+            [[5, 6], slice(0, 4), [], [15], slice(3, 9), [7], [1], slice(None), [9, 10, 11], slice(4, 5), [2]]),
+    "window": 3,
+}
+
+
+def twin_maps(seed: int, kind: str, n: int = N_BINS, b: int = B) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    reference, perturbed = (np.abs(rng.normal(size=(2, b, n, n))) + 0.1).astype(np.float32)
+    if kind == "ties":  # few distinct values: Spearman's average ranks
+        reference, perturbed = np.round(reference * 2) + 1, np.round(perturbed * 2) + 1
+    elif kind == "nan":  # pixels no model predicted
+        reference[0, 2, :] = np.nan
+        perturbed[1, :, 3] = np.nan
+        perturbed[2] = np.nan
+    elif kind == "constant":  # correlations NaN
+        reference[0], perturbed[1] = 2.0, 5.0
+    elif kind == "float64":
+        reference, perturbed = reference.astype(np.float64), perturbed.astype(np.float64)
+    return reference, perturbed
+
+
+def assert_twins(reference, perturbed, names, alignments, context, device: str = "cpu") -> float:
+    """The torch scores equal numpy's on ``device``; returns the largest absolute difference."""
+    want = score_maps(reference, perturbed, names, alignments, context)
+    got = score_tensors(torch.from_numpy(reference).to(device), torch.from_numpy(perturbed).to(device), names,
+                        alignments, context)
+    assert list(got) == list(names)
+    worst = 0.0
+    for name in names:
+        value = got[name]
+        assert value.dtype == torch.float64 and value.shape == (len(reference),) and value.device.type == device
+        value = value.cpu().numpy()
+        np.testing.assert_allclose(value, want[name], rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
+        np.testing.assert_array_equal(np.isnan(value), np.isnan(want[name]), err_msg=name)
+        both = np.isfinite(value)
+        worst = max(worst, float(np.abs(value[both] - want[name][both]).max(initial=0.0)))
+    return worst
+
+
+def test_every_score_has_a_torch_twin():
+    assert set(TORCH_SCORES) == set(SCORES)
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "nan", "constant", "float64"])
+@pytest.mark.parametrize("params", [{}, {"diagonal_offset": 0, "ignore_diags": 0}, {"diagonal_offset": 20, "window": 20}],
+                         ids=["defaults", "offsets 0", "empty triangle and squares"])
+def test_torch_scores_equal_numpy(kind, params):
+    reference, perturbed = twin_maps(5, kind)
+    alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
+    assert_twins(reference, perturbed, NAMES, alignments, {**EDGE_CONTEXT, **params})
+
+
+def test_torch_scores_equal_numpy_on_full_size_maps():
+    """C.Origami's geometry (256 bins of 8,192 bp): sums over 65,536 pixels, the edits of a screen."""
+    reference, perturbed = twin_maps(7, "random", n=256, b=6)
+    perturbed = reference + 0.01 * (perturbed - reference)  # small differences, as a perturbation makes
+    geometries = [(1_048_000, 1_000, 0), (1_000_000, 0, 20_000), (524_288, 1, 1), (0, 8_192, 0), (2_090_000, 7_152, 0),
+                  (700_000, 50_000, 50_000)]
+    alignments = [bin_alignment(*g, 8_192, 256) for g in geometries]
+    context = {"position": [128, 122, 64, 0, 255, 90], "roi": (slice(100, 120), [130, 131, 200])}
+    assert assert_twins(reference, perturbed, NAMES, alignments, context) < 1e-9
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "nan"])
+def test_torch_scores_of_a_shared_reference(kind):
+    """The engine passes one window's reference map expanded over the batch (no copies): same scores as numpy's on
+    the repeated map (Spearman ranks it, insulation takes its track, once)."""
+    _, perturbed = twin_maps(3, kind)
+    reference = twin_maps(4, kind)[0][:1]
+    repeated = np.repeat(reference, B, axis=0)
+    alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
+    want = score_maps(repeated, perturbed, NAMES, alignments, EDGE_CONTEXT)
+    shared = torch.from_numpy(reference)[0].expand(B, N_BINS, N_BINS)
+    got = score_tensors(shared, torch.from_numpy(perturbed), NAMES, alignments, EDGE_CONTEXT)
+    for name in NAMES:
+        np.testing.assert_allclose(got[name].numpy(), want[name], rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
+
+
+def test_torch_scores_take_the_alignment_index():
+    reference, perturbed = twin_maps(2, "random")
+    alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
+    names = [n for n in NAMES if n.endswith("_aligned")]
+    by_objects = score_tensors(torch.from_numpy(reference), torch.from_numpy(perturbed), names, alignments, EDGE_CONTEXT)
+    by_index = score_tensors(torch.from_numpy(reference), torch.from_numpy(perturbed), names,
+                             alignment_index(alignments, N_BINS), EDGE_CONTEXT)
+    for name in names:
+        torch.testing.assert_close(by_index[name], by_objects[name], rtol=0, atol=0, equal_nan=True)
+    ref_aligned, alt_aligned = align_maps(alignments, reference, perturbed)
+    got = align_tensors(torch.from_numpy(alignment_index(alignments, N_BINS)), torch.from_numpy(reference),
+                        torch.from_numpy(perturbed))
+    np.testing.assert_array_equal(got[0].numpy(), ref_aligned)
+    np.testing.assert_array_equal(got[1].numpy(), alt_aligned)
+
+
+def test_torch_ranks_with_the_device_sort(monkeypatch):
+    """Off the host the ranks come from torch.sort (NaN last, as numpy's): checked here on the CPU."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, size=(4, 40)).astype(np.float64)
+    x[0, [3, 7]] = np.nan
+    x[1] = np.nan
+    monkeypatch.setattr(score_torch, "_sorted", lambda t: torch.sort(t, dim=-1))
+    np.testing.assert_array_equal(score_torch._average_ranks(torch.from_numpy(x)).numpy(), _average_ranks(x))
+    np.testing.assert_array_equal(score_torch._average_ranks(torch.from_numpy(x).float()).numpy(), _average_ranks(x))
+
+
+def test_torch_score_errors():
+    reference, perturbed = (torch.from_numpy(m) for m in random_batch())
+    with pytest.raises(ValueError, match="unknown score 'nope'"):
+        score_tensors(reference, perturbed, ["nope"])
+    with pytest.raises(ValueError, match="aligned scores need"):
+        score_tensors(reference, perturbed, ["mse_aligned"])
+    with pytest.raises(ValueError, match=r"needs context \['position'\]"):
+        score_tensors(reference, perturbed, ["insulation_delta"])
+    with pytest.raises(ValueError, match="shapes differ"):
+        score_torch.impact_mean_abs(torch.zeros((1, 2, 2)), torch.zeros((1, 3, 3)))
+    with pytest.raises(ValueError, match="alignment index of shape"):
+        align_tensors(np.zeros((2, 8), np.int64), reference, perturbed)
+
+
+def test_alignment_cache_aligns_each_geometry_once():
+    cache = AlignmentCache(BIN, N_BINS, max_rows=4)
+    edits = [g for g in GEOMETRIES for _ in range(3)]  # as mutagenesis repeats (position, 1, 1) per base
+    index = cache.index(edits)
+    np.testing.assert_array_equal(index, alignment_index([bin_alignment(*g, BIN, N_BINS) for g in edits], N_BINS))
+    assert (cache.misses, cache.hits) == (len(GEOMETRIES), 2 * len(GEOMETRIES))
+    assert len(cache._rows) == 4  # the least recently used dropped
+    assert cache.index([]).shape == (0, N_BINS)
+    with pytest.raises(ValueError, match="read-only"):
+        cache.row(*GEOMETRIES[-1])[0] = 3
+
+
+@pytest.mark.gpu
+def test_torch_scores_equal_numpy_on_cuda():
+    alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
+    for kind in ("random", "ties", "nan", "constant"):
+        reference, perturbed = twin_maps(5, kind)
+        assert_twins(reference, perturbed, NAMES, alignments, EDGE_CONTEXT, device="cuda")
+    reference, perturbed = twin_maps(7, "random", n=256, b=4)
+    alignments = [bin_alignment(*g, 8_192, 256) for g in [(1_048_000, 1_000, 0), (1_000_000, 0, 20_000), (524_288, 1, 1),
+                                                          (0, 8_192, 0)]]
+    assert_twins(reference, perturbed, NAMES, alignments, {"position": [128, 122, 64, 0], "roi": (slice(100, 120), [130])},
+                 device="cuda")

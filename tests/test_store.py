@@ -12,6 +12,7 @@ import pytest
 import zarr
 
 from screening.store import writer as store_mod
+from screening.store.layout import COORD_CHUNK
 from screening.store.writer import (
     FORMAT_VERSION,
     GroupLayout,
@@ -152,7 +153,7 @@ def test_create_store_layout_on_disk(tmp_path, store, layouts):
     }
     for name in ("start", "end", "window_start"):
         arr = group[name]
-        assert arr.dtype == np.int64 and arr.chunks == (8,)
+        assert arr.dtype == np.int64 and arr.chunks == (40,)  # whole units, one chunk for a small group
         assert arr.metadata.dimension_names == ("perturbation",)
         np.testing.assert_array_equal(arr[:], getattr(layouts[0], name))
     for score in SCORES:
@@ -619,14 +620,25 @@ def test_small_screens_make_small_stores(tmp_path, n, chunk_size):
     assert ResultStore(store.path).layout("chr1", "del").start.tolist() == lays[0].start.tolist()
 
 
-def test_coordinate_shards_hold_whole_chunks_and_stay_bounded():
-    def shard(n, chunk_size):
-        return store_mod._coord_shard(make_layouts(n=n, chunk_size=chunk_size, analyses=("a",), chroms={"chr1": (10**9, n)})[0])
+def test_coordinate_chunks_hold_whole_units_and_stay_bounded():
+    def chunk(n, chunk_size):
+        return store_mod._coord_chunk(make_layouts(n=n, chunk_size=chunk_size, analyses=("a",), chroms={"chr1": (10**9, n)})[0])
 
-    assert shard(20, 4) == 20 and shard(5, 1) == 5 and shard(1, 8) == 8
-    assert shard(10**6, 1) == store_mod.SHARD_CHUNKS  # index bounded: 16 bytes per chunk
-    assert shard(3 * 2**20, 1000) == 1000 * (2**20 // 1000)  # at most 2^20 rows, whole chunks
-    assert shard(10**6, 4) % 4 == 0
+    assert chunk(20, 4) == 20 and chunk(5, 1) == 5 and chunk(1, 8) == 8
+    assert chunk(10**6, 1) == COORD_CHUNK  # about COORD_CHUNK rows …
+    assert chunk(3 * 2**20, 1000) == 1000 * (COORD_CHUNK // 1000)  # … of whole units
+    assert chunk(10**6, 16) % 16 == 0 and chunk(10, 2**18) == 2**18  # a unit larger than COORD_CHUNK: one unit
+
+
+def test_genome_scale_coordinates_are_few_objects(tmp_path):
+    """A chromosome's coordinates are a few large chunks (not one 16-row chunk per unit): reading them is cheap."""
+    n = 300_000
+    lays = make_layouts(n=n, chunk_size=16, analyses=("del",), chroms={"chr1": (10**9, n)})
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    for name in ("start", "end", "window_start"):
+        objects = [p for p in (tmp_path / "s.zarr" / "chr1" / "del" / name).rglob("*") if p.is_file() and p.name != "zarr.json"]
+        assert len(objects) == -(-n // COORD_CHUNK), name
+    np.testing.assert_array_equal(ResultStore(store.path).layout("chr1", "del").end, lays[0].end)
 
 
 def test_verify_on_an_object_store(layouts):

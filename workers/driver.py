@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from screening.core.errors import ScreeningError
 from screening.core.regions import RegionError
 from screening.core.urls import is_url
 from screening.io.genome import GenomeError
@@ -30,7 +31,8 @@ from screening.store.writer import ResultStore, open_or_create_store
 from workers import reaper
 from workers.metrics import ScreenMetrics, screen_id as default_screen_id
 
-__all__ = ["ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_cluster_resources", "probe_address", "run_screen"]
+__all__ = ["RayAuthError", "ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_cluster_resources",
+           "connect_ray", "probe_address", "run_screen"]
 
 
 @dataclass
@@ -173,10 +175,21 @@ def probe_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S, field:
         Naming ``field`` (``execution.address``) when the address is malformed or nothing answers there.
     """
     import socket
-    from urllib.parse import urlsplit
 
     if address in ("auto", "local"):
         return
+    host, port, _ = _ray_endpoint(address, field)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise SpecError(f"{field}: cannot reach Ray at {address} ({err.strerror or err}); "
+                        "check the address and that the cluster is up") from None
+
+
+def _ray_endpoint(address: str, field: str) -> tuple[str, int, bool]:
+    """``(host, port, is_ray_client)`` of a ``host:port`` (the GCS) or ``ray://host[:port]`` address."""
+    from urllib.parse import urlsplit
+
     parts = urlsplit(address if is_url(address) else f"gcs://{address}")
     try:
         host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else None)  # Ray Client's default
@@ -184,11 +197,175 @@ def probe_address(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S, field:
         host = port = None
     if not host or not port:
         raise SpecError(f"{field}: {address!r} is not host:port or ray://host:port")
+    return host, port, parts.scheme == "ray"
+
+
+# --- Ray token authentication (Ray 2.60: clusters started with RAY_AUTH_MODE=token) -----------------
+
+class RayAuthError(ScreeningError, RuntimeError):
+    """The Ray cluster at the address uses token authentication and this process has no token for it,
+    or one the cluster refuses; the message names the setting to give (``RAY_AUTH_TOKEN``)."""
+
+
+#: How long asking a Ray address whether it wants a token may take (a live cluster answers in milliseconds).
+RAY_AUTH_PROBE_TIMEOUT_S = 5.0
+
+#: What to tell a user whose cluster wants a token: the settings Ray reads, in Ray's order.
+RAY_TOKEN_HINT = ("set RAY_AUTH_TOKEN to the cluster's token, or RAY_AUTH_TOKEN_PATH to a file holding it "
+                  "(`ray get-auth-token` on the head node prints it)")
+
+
+def _ray_token(field: str) -> tuple[str | None, str]:
+    """The token Ray would send and where it comes from, found as Ray 2.60 finds it: ``RAY_AUTH_TOKEN``
+    (blank counts as unset), else the file ``RAY_AUTH_TOKEN_PATH`` names, else ``~/.ray/auth_token``;
+    whitespace around it stripped. ``(None, "")`` when there is none.
+
+    Raises
+    ------
+    RayAuthError
+        ``RAY_AUTH_TOKEN_PATH`` is set but its file cannot be read or is empty (Ray refuses that too).
+    """
+    from pathlib import Path
+
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token, "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            token = ""
+        if not token:
+            raise RayAuthError(f"{field}: RAY_AUTH_TOKEN_PATH names {path}, which cannot be read or is empty; "
+                               + RAY_TOKEN_HINT)
+        return token, f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = Path.home() / ".ray" / "auth_token"
     try:
-        socket.create_connection((host, port), timeout=timeout_s).close()
-    except OSError as err:
-        raise SpecError(f"{field}: cannot reach Ray at {address} ({err.strerror or err}); "
-                        "check the address and that the cluster is up") from None
+        token = default.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        token = ""
+    return (token, str(default)) if token else (None, "")
+
+
+def _token_accepted(address: str, field: str, token: str | None) -> bool | None:
+    """Whether the Ray at ``address`` accepts a request carrying ``token`` (None: without one).
+
+    One cheap gRPC call: ``GetClusterId`` of the GCS (``host:port``), or the Ray Client server's ping
+    (``ray://``). A token-auth Ray refuses it with UNAUTHENTICATED before looking at the request, so
+    any other answer means "accepted". None when there is no verdict (no answer in time, TLS, an
+    unexpected server): ``ray.init`` then decides as it always did.
+    """
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return None
+    try:
+        import grpc
+    except ImportError:
+        return None
+    host, port, client = _ray_endpoint(address, field)
+    if client:
+        try:
+            from ray.core.generated import ray_client_pb2
+        except ImportError:
+            return None
+        method = "/ray.rpc.RayletDriver/ClusterInfo"
+        request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING).SerializeToString()
+    else:
+        method, request = "/ray.rpc.NodeInfoGcsService/GetClusterId", b""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        channel.unary_unary(method)(request, timeout=RAY_AUTH_PROBE_TIMEOUT_S, metadata=metadata)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return False
+        if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return None
+    finally:
+        channel.close()
+    return True
+
+
+def _enable_token_mode() -> None:
+    """Make this process's Ray send its token: ``RAY_AUTH_MODE=token``, as Ray itself does for a local cluster."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # Ray caches its config (the auth mode with it) in C++
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 - another Ray: the environment variable is what it reads
+        pass
+
+
+def _prepare_ray_auth(address: str, field: str) -> None:
+    """Let ``ray.init(address=...)`` authenticate to a cluster that uses token authentication.
+
+    Ray 2.60 sends a token only while ``RAY_AUTH_MODE=token`` is set in the driver, and for an explicit
+    address never turns it on by itself: with just ``RAY_AUTH_TOKEN`` set its GCS client retries
+    "Authentication token is missing or incorrect" for 20 s and ends in a bare ConnectionError. So
+    the cluster is asked first. If it wants a token, the one Ray would send (:func:`_ray_token`) is
+    checked and token mode is turned on for this process; a cluster without authentication is left
+    as it was. The screen's workers are the cluster's processes and hold its token already.
+
+    Raises
+    ------
+    RayAuthError
+        The cluster wants a token and none is set, it refuses the one set, or ``RAY_AUTH_MODE``
+        turns authentication off.
+    """
+    if address == "local":
+        return
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001 - no cluster on this machine (Ray says so) or another Ray
+            address = ""
+        if not address:
+            return
+    if _token_accepted(address, field, None) is not False:
+        return
+    mode = os.environ.get("RAY_AUTH_MODE", "").strip().lower()
+    if mode and mode != "token":
+        raise RayAuthError(f"{field}: the Ray cluster at {address} uses token authentication but RAY_AUTH_MODE is "
+                           f"{mode!r}; unset RAY_AUTH_MODE (or set it to token) and " + RAY_TOKEN_HINT)
+    token, source = _ray_token(field)
+    if token is None:
+        raise RayAuthError(f"{field}: the Ray cluster at {address} uses token authentication and no token is set; "
+                           + RAY_TOKEN_HINT)
+    if _token_accepted(address, field, token) is False:
+        raise RayAuthError(f"{field}: the Ray cluster at {address} refuses the authentication token from {source}; "
+                           + RAY_TOKEN_HINT)
+    if mode != "token":
+        _enable_token_mode()
+
+
+def connect_ray(address: str, field: str = "execution.address", **init_options: Any) -> None:
+    """Join the Ray cluster at ``address`` (``host:port``, ``ray://host:port`` or ``auto``).
+
+    An unreachable address fails within seconds (:func:`probe_address`); a cluster with token
+    authentication is joined with the token from the environment (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), and without one fails at once saying which
+    setting to give. ``init_options`` go to ``ray.init``.
+
+    Raises
+    ------
+    SpecError
+        Naming ``field`` when the address is malformed or nothing answers there.
+    RayAuthError
+        Naming ``field`` and ``RAY_AUTH_TOKEN`` when the cluster wants a token this process lacks.
+    """
+    import ray
+
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ())  # Ray without token authentication: none
+    probe_address(address, field=field)
+    _prepare_ray_auth(address, field)
+    try:
+        ray.init(address=address, **init_options)
+    except auth_error as err:  # what the probe could not see (TLS, no answer in time)
+        raise RayAuthError(f"{field}: Ray at {address}: {getattr(err, 'message', err)}; " + RAY_TOKEN_HINT) from None
 
 
 def _init_ray(spec: ScreenSpec) -> bool:
@@ -200,6 +377,8 @@ def _init_ray(spec: ScreenSpec) -> bool:
     ------
     SpecError
         Naming ``execution.address`` (unreachable) or the execution field the cluster cannot satisfy.
+    RayAuthError
+        The cluster at ``execution.address`` uses token authentication and no usable token is set.
     """
     import ray
 
@@ -208,8 +387,7 @@ def _init_ray(spec: ScreenSpec) -> bool:
     execution = spec.execution
     address = execution.address or os.environ.get("RAY_ADDRESS")
     if address:
-        probe_address(address)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        connect_ray(address, logging_level="WARNING", log_to_driver=False)
     else:
         needed = execution.num_workers * execution.cpus_per_worker
         since = reaper.now_ticks() if os.path.isdir("/proc/self") else 0

@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help="result store path (overrides output.store)")
     run.add_argument("--workers", type=_positive_int, help="number of Ray workers (overrides execution.num_workers)")
     run.add_argument("--batch-size", type=_positive_int, help="inputs per forward pass (overrides execution.batch_size)")
-    run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray)")
+    run.add_argument("--address", help="Ray cluster address (default: start an embedded local Ray); "
+                     "a cluster with token authentication takes its token from $RAY_AUTH_TOKEN")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another spec")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on http://HOST:PORT/metrics")
     run.add_argument("--metrics-host", help="address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 in a pod)")
@@ -128,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     from screening.cli.remote import add_service_commands
 
     add_service_commands(sub, query, export)  # serve, submit, status, cancel, resume; query/export --server
+
+    from screening.cli.motifs import add_motifs_command
+
+    add_motifs_command(sub, _positive_int)  # motifs: seqlets -> motifs -> JASPAR (screening.interpret.motifs)
     return parser
 
 

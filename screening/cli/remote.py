@@ -92,10 +92,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(settings)  # settings errors before Ray starts
     app_config = ServiceConfig.from_args(settings)
     if args.address:
-        from workers.driver import probe_address
+        from workers.driver import connect_ray
 
-        probe_address(args.address, field="--address")  # an unreachable cluster fails in seconds, not minutes
-        ray.init(address=args.address, logging_level="WARNING")
+        # an unreachable cluster fails in seconds, not minutes; a token-auth one takes RAY_AUTH_TOKEN
+        connect_ray(args.address, field="--address", logging_level="WARNING")
     else:
         ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     serve.start(http_options={"host": args.host, "port": args.port})
@@ -214,7 +214,8 @@ def add_service_commands(sub, query: argparse.ArgumentParser, export: argparse.A
     serve.add_argument("--token-file", help="bearer tokens, one per line (default $SCREENING_TOKEN_FILE; or $SCREENING_API_TOKENS)")
     serve.add_argument("--registry", help="where job records are kept (default <first store root>/.screening-jobs)")
     serve.add_argument("--max-perturbations", type=int, help="largest screen accepted")
-    serve.add_argument("--address", help="Ray cluster address, or auto for the one on this machine (default: start a new local Ray)")
+    serve.add_argument("--address", help="Ray cluster address, or auto for the one on this machine (default: start a new "
+                       "local Ray); a cluster with token authentication takes its token from $RAY_AUTH_TOKEN")
     serve.set_defaults(func=cmd_serve)
 
     submit = sub.add_parser("submit", help="submit a spec to a screening service")

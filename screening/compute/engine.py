@@ -22,13 +22,15 @@ from itertools import groupby
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from screening.compute.assemble import EditedInput, InputAssembler
 from screening.compute.prefetch import predict_batches, prefetch
 from screening.io.genome import Genome
 from screening.io.tracks import TrackError, TrackSet
-from screening.maps.align import bin_alignment, centre_bin
-from screening.maps.score import score_maps
+from screening.maps.align import AlignmentCache, centre_bin
+from screening.maps.score import parse_score_name
+from screening.maps.score_torch import maybe_finite, score_tensors
 from screening.maps.targets import bins_of, map_block
 from screening.models.base import ModelAdapter, ModelError
 from screening.perturb.edits import Edit, apply_edit, centered_window_start
@@ -214,12 +216,17 @@ def _bins(region, window_start: int, geometry) -> np.ndarray:
 def score_items(
     adapter: ModelAdapter, spec: Any, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False,
     chrom: str | None = None,
-) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], np.ndarray | None]]:
+) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], torch.Tensor | None]]:
     """Predict and score perturbations in groups; yield ``(items, scores, Δ maps or None)`` per group.
 
     References are cached by window start, so a window shared by many
     perturbations (mutagenesis) is predicted once. ``chrom``, the items' chromosome,
     names them in errors and is checked against an ROI's.
+
+    Maps stay where the model ran: reference maps are cached there, finiteness is checked and
+    every score computed there (:func:`screening.maps.score_torch.score_tensors`); the scores
+    (``float64 [B]`` numpy) and the finiteness flags cross to the host, once per group. The Δ
+    maps are a tensor on the device too (``float32 [B, n, n]``): the caller moves those it keeps.
 
     Raises
     ------
@@ -235,7 +242,10 @@ def score_items(
     assembler = None
     if not near and adapter.position_encoding() is not None:  # inputs built on the device from encoded spans
         assembler = _assembler(adapter, buffers=3 if overlap and adapter.device.type != "cpu" else 1)
-    cache: OrderedDict[int, np.ndarray] = OrderedDict()
+    cache: OrderedDict[int, torch.Tensor] = OrderedDict()  # reference maps, where the model ran
+    # alignments only for aligned scores, each edit geometry aligned once per unit (mutagenesis repeats them)
+    aligned = any(parse_score_name(name)[1] for name in spec.scores)
+    alignments = AlignmentCache(geometry.bin_size, geometry.n_bins, geometry.map_offset) if aligned else None
     group: list[Perturbed] = []
     pending_refs: dict[int, Span] = {}  # references to predict with the group: their windows ...
     references_in: dict[int, EditedInput] = {}  # ... as inputs (the unedited read the items edit)
@@ -247,20 +257,24 @@ def score_items(
         else:
             inputs = [references_in[key] for key in pending_refs] + [p.input for p in group]
             maps = _predict_inputs(adapter, assembler, inputs, batch_size)
-        _check_maps(maps, list(pending_refs), group, geometry.window_length, chrom)
+        # everything stays where the model ran; the one synchronisation is the transfer of the flags and scores
         for key, ref_map in zip(pending_refs, maps[: len(pending_refs)]):
-            cache[key] = ref_map
+            cache[key] = ref_map.clone()  # not a view: the batch's other maps are freed
         while len(cache) > 2 * batch_size + len(pending_refs):
             cache.popitem(last=False)
-        reference = np.stack([cache[p.window_start] for p in group])
-        alignments = [
-            bin_alignment(p.edit.offset, p.edit.ref_length, p.edit.alt_length, geometry.bin_size, geometry.n_bins,
-                          geometry.map_offset)
-            for p in group
-        ]
+        starts = [p.window_start for p in group]
         perturbed = maps[len(pending_refs) :]
-        scores = score_maps(reference, perturbed, spec.scores, alignments, _context(spec, group, adapter, chrom))
-        return scores, (perturbed - reference if keep_deltas else None)
+        if all(start == starts[0] for start in starts):  # one shared window: no copies of its map
+            reference = cache[starts[0]].expand(perturbed.shape)
+        else:
+            reference = torch.stack([cache[start] for start in starts])
+        index = None if alignments is None else alignments.index(
+            [(p.edit.offset, p.edit.ref_length, p.edit.alt_length) for p in group])
+        scores = score_tensors(reference, perturbed, spec.scores, index, _context(spec, group, adapter, chrom))
+        host = torch.cat([maybe_finite(maps).to(torch.float64), *scores.values()]).cpu().numpy()
+        _check_maps(maps, host[: len(maps)].astype(bool), list(pending_refs), group, geometry.window_length, chrom)
+        values = host[len(maps) :].reshape(len(scores), len(group))
+        return dict(zip(scores, values)), (perturbed - reference if keep_deltas else None)
 
     for perturbed, reference in items:
         new_ref = perturbed.window_start not in cache and perturbed.window_start not in pending_refs
@@ -291,28 +305,39 @@ def _assembler(adapter: ModelAdapter, buffers: int) -> InputAssembler:
 
 def _predict_inputs(
     adapter: ModelAdapter, assembler: InputAssembler | None, inputs: list[EditedInput], batch_size: int
-) -> np.ndarray:
-    """Maps of the inputs, ``batch_size`` per forward pass: built on the device by ``assembler``, else on
-    the host (edited, stacked and encoded by the adapter)."""
+) -> torch.Tensor:
+    """Maps of the inputs, ``batch_size`` per forward pass, on the device: inputs built there by ``assembler``,
+    else on the host (edited, stacked and encoded by the adapter)."""
     batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
     if assembler is not None and adapter.device.type == "cpu":
         # building is memory copies on the cores the forward pass uses: a thread ahead would only hold more buffers
-        return np.concatenate([adapter.predict_inputs(assembler.build(batch)) for batch in batches])
+        return _cat([adapter.predict_maps(assembler.build(batch)) for batch in batches])
     if assembler is not None:  # on an accelerator a thread ahead queues the next batch's splices during the forward
-        return np.concatenate(list(predict_batches(adapter, batches, build=assembler.build)))
+        return _cat(list(predict_batches(adapter, batches, build=assembler.build, on_device=True)))
     spans = ([materialize(item) for item in batch] for batch in batches)
-    return np.concatenate(list(predict_batches(adapter, (stack_spans(batch) for batch in spans))))
+    return _cat(list(predict_batches(adapter, (stack_spans(batch) for batch in spans), on_device=True)))
 
 
-def _check_maps(maps: np.ndarray, references: list[int], group: list[Perturbed], window: int, chrom: str | None) -> None:
+def _cat(maps: list[torch.Tensor]) -> torch.Tensor:
+    return maps[0] if len(maps) == 1 else torch.cat(maps)
+
+
+def _check_maps(
+    maps: torch.Tensor, finite: np.ndarray, references: list[int], group: list[Perturbed], window: int, chrom: str | None
+) -> None:
     """Raise :class:`NonFiniteMapError` naming the first window whose predicted map is not all finite.
 
-    ``maps`` holds the maps of the ``references`` (window starts), then of the ``group``'s items.
+    ``maps`` holds the maps of the ``references`` (window starts), then of the ``group``'s items; ``finite``
+    says which of them may be all finite (:func:`~screening.maps.score_torch.maybe_finite`, computed where they are,
+    with the scores): its False are confirmed here.
     """
-    finite = np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
     if finite.all():
         return
+    finite = torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1).cpu().numpy()
+    if finite.all():  # a sum overflowed
+        return
     k = int(np.flatnonzero(~finite)[0])
+    bad = maps[k].cpu().numpy()
     where = f"{chrom}:" if chrom else ""
     if k < len(references):
         what = f"the reference window {where}{references[k]:,}-{references[k] + window:,}"
@@ -322,28 +347,30 @@ def _check_maps(maps: np.ndarray, references: list[int], group: list[Perturbed],
         base = f" to {'ACGT'[p.base]}" if p.base >= 0 else ""
         what = (f"the perturbation at {where}{start:,}-{start + max(p.edit.ref_length, 1):,}{base} (window "
                 f"{where}{p.window_start:,}-{p.window_start + window:,})")
-    counts = f"{int(np.isnan(maps[k]).sum()):,} NaN, {int(np.isinf(maps[k]).sum()):,} inf"
+    counts = f"{int(np.isnan(bad).sum()):,} NaN, {int(np.isinf(bad).sum()):,} inf"
     raise NonFiniteMapError(
-        f"model output is not finite for {what}: {counts} of {maps[k].size:,} map values; the unit fails "
+        f"model output is not finite for {what}: {counts} of {bad.size:,} map values; the unit fails "
         "rather than store NaN scores"
     )
 
 
 def _predict_substitutions(
     adapter: ModelAdapter, reference_spans: list[Span], group: list[Perturbed], references: dict[int, Span], batch_size: int
-) -> np.ndarray:
-    """Maps of the new references, then of the group's substitutions through ``adapter.predict_near``.
+) -> torch.Tensor:
+    """Maps of the new references, then of the group's substitutions through ``adapter.predict_near``, on the device.
 
     Items of one window are consecutive (mutagenesis yields window by window); each run
     of them is passed with its reference, at most ``batch_size`` windows per call.
     """
-    parts = [adapter.predict(*stack_spans(reference_spans[i : i + batch_size])) for i in range(0, len(reference_spans), batch_size)]
+    parts = [adapter.predict_maps(adapter.build_input(*stack_spans(reference_spans[i : i + batch_size])))
+             for i in range(0, len(reference_spans), batch_size)]
     for window_start, run in groupby(group, key=lambda p: p.window_start):
         run, reference = list(run), references[window_start]
         for i in range(0, len(run), batch_size):
             codes, tracks = stack_spans([p.span for p in run[i : i + batch_size]])
-            parts.append(adapter.predict_near(reference.codes, reference.tracks, codes, tracks))
-    return np.concatenate(parts)
+            near = adapter.predict_near(reference.codes, reference.tracks, codes, tracks)  # numpy (the adapter's API)
+            parts.append(torch.as_tensor(near, device=adapter.device))
+    return _cat([part.to(adapter.device) for part in parts])
 
 
 class _TopMaps:
@@ -352,10 +379,22 @@ class _TopMaps:
     def __init__(self, keep: int) -> None:
         self.keep, self.entries = keep, []  # (score, flat index, Δ map)
 
-    def offer(self, values: np.ndarray, index: np.ndarray, deltas: np.ndarray) -> None:
-        finite = np.isfinite(values)
-        self.entries += list(zip(values[finite].tolist(), index[finite].tolist(), deltas[finite]))
-        self.entries = sorted(self.entries, key=lambda e: -e[0])[: self.keep]
+    def offer(self, values: np.ndarray, index: np.ndarray, deltas: torch.Tensor | np.ndarray) -> None:
+        """Keep the group's Δ maps (``[B, n, n]``, on the device or the host) that enter the top K: only those
+        cross to the host."""
+        rows = np.flatnonzero(np.isfinite(values))
+        # an entry offered now carries its row in deltas (an int), a kept one its host map
+        candidates = self.entries + list(zip(values[rows].tolist(), index[rows].tolist(), rows.tolist()))
+        kept = sorted(candidates, key=lambda e: -e[0])[: self.keep]
+        new = [e[2] for e in kept if isinstance(e[2], int)]
+        if new:
+            if isinstance(deltas, torch.Tensor):
+                moved = deltas[torch.as_tensor(new, device=deltas.device)].cpu().numpy()
+            else:
+                moved = np.asarray(deltas[new])
+            by_row = dict(zip(new, moved))
+            kept = [(score, i, by_row[e] if isinstance(e, int) else e) for score, i, e in kept]
+        self.entries = kept
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         index = np.array([e[1] for e in self.entries], np.int64)

@@ -93,9 +93,10 @@ def _to_device(adapter, inputs: torch.Tensor, stream) -> tuple[torch.Tensor, Any
 
 
 def predict_batches(
-    adapter, batches: Iterable[Any], build: Callable[[Any], torch.Tensor] | None = None
-) -> Iterator[np.ndarray]:
-    """The maps of each batch, in order, as float32 ``[B, n_bins, n_bins]``.
+    adapter, batches: Iterable[Any], build: Callable[[Any], torch.Tensor] | None = None, on_device: bool = False
+) -> Iterator[np.ndarray | torch.Tensor]:
+    """The maps of each batch, in order, as float32 ``[B, n_bins, n_bins]``: numpy, or with ``on_device`` tensors
+    left where the model ran (:meth:`~screening.models.base.ModelAdapter.predict_maps`).
 
     A batch is ``(codes, tracks)``, built into the model input by the adapter (on the host, then
     copied to the device), or anything ``build`` turns into the model input (e.g.
@@ -104,9 +105,13 @@ def predict_batches(
     background thread while the current batch runs.
     """
     make = build if build is not None else (lambda batch: _host_input(adapter, batch))
+    predict = adapter.predict_maps if on_device else adapter.predict_inputs
     if not getattr(adapter, "overlap", False):
         for batch in batches:
-            yield adapter.predict_inputs(make(batch)) if build is not None else adapter.predict(*batch)
+            if build is not None:
+                yield predict(make(batch))
+            else:
+                yield predict(adapter.build_input(*batch)) if on_device else adapter.predict(*batch)
         return
     cuda = adapter.device.type == "cuda"
     stream = torch.cuda.Stream(adapter.device) if cuda else None
@@ -121,4 +126,4 @@ def predict_batches(
             current = torch.cuda.current_stream(adapter.device)
             current.wait_event(ready)
             inputs.record_stream(current)
-        yield adapter.predict_inputs(inputs)
+        yield predict(inputs)

@@ -29,12 +29,14 @@ A zero-length edit (``ref_length == alt_length == 0``) changes nothing and align
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 __all__ = [
+    "AlignmentCache",
     "BinAlignment",
     "bin_alignment",
     "identity",
@@ -197,6 +199,50 @@ def alignment_index(alignments: Sequence[BinAlignment], n_bins: int) -> np.ndarr
             raise ValueError(f"alignment for {alignment.n_bins} bins used on maps of {n_bins}")
         row[alignment.reference] = alignment.perturbed
     return index
+
+
+class AlignmentCache:
+    """:func:`alignment_index` rows of edits, each edit geometry aligned once.
+
+    An engine scoring a work unit keeps one: a row depends only on ``(offset, ref_length,
+    alt_length)`` for a map geometry, and a mutagenesis unit repeats each ``(position, 1, 1)``
+    for its three alternative bases. The least recently used rows beyond ``max_rows`` are dropped
+    (2 KiB each on a 256-bin map).
+
+    Parameters
+    ----------
+    bin_size, n_bins, map_offset
+        As in :func:`bin_alignment`.
+    max_rows
+        Rows kept.
+    """
+
+    def __init__(self, bin_size: int, n_bins: int, map_offset: int = 0, max_rows: int = 1024) -> None:
+        self.bin_size, self.n_bins, self.map_offset, self.max_rows = bin_size, n_bins, map_offset, max_rows
+        self._rows: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def row(self, offset: int, ref_length: int, alt_length: int) -> np.ndarray:
+        """Perturbed bin of every reference bin for one edit, ``int64 [n_bins]`` (read-only), −1 where unaligned."""
+        key = (offset, ref_length, alt_length)
+        row = self._rows.get(key)
+        if row is not None:
+            self.hits += 1
+            self._rows.move_to_end(key)
+            return row
+        self.misses += 1
+        alignment = bin_alignment(offset, ref_length, alt_length, self.bin_size, self.n_bins, self.map_offset)
+        row = _frozen(alignment_index([alignment], self.n_bins)[0])
+        self._rows[key] = row
+        if len(self._rows) > self.max_rows:
+            self._rows.popitem(last=False)
+        return row
+
+    def index(self, edits: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """:func:`alignment_index` of the edits ``(offset, ref_length, alt_length)``, ``int64 [B, n_bins]``."""
+        if not len(edits):
+            return np.zeros((0, self.n_bins), np.int64)
+        return np.stack([self.row(*edit) for edit in edits])
 
 
 def align_maps(

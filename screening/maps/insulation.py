@@ -6,7 +6,8 @@ one with hidden branches):
 * :func:`insulation` - the track scored by ``insulation_delta``: for each bin ``i``, the mean of
   the square with rows ``i-w+1..i`` and columns ``i..i+w-1`` (it touches the diagonal:
   cooltools' dense diamond) without the diagonals ``|i-j| < ignore_diags`` and NaN pixels, then
-  ``log2(raw / mean raw over the bins)``; numpy, float64.
+  ``log2(raw / mean raw over the bins)``; numpy, float64 (:func:`insulation_tensor` is the same track in
+  torch, for scores computed where the maps are).
 * :func:`raw_insulation_at` - the attribution target ``insulation``: the same square at one bin,
   its raw mean, in torch (differentiable; not normalised, so it depends on that square alone).
 * :func:`crossing_insulation` - the demo training's evaluation metric: the square with rows
@@ -25,7 +26,10 @@ import torch
 
 from screening.maps.masked import nan_mean as _mean
 
-__all__ = ["DEFAULT_IGNORE_DIAGS", "DEFAULT_INSULATION_WINDOW", "crossing_insulation", "insulation", "raw_insulation_at"]
+__all__ = [
+    "DEFAULT_IGNORE_DIAGS", "DEFAULT_INSULATION_WINDOW", "crossing_insulation", "insulation", "insulation_tensor",
+    "raw_insulation_at",
+]
 
 #: Insulation square side in bins (10 × 8192 bp ≈ 80 kb on a C.Origami map).
 DEFAULT_INSULATION_WINDOW = 10
@@ -83,6 +87,35 @@ def insulation(
         raw = np.where(full & (counts > 0), totals / counts, np.nan)
         ratio = raw / _mean(raw, axis=-1)[:, None]
         return np.where(ratio > 0, np.log2(np.where(ratio > 0, ratio, 1.0)), np.nan)
+
+
+def insulation_tensor(
+    maps: torch.Tensor, window: int = DEFAULT_INSULATION_WINDOW, ignore_diags: int = DEFAULT_IGNORE_DIAGS
+) -> torch.Tensor:
+    """:func:`insulation` in torch, where ``maps`` are (the engine's scores on the device): the same
+    track, float64 ``[B, n]``, equal to the numpy function within float64 rounding (tests)."""
+    if window < 1 or ignore_diags < 0:
+        raise ValueError(f"need window >= 1 and ignore_diags >= 0, got {window}, {ignore_diags}")
+    x = maps.to(torch.float64)
+    n = x.shape[-1]
+    i = torch.arange(n, device=x.device)
+    valid = ~torch.isnan(x) & ((i[:, None] - i[None, :]).abs() >= ignore_diags)
+    full = (i - window + 1 >= 0) & (i + window <= n)
+    r0, r1 = (i - window + 1).clamp(0, n), i + 1
+    c0, c1 = i, (i + window).clamp(0, n)
+    totals = _block_sums_tensor(torch.where(valid, x, 0.0), r0, r1, c0, c1)
+    counts = _block_sums_tensor(valid.to(torch.float64), r0, r1, c0, c1)
+    raw = torch.where(full & (counts > 0), totals / counts, torch.nan)
+    ratio = raw / torch.nanmean(raw, dim=-1, keepdim=True)
+    positive = ratio > 0  # NaN compares False
+    return torch.where(positive, torch.log2(torch.where(positive, ratio, 1.0)), torch.nan)
+
+
+def _block_sums_tensor(values: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
+    """:func:`_block_sums` in torch."""
+    table = values.new_zeros((values.shape[0], values.shape[1] + 1, values.shape[2] + 1))
+    table[:, 1:, 1:] = values.cumsum(dim=1).cumsum(dim=2)
+    return table[:, r1, c1] - table[:, r0, c1] - table[:, r1, c0] + table[:, r0, c0]
 
 
 def raw_insulation_at(maps: torch.Tensor, bin: int, window: int, ignore_diags: int) -> torch.Tensor:

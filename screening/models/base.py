@@ -147,11 +147,17 @@ class ModelAdapter(ABC):
     @torch.no_grad()
     def predict_inputs(self, inputs: torch.Tensor) -> np.ndarray:
         """Forward of built inputs under :attr:`precision` (CUDA autocast), as float32 numpy maps."""
+        return self.predict_maps(inputs).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_maps(self, inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`predict_inputs` with the maps left where the model ran: float32 ``[B, n_bins, n_bins]`` on
+        the device (the engine scores them there, :mod:`screening.maps.score_torch`); nothing is synchronised."""
         from screening.models.precision import autocast
 
         with autocast(self.device, self.precision):
             maps = self.forward(inputs)
-        return maps.float().cpu().numpy()
+        return maps.float()
 
     def position_encoding(self) -> PositionEncoding | None:
         """The input's encoding per position, if it is position-wise (:class:`PositionEncoding`).

@@ -26,12 +26,21 @@ def _tables(results):
 
 
 def top_hits(results, n: int = 5, per_analysis: bool = False) -> pd.DataFrame:
-    """The ``n`` strongest perturbations by each analysis's first score (overall, or per analysis)."""
+    """The ``n`` strongest perturbations by each analysis's first score (overall, or per analysis).
+
+    Each chromosome's done units are streamed in blocks with a running top ``n``
+    (:meth:`~screening.store.reader.Results.nlargest`), so memory and time do not depend on building
+    whole-chromosome tables.
+    """
     frames = []
-    for analysis, score, _, frame in _tables(results):
-        frame = frame.dropna(subset=[score]).nlargest(n, score)
-        frame.insert(0, "analysis", analysis)
-        frames.append(frame.rename(columns={score: "score"}).assign(score_name=score))
+    for analysis in results.analyses:
+        score = results.scores(analysis)[0]
+        for chrom in results.chromosomes:
+            frame = results.nlargest(chrom, score, n, analysis=analysis)
+            if not len(frame):
+                continue
+            frame.insert(0, "analysis", analysis)
+            frames.append(frame.rename(columns={score: "score"}).assign(score_name=score))
     if not frames:
         return pd.DataFrame(columns=["analysis", "chrom", "start", "end", "score", "score_name"])
     table = pd.concat(frames, ignore_index=True).sort_values("score", ascending=False)

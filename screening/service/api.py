@@ -50,12 +50,84 @@ from screening.service.policy import PolicyError, server_spec, spec_error_fields
 from screening.service.wire import ARROW_TYPE, dataset_to_arrow, dataset_to_json
 from screening.spec import MAX_DEPTH, SpecError, nesting_depth
 
-__all__ = ["create_api"]
+__all__ = ["ResultsCache", "create_api"]
 
 JOB_ID = PathParam(..., pattern=r"^[0-9a-f]{32}$", description="a screen id (32 hex digits)")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-_RESULTS_TTL_S = 30.0  # an open store handle is reused this long (an overwritten store is seen after it)
+_RESULTS_TTL_S = 30.0  # an open store handle unused this long is dropped; one in use is rechecked this often
+_RESULTS_MAX = 64  # open store handles kept (least recently used dropped first)
 _MANAGER_TIMEOUT_S = 30.0
+
+
+class ResultsCache:
+    """Open result-store handles (:class:`~screening.store.reader.Results`) by screen id, kept warm under use.
+
+    A handle expires ``ttl_s`` after its last use (sliding), at most ``max_entries`` are kept (least
+    recently used dropped first), and a handle in use is rechecked every ``ttl_s``: one read of the
+    store's root attributes; a store replaced meanwhile (``--overwrite``: another spec hash or
+    provenance) is reopened. So repeated queries keep their coordinates in memory instead of paying a
+    cold open every half minute, and an overwritten store is still seen within ``ttl_s``.
+
+    Parameters
+    ----------
+    open_results
+        ``open_results(store) -> Results``; its errors propagate.
+    ttl_s, max_entries
+        Expiry after the last use, and the bound on open handles.
+    clock
+        Monotonic seconds (tests pass a fake one).
+    """
+
+    def __init__(self, open_results: Any, ttl_s: float = _RESULTS_TTL_S, max_entries: int = _RESULTS_MAX,
+                 clock: Any = time.monotonic) -> None:
+        from collections import OrderedDict
+
+        self._open, self.ttl_s, self.max_entries, self._clock = open_results, ttl_s, max_entries, clock
+        # key -> [results, lock, store, last used, last checked, identity]
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+        self._guard = threading.Lock()
+
+    @staticmethod
+    def _identity(attrs: dict[str, Any] | None) -> Any:
+        if attrs is None:
+            return None
+        return json.dumps([attrs.get("spec_sha256"), attrs.get("provenance")], sort_keys=True, default=str)
+
+    def get(self, key: str, store: str) -> tuple[Any, threading.Lock]:
+        """``(results, lock)`` of a screen's store: the cached handle, or a newly opened one."""
+        from screening.store.layout import StoreNotFoundError, read_store_attrs
+
+        now = self._clock()
+        with self._guard:
+            entry = self._entries.get(key)
+            if entry is not None and (entry[2] != store or now - entry[3] > self.ttl_s):
+                del self._entries[key]
+                entry = None
+        if entry is not None and now - entry[4] > self.ttl_s:  # in use for a while: was the store replaced?
+            try:
+                same = self._identity(read_store_attrs(store, entry[0].storage_options)) == entry[5]
+            except StoreNotFoundError:
+                same = False
+            if not same:
+                with self._guard:
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]
+                entry = None
+            else:
+                entry[4] = now
+        if entry is None:
+            results = self._open(store)
+            entry = [results, threading.Lock(), store, now, now, self._identity(getattr(results, "_attrs", None))]
+        with self._guard:
+            entry[3] = now
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return entry[0], entry[1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 # --------------------------------------------------------------------------- response models
@@ -368,7 +440,7 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
     )
     metrics = _Metrics()
     bearer = HTTPBearer(auto_error=False, description="a token from the server's token file or SCREENING_API_TOKENS")
-    results_cache: dict[str, tuple[float, Any, threading.Lock]] = {}
+    results_cache = ResultsCache(open_results)
     stores: dict[str, str] = {}
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
@@ -422,15 +494,10 @@ def create_api(config: ServiceConfig, manager: Any, tokens: TokenStore) -> "Limi
         return stores[job_id]
 
     def results_of(job_id: str, store: str):
-        cached = results_cache.get(job_id)
-        if cached is None or time.monotonic() - cached[0] > _RESULTS_TTL_S:
-            try:
-                results = open_results(store)
-            except StoreNotFoundError:
-                raise _error(409, f"screen {job_id} has no results yet (its store is being created)") from None
-            cached = (time.monotonic(), results, threading.Lock())
-            results_cache[job_id] = cached
-        return cached[1], cached[2]
+        try:
+            return results_cache.get(job_id, store)
+        except StoreNotFoundError:
+            raise _error(409, f"screen {job_id} has no results yet (its store is being created)") from None
 
     def user_error(err: Exception) -> HTTPException:
         return _error(422, str(err))

@@ -19,16 +19,17 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from screening.core.errors import ScreeningError
 from screening.store.location import Location
 
 __all__ = [
-    "ATTRS_KEY", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_SHARD", "DIGEST", "DIM", "DONE", "FORMAT_VERSION",
+    "ATTRS_KEY", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_CHUNK", "COORD_SHARD", "DIGEST", "DIM", "DONE", "FORMAT_VERSION",
     "READABLE_VERSIONS", "RESERVED_NAMES", "SHARD_CHUNKS", "TOP_DELTA", "TOP_INDEX",
     "DamagedChunkError", "GroupLayout", "StoreError", "StoreNotFoundError",
-    "as_location", "check_format", "read_checked", "read_store_attrs", "zarr_store",
+    "as_location", "check_format", "read_checked", "read_store_attrs", "stored_chunks", "zarr_store",
 ]
 
 FORMAT_VERSION = 2  # 2: crc32c on every chunk and a per-unit digest (chunk_digest); 1: neither
@@ -43,8 +44,11 @@ DIGEST = "chunk_digest"  # crc32 of a unit's written values, set just before its
 TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
 RESERVED_NAMES = frozenset({*COORDS, DONE, DIGEST, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
 BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
-COORD_SHARD = 1 << 20  # at most this many perturbations per shard of a coordinate array …
-SHARD_CHUNKS = 4096  # … and at most this many chunks (a shard's index costs 16 bytes per chunk)
+COORD_CHUNK = 1 << 17  # about this many perturbations (whole units) per chunk of a coordinate array
+# Earlier format 2 stores hold coordinates in shards of unit-sized chunks, at most COORD_SHARD
+# perturbations and SHARD_CHUNKS chunks a shard (read like any other chunking; no longer written).
+COORD_SHARD = 1 << 20
+SHARD_CHUNKS = 4096
 
 
 class StoreError(ScreeningError, RuntimeError):
@@ -110,6 +114,22 @@ def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Calla
                     raise
                 raise DamagedChunkError(store, name, k, f"{type(inner).__name__}: {inner}", span(k) if span else "") from inner
         raise DamagedChunkError(store, name, start // size, f"{type(err).__name__}: {err}") from err
+
+
+def stored_chunks(array: zarr.Array) -> set[int]:
+    """Indices of the stored chunk objects of a 1-D, unsharded array, from one listing.
+
+    ``array.nchunks_initialized`` (zarr 3.1) compares every possible key with a list of the stored
+    ones, which is quadratic: 1.7 s for chr1's 15,429 flags, minutes at genome scale. This is linear.
+    """
+    prefix = array.store_path.path.rstrip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    keys = {array.metadata.encode_chunk_key((k,)): k for k in range(array.cdata_shape[0])}
+
+    async def listing() -> list[str]:
+        return [key async for key in array.store_path.store.list_prefix(prefix)]
+
+    return {keys[key[len(prefix):]] for key in sync(listing()) if key[len(prefix):] in keys}
 
 
 # --------------------------------------------------------------------------- layout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Sequence
 
 import dask.array as da
 import numpy as np
@@ -31,6 +31,7 @@ from screening.store.layout import (
     check_format,
     read_checked,
     read_store_attrs,
+    stored_chunks,
     zarr_store,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 _COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
+_TOP_BLOCK = 1 << 18  # score values read at a time by Results.nlargest
 
 
 class ResultsError(ScreeningError, ValueError):
@@ -169,7 +171,7 @@ class Results:
                 n_chunks = int(_meta(group)["n_chunks"])
                 total += n_chunks
                 if n_chunks:
-                    done += _array(group, DONE).nchunks_initialized
+                    done += len(stored_chunks(_array(group, DONE)))
         return done, total
 
     def resolve_analysis(self, analysis: str | None = None) -> str:
@@ -348,9 +350,95 @@ class Results:
                 self._read(group, "top_delta", slice(int(k) * keep, (int(k) + 1) * keep), chrom, analysis)
             raise
 
+    def nlargest(self, chrom: str, score: str, n: int, analysis: str | None = None) -> pd.DataFrame:
+        """The ``n`` perturbations of a whole chromosome with the largest ``score``, strongest first.
+
+        The same rows, in the same order, as ``to_dataframe(chrom, analysis).dropna(subset=[score])
+        .nlargest(n, score)`` (columns ``chrom, start, end, <labels…>`` or ``<base>``, then ``score``),
+        without building the table: the chromosome's done units are found by one listing of their
+        ``chunk_done`` flags, their scores are read in blocks of about ``_TOP_BLOCK`` rows with numpy
+        and only a running top ``n`` is kept (memory bounded by the block, not the chromosome). A
+        damaged ``chunk_done`` flag counts as done here (its scores are still checksum-verified).
+        """
+        analysis = self.resolve_analysis(analysis)
+        self.check_score(score, analysis)
+        if chrom not in self.chromosomes:
+            raise RegionError(f"chromosome {chrom!r} has no results in this store (it holds {', '.join(self.chromosomes)})")
+        group = self._group(chrom, analysis)
+        meta = _meta(group) if group is not None else {}
+        extra_dims = dict(meta.get("extra_dims", {}))
+        dims = list(meta.get("score_dims", {}).get(score, list(extra_dims)))
+        labels = [] if dims else list(meta.get("labels", []))
+        if group is None or n <= 0:
+            return _top_frame(chrom, np.zeros(0, np.int64), {}, dims, score, np.zeros(0, np.float32))
+        if dims != list(extra_dims) or len(dims) > 1:  # scores of mixed or several trailing dims: the table itself
+            return self.to_dataframe(chrom, analysis).dropna(subset=[score]).nlargest(n, score).reset_index(drop=True)
+        chunk_size, total = int(meta["chunk_size"]), int(meta["n"])
+        width = int(np.prod([extra_dims[d] for d in dims])) if dims else 1
+        array = _array(group, score)
+        where = _Where(self.path, f"{chrom}/{analysis}", self._span(chrom, analysis, group))
+        done = np.fromiter(sorted(stored_chunks(_array(group, DONE))), dtype=np.int64)
+        per_block = max(1, _TOP_BLOCK // (chunk_size * width))
+        best_pos, best_val = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        for b in range(0, len(done), per_block):
+            units = done[b : b + per_block]
+            rows = (units[:, None] * chunk_size + np.arange(chunk_size)).ravel()
+            rows = rows[rows < total]
+            values = self._read_rows(array, rows, units, where, score).reshape(len(rows), width)
+            flat = (rows[:, None] * width + np.arange(width)).ravel()  # position in the table's row order
+            keep = _top_n(values.ravel(), n)
+            pos = np.concatenate([best_pos, flat[keep]])
+            val = np.concatenate([best_val, values.ravel()[keep]])
+            order = np.argsort(pos, kind="stable")  # keep="first" ties need table order
+            pos, val = pos[order], val[order]
+            chosen = _top_n(val, n)
+            best_pos, best_val = pos[chosen], val[chosen]
+        rows = best_pos // width
+        coords = {}
+        for name in ("start", "end", *labels):
+            coords[name] = (np.asarray(_array(group, name).get_coordinate_selection(rows)) if len(rows)
+                            else np.zeros(0, np.int64))
+        if dims:
+            names = np.array(list("ACGT")) if extra_dims.get("base") == 4 else np.arange(width)
+            coords[dims[0]] = names[best_pos % width]
+        return _top_frame(chrom, rows, coords, dims, score, best_val, labels)
+
+    def _read_rows(self, array: zarr.Array, rows: np.ndarray, units: np.ndarray, where: _Where, name: str) -> np.ndarray:
+        """Rows of a score array (only the chunks holding them are read); a damaged chunk is named."""
+        try:
+            return np.asarray(array.get_orthogonal_selection((rows, *[slice(None)] * (array.ndim - 1))))
+        except Exception:  # noqa: BLE001  read the units one by one to name the damaged chunk
+            size = array.chunks[0]
+            for k in units:
+                where.read(array, name, slice(int(k) * size, min((int(k) + 1) * size, array.shape[0])))
+            raise
+
     def to_dataframe(self, region: str | Region, analysis: str | None = None) -> pd.DataFrame:
         """:meth:`query` as a :class:`pandas.DataFrame`: ``chrom, start, end, <scores…>``."""
         return dataset_to_frame(self.query(region, analysis))
+
+
+def _top_n(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest non-NaN values, largest first, ties in order of position
+    (what ``pandas.Series.nlargest(n, keep="first")`` returns)."""
+    series = pd.Series(values)
+    return series.dropna().nlargest(n).index.to_numpy(dtype=np.int64)
+
+
+def _top_frame(chrom: str, rows: np.ndarray, coords: dict[str, np.ndarray], dims: list[str], score: str,
+               values: np.ndarray, labels: Sequence[str] = ()) -> pd.DataFrame:
+    """:meth:`Results.nlargest`'s table: the columns :func:`dataset_to_frame` gives these rows."""
+    empty = np.zeros(0, np.int64)
+    frame = {"start": coords.get("start", empty), "end": coords.get("end", empty)}
+    for name in (*dims[:1], *labels):
+        frame[name] = coords.get(name, np.zeros(0, object))
+    frame[score] = np.asarray(values, np.float32)
+    table = pd.DataFrame(frame)
+    if dims:  # as dataset_to_frame builds each kind's chrom column
+        table.insert(0, "chrom", chrom)
+    else:
+        table.insert(0, "chrom", pd.Series([chrom] * len(rows), dtype=object))
+    return table
 
 
 def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:

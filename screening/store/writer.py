@@ -30,13 +30,12 @@ from screening.store.layout import (
     ATTRS_KEY,
     BUILDING_KEY,
     CHUNK_DIM,
-    COORD_SHARD,
+    COORD_CHUNK,
     COORDS,
     DIGEST,
     DIM,
     DONE,
     FORMAT_VERSION,
-    SHARD_CHUNKS,
     TOP_DELTA,
     TOP_INDEX,
     DamagedChunkError,
@@ -53,6 +52,7 @@ from screening.store.layout import (
     check_format,
     read_checked,
     read_store_attrs,
+    stored_chunks,
     zarr_store,
 )
 from screening.store.location import Location, redact_options
@@ -164,14 +164,17 @@ def _redacted_spec(spec: dict) -> dict:
     return {**spec, "output": {**output, "storage_options": redact_options(output["storage_options"])}}
 
 
-def _coord_shard(layout: GroupLayout) -> int:
-    """Perturbations per shard of a coordinate array: whole chunks, no more than the group holds.
+def _coord_chunk(layout: GroupLayout) -> int:
+    """Perturbations per chunk of a coordinate (and label) array: whole work units, about
+    ``COORD_CHUNK`` rows, no more than the group holds.
 
-    A shard's index has an entry for every chunk it could hold, so a shard sized far beyond the
-    group (2^20 rows for 20 perturbations) is mostly index: megabytes of it per array.
+    Coordinates are written once, by the driver, and read whole (a query's binary search, a
+    resume's layout check), so they need no chunk per unit: chr1's 246,858 1-kb deletions are
+    2 chunks per array instead of 15,429 16-row chunks inside shards (whose decoding made every
+    cold query cost seconds).
     """
-    chunks = min(max(1, layout.n_chunks), SHARD_CHUNKS, max(1, COORD_SHARD // layout.chunk_size))
-    return layout.chunk_size * chunks
+    units = min(max(1, layout.n_chunks), max(1, COORD_CHUNK // layout.chunk_size))
+    return layout.chunk_size * units
 
 
 def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
@@ -179,13 +182,13 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
     group = root[layout.chrom].create_group(layout.analysis, attributes=attrs)
     checksums = FORMAT_VERSION >= 2  # a format 1 store (tests of old stores) has neither
     codecs = {"compressors": _codecs()} if checksums else {}  # format 1 stores: zarr's default zstd
-    chunks = (layout.chunk_size,)
-    # Coordinates are written once, here, so whole shards of chunks can share one object:
-    # a genome-scale screen then needs no file per chunk per coordinate.
-    shards = (_coord_shard(layout),)
+    # Coordinates and labels are written once, here, in large chunks of whole units: a
+    # genome-scale screen needs a few objects per coordinate, and reading one whole is fast.
+    # (Stores of earlier releases hold them in shards of unit-sized chunks; read the same way.)
+    coord_chunks = (_coord_chunk(layout),)
     for name in COORDS:
         arr = group.create_array(
-            name, shape=(layout.n,), chunks=chunks, shards=shards, dtype="int64", fill_value=0,
+            name, shape=(layout.n,), chunks=coord_chunks, dtype="int64", fill_value=0,
             dimension_names=[DIM], **codecs,
         )
         if layout.n:
@@ -193,7 +196,7 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
     for name, values in layout.labels.items():
         text = values.dtype.kind in "USO"
         arr = group.create_array(
-            name, shape=(layout.n,), chunks=chunks, shards=None if text else shards,
+            name, shape=(layout.n,), chunks=coord_chunks,
             dtype=str if text else values.dtype, fill_value="" if text else 0, dimension_names=[DIM], **codecs,
         )
         if layout.n:
@@ -693,12 +696,22 @@ class ResultStore:
             return np.zeros(0, dtype=bool)
         # Flags equal to the fill value are never stored, so a listing settles the common
         # all-done / none-done cases without reading thousands of one-byte objects.
-        stored = flags.nchunks_initialized
-        if stored == 0:
+        present = stored_chunks(flags)
+        if not present:
             return np.zeros(group.n_chunks, dtype=bool)
-        if stored == group.n_chunks:
+        if len(present) == group.n_chunks:
             return np.ones(group.n_chunks, dtype=bool)
-        return _read_flags(flags)[0]
+        # Only the stored flags are decoded (a missing one is 0): half the reads of a half-done store.
+        index = np.fromiter(sorted(present), dtype=np.int64, count=len(present))
+        try:
+            values = flags.get_coordinate_selection(index)
+        except Exception as err:  # noqa: BLE001  a damaged flag: read them one by one
+            if not _is_damage(err):
+                raise
+            return _read_flags(flags)[0]
+        mask = np.zeros(group.n_chunks, dtype=bool)
+        mask[index] = values != 0
+        return mask
 
     def _span(self, chrom: str, analysis: str, k: int) -> str:
         """``chrom:start-end`` of chunk ``k``'s perturbations (best effort: coordinates may be damaged)."""
@@ -821,7 +834,7 @@ class ResultStore:
             group = self._group(chrom, analysis)
             total += group.n_chunks
             if group.n_chunks:
-                done += group.arrays[DONE].nchunks_initialized
+                done += len(stored_chunks(group.arrays[DONE]))
         return done, total
 
     def mark_complete(self) -> None:
