@@ -4,10 +4,14 @@ Sequence is ``uint8`` codes (A0 C1 G2 T3 N4, see :mod:`screening.core.encode`) a
 tracks are ``float32 [n_tracks, length]`` or ``None``; nothing here touches files
 and no input is ever modified.
 
-Every kind of perturbation but saturation mutagenesis (:func:`mutate`, batched
-in place) is one call of :func:`apply_edit`, which replaces a reference segment
-of a window by an alternative segment. The kind helpers build that alternative
-from the reference segment:
+Every kind of perturbation is one edit in the sense of :func:`apply_edit`: a
+reference segment of a window replaced by an alternative segment (a substitution
+replaces one base). The engine applies it on the host with :func:`apply_edit`, or
+splices it into the encoded window on the model's device with the same rules
+(:mod:`screening.compute.assemble`, validated by :func:`check_edit`).
+:func:`mutate` makes many substitutions of one window at once, for callers that want
+the substituted windows themselves. The kind helpers build the alternative from the
+reference segment:
 
 =============================  ==================================  ======================
 kind                           alternative (``alt_codes``)         ``alt_tracks``
@@ -18,7 +22,7 @@ deletion (:func:`delete`)      empty                               empty
 :func:`invert`                 reverse complement                  reversed
 :func:`duplicate`              the segment twice                   twice
 :func:`insertion`              a sequence (``ref_length=0``)       ``None`` → zeros
-:func:`mutate`                 single-base substitutions, batched  unchanged (no edit)
+:func:`mutate`                 single-base substitutions, batched  unchanged
 =============================  ==================================  ======================
 
 :class:`Edit` records where an applied edit sits and how far it shifts
