@@ -285,11 +285,12 @@ def run_forward(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def _run_units(worker, plan, options) -> tuple[float, list[int], list[dict]]:
     """Compute every unit through the worker; peak RSS after each (the last report carries ``cpu_s``)."""
-    peaks, reports = [], []
+    from workers.screen_worker import run_in_process
+
+    peaks: list[int] = []
     began, cpu = time.perf_counter(), time.process_time()
-    for unit in plan.units:
-        reports.append(worker.run(unit, plan.payload(unit)))
-        peaks.append(peak_rss())
+    units = ((unit, plan.payload(unit)) for unit in plan.units)
+    reports = run_in_process(worker, units, after_each=lambda _: peaks.append(peak_rss()))
     _sync(options.device)
     reports[-1]["cpu_s"] = time.process_time() - cpu
     return time.perf_counter() - began, peaks, reports

@@ -29,7 +29,10 @@ from screening.spec import ScreenSpec
 from screening.store.layout import GroupLayout
 from screening.maps.targets import windows_missing
 
-__all__ = ["WorkUnit", "UnitPayload", "ScreenPlan", "check_map_blocks", "deletion_starts", "plan_screen", "shared_windows"]
+__all__ = [
+    "JointVariants", "WorkUnit", "UnitPayload", "ScreenPlan", "check_map_blocks", "deletion_starts", "partner_scores",
+    "plan_screen", "shared_windows",
+]
 
 _MAX_LISTED = 1000  # skipped items listed by name in the store's metadata
 
@@ -54,13 +57,15 @@ class WorkUnit:
 
 class UnitPayload(TypedDict):
     """What a worker needs to compute one unit (:meth:`ScreenPlan.payload`): per perturbation, its
-    interval ``[start, end)`` and its model window's start (``int64 [n]`` each), and for a VCF
-    analysis the :class:`~screening.io.vcf.Variant` alleles."""
+    interval ``[start, end)`` and its model window's start (``int64 [n]`` each), for a VCF
+    analysis the :class:`~screening.io.vcf.Variant` alleles (or :class:`JointVariants` of a haplotype), for a
+    rearrangement analysis the :class:`~screening.perturb.rearrange.PlacedRearrangement` s."""
 
     start: np.ndarray
     end: np.ndarray
     window_start: np.ndarray
     variants: NotRequired[list]
+    rearrangements: NotRequired[list]
 
 
 @dataclass
@@ -71,6 +76,7 @@ class ScreenPlan:
     units: list[WorkUnit]
     skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
     variants: dict[tuple[str, str], list] = field(default_factory=dict)
+    rearrangements: dict[tuple[str, str], list] = field(default_factory=dict)
 
     @property
     def n_perturbations(self) -> int:
@@ -89,8 +95,16 @@ class ScreenPlan:
         before the store is created.
         """
         out: dict[str, list[tuple[int, int]]] = {}
-        for chrom in dict.fromkeys(layout.chrom for layout in self.layouts):
-            starts = np.unique(np.concatenate([lay.window_start for lay in self.layouts if lay.chrom == chrom]))
+        partners: dict[str, list[int]] = {}  # a rearrangement's reference windows, on every partner's chromosome
+        for placed in (r for group in self.rearrangements.values() for r in group):
+            for partner in placed.partners:
+                partners.setdefault(partner.chrom, []).append(partner.window_start)
+        for chrom in dict.fromkeys([*(layout.chrom for layout in self.layouts), *partners]):
+            starts = np.unique(np.concatenate([
+                *(lay.window_start + shift for lay in self.layouts if lay.chrom == chrom
+                  for shift in (lay.params.get("shifts") or [0])),
+                np.array(partners.get(chrom, []), np.int64),
+            ]))
             if not len(starts):
                 continue
             # windows of one length: a new interval begins where a window starts past the previous one's end
@@ -105,6 +119,8 @@ class ScreenPlan:
         payload: UnitPayload = {"start": layout.start[sl], "end": layout.end[sl], "window_start": layout.window_start[sl]}
         if (unit.chrom, unit.analysis) in self.variants:
             payload["variants"] = self.variants[(unit.chrom, unit.analysis)][sl]
+        if (unit.chrom, unit.analysis) in self.rearrangements:
+            payload["rearrangements"] = self.rearrangements[(unit.chrom, unit.analysis)][sl]
         return payload
 
 
@@ -153,6 +169,7 @@ class _Candidates:
     extra: np.ndarray  # bp of downstream sequence a net deletion pulls into the window
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     variants: list | None = None
+    rearrangements: list | None = None
 
 
 def _tiled(spec, regions: list[Region], window: int) -> _Candidates:
@@ -218,7 +235,7 @@ def _place_shared(chrom, perturbation, candidates: _Candidates, geometry, chrom_
     while True:
         candidates.window_start = shared_windows(candidates.start, candidates.end, centred, candidates.extra, chunk_size,
                                                  geometry.window_length, chrom_length)
-        keep = _fits(candidates.window_start, candidates.extra, geometry, chrom_length)
+        keep = _fits_shifted(candidates.window_start, candidates.extra, geometry, chrom_length, perturbation)
         candidates = _check_edges(chrom, perturbation, candidates, geometry, chrom_length, policy, skipped)
         if keep.all():
             return candidates
@@ -314,18 +331,220 @@ def _variant_candidates(variants: list, window: int) -> _Candidates:
     return _Candidates(start, end, _centred(start, ref_len, window), np.maximum(ref_len - alt_len, 0), labels, list(variants))
 
 
+@dataclass(frozen=True)
+class JointVariants:
+    """The alleles of one haplotype of a sample that lie in the model window of one of them (the focus), applied
+    together: a single edit from the first allele's start to the last one's end (what the engine splices in),
+    scored against the reference. Reads like the focus (``id``, ``line``, ``vcf_alt``, ...) for labels and messages.
+    """
+
+    focus: Any
+    members: tuple
+    haplotype: int
+
+    def __getattr__(self, name: str) -> Any:  # the focus's fields (id, line, vcf_pos, vcf_ref, vcf_alt, kind, ...)
+        if name.startswith("__") or name in ("focus", "members", "haplotype"):  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.focus, name)
+
+    @property
+    def edit_start(self) -> int:
+        """Where the joint edit starts (the first allele's start)."""
+        return int(self.members[0].start)
+
+    @property
+    def ref_length(self) -> int:
+        """Reference bp the joint edit replaces (first allele's start to last allele's end)."""
+        return int(max(m.end for m in self.members) - self.edit_start)
+
+    @property
+    def alt_length(self) -> int:
+        """bp in their place."""
+        return self.ref_length + sum(int(m.alt_length) - int(m.ref_length) for m in self.members)
+
+
+def _haplotype_overlaps(spec: ScreenSpec, perturbation, variants: list, haplotype: int, skipped) -> list:
+    """A haplotype's alleles in order, refusing (or, with ``invalid_policy: skip``, skipping the later of) two that
+    overlap: one haplotype cannot carry both."""
+    kept: list = []
+    problems = []
+    for variant in sorted(variants, key=lambda v: (v.start, v.end, v.line)):
+        last = kept[-1] if kept else None
+        if last is not None and (variant.start < last.end or variant.start == last.start == last.end == variant.end):
+            # the one later in the file goes; the one kept ends no later than the next can start (sorted by start)
+            later, earlier = (variant, last) if variant.line > last.line else (last, variant)
+            problems.append(
+                f"{perturbation.vcf}:{later.line} {later.id} {later.chrom}:{later.vcf_pos} overlaps "
+                f"{earlier.id} (line {earlier.line}) on haplotype {haplotype} of sample {perturbation.sample}"
+            )
+            kept[-1] = earlier
+            continue
+        kept.append(variant)
+    if problems and spec.invalid_policy == "fail":
+        from screening.io.vcf import VcfError
+
+        raise VcfError(
+            f"{len(problems)} variant(s) overlap another of the same haplotype (one haplotype cannot carry both; "
+            "set invalid_policy: skip to skip the later one and list it):\n  " + "\n  ".join(problems[:20])
+        )
+    if problems:
+        entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
+        entry["count"] += len(problems)
+        entry["items"] += problems[: max(0, _MAX_LISTED - len(entry["items"]))]
+    return kept
+
+
+def _haplotype_candidates(spec: ScreenSpec, perturbation, on_chrom: list, chosen: list, window: int, skipped):
+    """One perturbation per (allele, haplotype carrying it) of ``chosen``: the allele with every other allele of
+    that haplotype inside its window (``on_chrom``: all of the chromosome's), applied together."""
+    parts = []
+    chosen_ids = {id(v) for v in chosen}
+    for haplotype in perturbation.haplotypes:
+        carried = _haplotype_overlaps(spec, perturbation, [v for v in on_chrom if haplotype in v.haplotypes], haplotype,
+                                      skipped)
+        focal = [v for v in carried if id(v) in chosen_ids]
+        if not focal:
+            continue
+        candidates = _variant_candidates(focal, window)
+        ends = np.array([max(v.end, v.start) for v in carried], np.int64)
+        starts = np.array([v.start for v in carried], np.int64)
+        joints = []
+        for variant, ws in zip(focal, candidates.window_start.tolist()):
+            inside = np.flatnonzero((starts >= ws) & (ends <= ws + window))
+            members = tuple(carried[i] for i in inside) if any(carried[i] is variant for i in inside) else (variant,)
+            joints.append(JointVariants(variant, members, haplotype))
+        candidates.variants = joints
+        candidates.extra = np.array([max(0, j.ref_length - j.alt_length) for j in joints], np.int64)
+        candidates.labels["haplotype"] = np.full(len(joints), haplotype, np.int64)
+        candidates.labels["n_joint"] = np.array([len(j.members) for j in joints], np.int64)
+        parts.append(candidates)
+    if not parts:
+        return None
+    return _merge(parts)
+
+
+def _merge(parts: list[_Candidates]) -> _Candidates:
+    """Candidates of several lists in one, sorted by start (stable: earlier lists first at one start)."""
+    order = np.argsort(np.concatenate([c.start for c in parts]), kind="stable")
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in parts])[order]
+
+    labels = {k: np.concatenate([c.labels[k] for c in parts])[order] for k in parts[0].labels}
+    variants = [v for c in parts for v in (c.variants or [])]
+    return _Candidates(cat("start"), cat("end"), cat("window_start"), cat("extra"), labels,
+                       [variants[i] for i in order.tolist()])
+
+
+def partner_scores(perturbation) -> list[str]:
+    """Stored score names of a rearrangement analysis: ``<score>_p<k>`` for each score and partner ``k``."""
+    return [f"{name}_p{k}" for name in perturbation.scores for k in range(perturbation.max_partners)]
+
+
+def _rearrangements(spec: ScreenSpec, perturbation, window: int, chrom_sizes, genome, skipped) -> list:
+    """The analysis's rearrangements: its segments, or its VCF's breakend pairs (``window`` bp each side)."""
+    from screening.perturb.rearrange import Rearrangement, Segment, junction_segments
+
+    index = next(i for i, p in enumerate(spec.perturbations) if p is perturbation)
+    if perturbation.rearrangements is not None:
+        return [
+            Rearrangement(entry.name, tuple(Segment(s.chrom, s.start, s.end, s.strand) for s in entry.segments),
+                          f"perturbations.{index}.rearrangements.{j}")
+            for j, entry in enumerate(perturbation.rearrangements)
+        ]
+    from screening.io.vcf import read_breakends
+
+    result = read_breakends(perturbation.vcf, genome=genome, policy=spec.invalid_policy)
+    if result.skipped:
+        entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
+        entry["count"] += len(result.skipped)
+        entry["items"] += [f"line {s.line} {s.id}: {s.reason}" for s in result.skipped][:_MAX_LISTED]
+    out: list = []
+    for junction in result.junctions:
+        source = f"{perturbation.vcf}:{junction.line}, mate {junction.mate_id} line {junction.mate_line}"
+        try:
+            out.append(Rearrangement(junction.id, junction_segments(junction.left, junction.right, window, chrom_sizes),
+                                     source))
+        except ValueError as err:  # a junction at a chromosome's very end: nothing on one side
+            out.append(f"breakend {junction.id} ({source}): {err}")
+    return out
+
+
+def _rearrangement_candidates(spec: ScreenSpec, perturbation, window: int, chrom_sizes, genome, skipped) -> dict:
+    """Placed rearrangements of an analysis as candidates per chromosome (that of each one's first partner).
+
+    Raises
+    ------
+    RegionError, VcfError
+        Naming every rearrangement (spec entry, or VCF record and its mate) that cannot fill a model window or
+        has more partners than ``max_partners``, with ``invalid_policy: fail``.
+    """
+    from screening.perturb.rearrange import RearrangementError, place
+
+    placed, problems = [], []
+    for rearrangement in _rearrangements(spec, perturbation, window, chrom_sizes, genome, skipped):
+        if isinstance(rearrangement, str):
+            problems.append((None, rearrangement))
+            continue
+        try:
+            done = place(rearrangement, window, chrom_sizes)
+        except RearrangementError as err:
+            problems.append((rearrangement, str(err)))
+            continue
+        if len(done.partners) > perturbation.max_partners:
+            loci = ", ".join(p.locus(window) for p in done.partners)
+            problems.append((rearrangement, f"{rearrangement.described}: {len(done.partners)} partner loci ({loci}), "
+                                            f"more than max_partners: {perturbation.max_partners}; raise max_partners"))
+            continue
+        placed.append(done)
+    if problems and spec.invalid_policy == "fail":
+        from screening.io.vcf import VcfError
+
+        error = VcfError if perturbation.vcf is not None else RegionError
+        listed = "\n  ".join(text for _, text in problems[:20])
+        raise error(f"{len(problems)} rearrangement(s) cannot be placed in a model window (set invalid_policy: skip "
+                    f"to skip and list them):\n  {listed}")
+    if problems:
+        entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
+        entry["count"] += len(problems)
+        entry["items"] += [text for _, text in problems][: max(0, _MAX_LISTED - len(entry["items"]))]
+    by_chrom: dict[str, list] = {}
+    for item in placed:
+        by_chrom.setdefault(item.partners[0].chrom, []).append(item)
+    return {chrom: _placed_candidates(items, perturbation.max_partners, window) for chrom, items in by_chrom.items()}
+
+
+def _placed_candidates(items: list, max_partners: int, window: int) -> _Candidates:
+    """Stored interval: the first partner's sequence in the window; its reference window is the row's window."""
+    def extent(item) -> tuple[int, int]:
+        first = item.partners[0]
+        return (first.window_start + min(p[2] for p in first.pieces), first.window_start + max(p[3] for p in first.pieces))
+
+    items = sorted(items, key=lambda item: (extent(item), item.name))
+    bounds = np.array([extent(item) for item in items], np.int64).reshape(-1, 2)
+    labels = {
+        "name": np.array([item.name for item in items], dtype=str),
+        "segments": np.array([item.description for item in items], dtype=str),
+        **{f"partner_p{k}": np.array([item.partners[k].locus(window) if k < len(item.partners) else "" for item in items],
+                                     dtype=str) for k in range(max_partners)},
+    }
+    window_start = np.array([item.partners[0].window_start for item in items], np.int64)
+    return _Candidates(bounds[:, 0], bounds[:, 1], window_start, np.zeros(len(items), np.int64), labels, None, items)
+
+
 def _select(candidates: _Candidates, keep: np.ndarray) -> _Candidates:
     return _Candidates(
         candidates.start[keep], candidates.end[keep], candidates.window_start[keep], candidates.extra[keep],
         {k: v[keep] for k, v in candidates.labels.items()},
         None if candidates.variants is None else [v for v, k in zip(candidates.variants, keep) if k],
+        None if candidates.rearrangements is None else [r for r, k in zip(candidates.rearrangements, keep) if k],
     )
 
 
 def _read_variants(spec, genome, policy: str, skipped: dict[str, dict[str, Any]]) -> dict[str, list]:
     from screening.io.vcf import read_vcf
 
-    result = read_vcf(spec.vcf, genome=genome, policy=policy)
+    result = read_vcf(spec.vcf, genome=genome, policy=policy, sample=spec.sample)
     if result.skipped:
         skipped.setdefault(spec.label, {"count": 0, "items": []})
         entry = skipped[spec.label]
@@ -380,17 +599,28 @@ def plan_screen(
         for i, p in enumerate(spec.perturbations)
         if p.regions
     }
-    chroms = {r.chrom for r in regions} | {c for sets in variant_sets.values() for c in sets}
+    placed_sets = {
+        p.label: _rearrangement_candidates(spec, p, window, chrom_sizes, genome, skipped)
+        for p in spec.perturbations if kind_of(p).placement == "rearrangement"
+    }
+    chroms = {r.chrom for r in regions} | {c for sets in (*variant_sets.values(), *placed_sets.values()) for c in sets}
     chroms |= {r.chrom for rs in own.values() for r in rs}
     layouts: list[GroupLayout] = []
     variants: dict[tuple[str, str], list] = {}
+    placed: dict[tuple[str, str], list] = {}
     for chrom in [c for c in chrom_sizes if c in chroms]:
         for perturbation in spec.perturbations:
             on_chrom = [r for r in own.get(perturbation.label, regions) if r.chrom == chrom]
-            if kind_of(perturbation).placement == "vcf":
+            if kind_of(perturbation).placement == "rearrangement":
+                candidates = placed_sets[perturbation.label].get(chrom)
+            elif kind_of(perturbation).placement == "vcf":
                 restricted = perturbation.label in own or bool(regions)
-                chosen = _in_regions(variant_sets[perturbation.label].get(chrom, []), on_chrom if restricted else None)
-                candidates = _variant_candidates(chosen, window) if chosen else None
+                on_this = variant_sets[perturbation.label].get(chrom, [])
+                chosen = _in_regions(on_this, on_chrom if restricted else None)
+                if getattr(perturbation, "sample", None) is not None:
+                    candidates = _haplotype_candidates(spec, perturbation, on_this, chosen, window, skipped)
+                else:
+                    candidates = _variant_candidates(chosen, window) if chosen else None
             else:
                 candidates = _place(perturbation, on_chrom, window, spec.execution.chunk_size, genome)
             if candidates is None or not len(candidates.start):
@@ -413,15 +643,30 @@ def plan_screen(
                 )
             if candidates.variants is not None:
                 variants[(chrom, perturbation.label)] = candidates.variants
+            if candidates.rearrangements is not None:
+                placed[(chrom, perturbation.label)] = candidates.rearrangements
     if not layouts:
         raise RegionError("the screen has no perturbations (regions shorter than one step, or nothing left after skipping)")
+    _check_strand_average(spec, geometry)
     check_map_blocks(spec, layouts, chrom_sizes, geometry)
     units = [
         WorkUnit(layout.chrom, layout.analysis, k, sl.start, sl.stop)
         for layout in layouts
         for k, sl in ((k, layout.chunk_slice(k)) for k in range(layout.n_chunks))
     ]
-    return ScreenPlan(layouts, units, skipped, variants)
+    return ScreenPlan(layouts, units, skipped, variants, placed)
+
+
+def _check_strand_average(spec: ScreenSpec, geometry: WindowGeometry) -> None:
+    """``strand_average`` flips the reverse strand's map back: the map must cover the window symmetrically."""
+    covered = 2 * geometry.map_offset + geometry.n_bins * geometry.bin_size
+    for i, perturbation in enumerate(spec.perturbations):
+        if getattr(perturbation, "strand_average", False) and covered != geometry.window_length:
+            raise RegionError(
+                f"perturbations.{i}.strand_average: the model's map (bins from {geometry.map_offset:,} bp, "
+                f"{geometry.n_bins} x {geometry.bin_size:,} bp) does not lie in the middle of its {geometry.window_length:,} "
+                "bp window, so a reverse-strand map cannot be flipped onto the forward one; drop strand_average"
+            )
 
 
 def _map_blocks(perturbation) -> list[tuple[str, str, bool]]:
@@ -485,6 +730,10 @@ def check_map_blocks(
                 )
 
 
+def _describe_candidate(perturbation, candidates: _Candidates, k: int) -> str:
+    return f"the {perturbation.kind} at {int(candidates.start[k]):,}-{int(candidates.end[k]):,}"
+
+
 def _describe(layout: GroupLayout, k: int) -> str:
     """``<kind> chrom:start-end`` of perturbation ``k`` of a group, for messages."""
     return f"{layout.kind} {layout.chrom}:{int(layout.start[k]):,}-{int(layout.end[k]):,}"
@@ -506,17 +755,25 @@ def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidat
         Naming each variant (file, line, id, position) that does not fit, with ``invalid_policy: fail``.
     """
     placement = kind_of(perturbation).placement
-    if placement in ("positions", "windows"):
-        return candidates  # one base in a window centred on it: always fits
+    if placement in ("positions", "windows", "rearrangement"):
+        return candidates  # one base in a window centred on it, or a window its segments fill: always fits
+    edit_start = candidates.start
     if candidates.variants is not None:
         ref_length = np.array([v.ref_length for v in candidates.variants], np.int64)
+        edit_start = np.array([getattr(v, "edit_start", v.start) for v in candidates.variants], np.int64)
     else:
         ref_length = candidates.end - candidates.start if placement != "insertion" else np.zeros_like(candidates.start)
-    offset = candidates.start - candidates.window_start
-    bad = np.flatnonzero((offset < 0) | (offset + ref_length > window + candidates.extra))
+    offsets = [edit_start - candidates.window_start - shift for shift in _shifts(perturbation)]
+    bad = np.flatnonzero(np.logical_or.reduce([(o < 0) | (o + ref_length > window + candidates.extra) for o in offsets]))
     if not len(bad):
         return candidates
     index = next(i for i, p in enumerate(spec.perturbations) if p is perturbation)
+    if _shifts(perturbation) != [0] and (candidates.variants is None or len(bad) == len(candidates.start)):
+        raise RegionError(
+            f"perturbations.{index}.shifts: shifted by {_shifts(perturbation)} bp, the model window of {window:,} bp "
+            f"no longer holds {_describe_candidate(perturbation, candidates, int(bad[0]))}; choose smaller shifts "
+            f"(at most a quarter of the window keeps a perturbation up to half a window long inside it)"
+        )
     if candidates.variants is None:
         raise RegionError(
             f"perturbations.{index}.width: {perturbation.width:,} bp {perturbation.kind}s do not fit in the model "
@@ -546,18 +803,33 @@ def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidat
     return _select(candidates, keep)
 
 
+def _shifts(perturbation) -> list[int]:
+    """The shifts of an analysis's windows (``[0]``: one placement)."""
+    return sorted({shift for shift, _ in getattr(perturbation, "placements", ((0, False),))})
+
+
+def _fits_shifted(window_start: np.ndarray, extra: np.ndarray, geometry, chrom_length: int, perturbation) -> np.ndarray:
+    """Windows that stay on the chromosome in every placement of the analysis."""
+    return np.logical_and.reduce([_fits(window_start + s, extra, geometry, chrom_length) for s in _shifts(perturbation)])
+
+
 def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_length, policy, skipped) -> _Candidates:
-    fits = _fits(candidates.window_start, candidates.extra, geometry, chrom_length)
+    fits = _fits_shifted(candidates.window_start, candidates.extra, geometry, chrom_length, perturbation)
     if fits.all():
         return candidates
     first = int(np.flatnonzero(~fits)[0])
+    shift = next(s for s in _shifts(perturbation)
+                 if not _fits(candidates.window_start[first : first + 1] + s, candidates.extra[first : first + 1],
+                              geometry, chrom_length)[0])
     if policy == "fail":
         tiled_deletion = kind_of(perturbation).placement == "tiled" and candidates.extra.any()
         hint = _deletion_range(perturbation.width, geometry.window_length, chrom_length) if tiled_deletion else ""
         if getattr(perturbation, "window", "centred") == "shared":
             margin, extra = geometry.window_length // 4, int(candidates.extra[first])
             hint = f"; with window: shared, perturbations can lie within {margin:,}-{chrom_length - margin - extra:,}"
-        ws = int(candidates.window_start[first])
+        if shift:
+            hint += f"; it is the window shifted by {shift:+,} bp (shifts)"
+        ws = int(candidates.window_start[first]) + shift
         raise _edge_error(perturbation.kind, chrom, int(candidates.start[first]), int(candidates.end[first]), ws,
                           ws + geometry.window_length + int(candidates.extra[first]), chrom_length, hint)
     entry = skipped.setdefault(perturbation.label, {"count": 0, "items": []})
@@ -570,6 +842,9 @@ def _check_edges(chrom, perturbation, candidates: _Candidates, geometry, chrom_l
 
 def _layout(chrom: str, chrom_length: int, perturbation, candidates: _Candidates, chunk_size: int, n_bins: int) -> GroupLayout:
     per_base = kind_of(perturbation).per_base
+    scores = perturbation.stored_scores
+    if kind_of(perturbation).placement == "rearrangement":
+        scores = partner_scores(perturbation)
     return GroupLayout(
         chrom=chrom,
         chrom_length=chrom_length,
@@ -579,7 +854,7 @@ def _layout(chrom: str, chrom_length: int, perturbation, candidates: _Candidates
         start=candidates.start,
         end=candidates.end,
         window_start=candidates.window_start,
-        scores=list(perturbation.scores),
+        scores=scores,
         chunk_size=chunk_size,
         extra_dims={"base": 4} if per_base else {},
         labels=candidates.labels,

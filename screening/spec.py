@@ -39,6 +39,9 @@ __all__ = [
     "InsertionSpec",
     "MutagenesisSpec",
     "VariantsSpec",
+    "RearrangementSpec",
+    "RearrangementEntry",
+    "SegmentSpec",
     "RoiSpec",
     "AttributionSpec",
     "TargetSpec",
@@ -327,8 +330,55 @@ class _PerturbationBase(_Strict):
     keep_maps: Annotated[StrictInt, Field(ge=0)] = Field(
         0, description="store the Δ maps of the K strongest perturbations (by the first score) of every work unit"
     )
+    shifts: list[StrictInt] | None = Field(
+        None, description="bp by which each perturbation's model window is moved, e.g. [-s, 0, s]: every score is the "
+        "mean over the placements (SuPreMo's --shift_by); cost: one screen per placement"
+    )
+    strand_average: bool = Field(
+        False, description="also score each placement on the reverse strand (input reverse complemented, map flipped "
+        "back) and average: doubles the cost"
+    )
+    keep_placements: bool = Field(
+        False, description="with shifts or strand_average, also store each placement's scores (<score>_at<shift>[_rc])"
+    )
     if TYPE_CHECKING:  # every kind's class declares it as a Literal field (the discriminator of Perturbation)
         kind: str
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("list distinct shifts in bp, e.g. [-100000, 0, 100000]")
+        return value
+
+    @model_validator(mode="after")
+    def _placements_given(self):
+        if self.keep_placements and len(self.placements) == 1:
+            raise ValueError("keep_placements needs shifts or strand_average: true (more than one placement)")
+        if self.keep_maps and len(self.placements) > 1:
+            raise ValueError("keep_maps with shifts or strand_average: Δ maps are kept for one placement only; drop one")
+        return self
+
+    @property
+    def placements(self) -> tuple[tuple[int, bool], ...]:
+        """``(shift, reverse strand)`` of every placement each perturbation is scored in (``((0, False),)``: one)."""
+        strands = (False, True) if self.strand_average else (False,)
+        return tuple((int(shift), strand) for shift in (self.shifts or [0]) for strand in strands)
+
+    @property
+    def placement_scores(self) -> dict[tuple[int, bool], list[str]]:
+        """With ``keep_placements``: each placement's stored score names (``<score>_at<shift>``, ``_rc`` on the
+        reverse strand); else empty."""
+        if not self.keep_placements:
+            return {}
+        return {(shift, rc): [f"{name}_at{shift:+d}{'_rc' if rc else ''}" for name in self.scores]
+                for shift, rc in self.placements}
+
+    @property
+    def stored_scores(self) -> list[str]:
+        """The score arrays of the analysis in the store: its scores (averaged over the placements), then each
+        placement's when kept."""
+        return [*self.scores, *(name for names in self.placement_scores.values() for name in names)]
 
     @field_validator("regions")
     @classmethod
@@ -474,14 +524,102 @@ class MutagenesisSpec(_PerturbationBase):
 
 
 class VariantsSpec(_PerturbationBase):
-    """Variants from a VCF (SNV, MNV, indels, symbolic DEL/DUP/INV), each in a window centred on it."""
+    """Variants from a VCF (SNV, MNV, indels, symbolic DEL/DUP/INV), each in a window centred on it.
+
+    With ``sample``, a personal haplotype: only the alleles that sample's phased ``GT`` carries, and
+    each is scored together with every other allele of the same haplotype inside its window (joint
+    application, against the reference); ``haplotype`` picks 1, 2 or ``both`` (one row per carrying
+    haplotype, label ``haplotype``). See ``docs/rearrangements.md``.
+    """
 
     kind: Literal["variants"] = "variants"
     vcf: str
     padding: Literal["zero", "follow"] = "zero"
+    sample: str | None = Field(None, description="a VCF sample column: apply its phased haplotype's variants jointly")
+    haplotype: Literal[1, 2, "both"] | None = Field(None, description="which haplotype of 'sample' (default both)")
+
+    @field_validator("sample")
+    @classmethod
+    def _sample(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("sample: empty; name a sample column of the VCF")
+        return value
+
+    @model_validator(mode="after")
+    def _haplotype_needs_sample(self):
+        if self.haplotype is not None and self.sample is None:
+            raise ValueError("haplotype needs 'sample' (the VCF column whose phased genotype gives the haplotypes)")
+        return self
+
+    @property
+    def haplotypes(self) -> tuple[int, ...]:
+        """The haplotypes scored (``()`` without a sample: each record alone)."""
+        if self.sample is None:
+            return ()
+        return (1, 2) if self.haplotype in (None, "both") else (int(self.haplotype),)
 
     def _default_label(self) -> str:
-        return "variants"
+        return "variants" if self.sample is None else f"haplotypes_{self.sample}"
+
+
+class SegmentSpec(_Strict):
+    """One segment of a rearrangement: ``chrom:[start, end)`` (0-based, half-open) read on ``strand``."""
+
+    chrom: str
+    start: Annotated[StrictInt, Field(ge=0)]
+    end: Annotated[StrictInt, Field(gt=0)]
+    strand: Literal["+", "-"] = "+"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end <= self.start:
+            raise ValueError(f"segment {self.chrom}:{self.start}-{self.end}: end must be greater than start")
+        return self
+
+
+class RearrangementEntry(_Strict):
+    """A named rearrangement: its segments, in order, replace the model window's content."""
+
+    name: str
+    segments: Annotated[list[SegmentSpec], Field(min_length=1)]
+
+
+class RearrangementSpec(_PerturbationBase):
+    """Rearrangements (translocations, inversions with flanking deletions, segmental moves): each an ordered
+    list of segments that fills a model window centred on its junctions, or the junctions of a VCF's breakend
+    (``BND``) mate pairs. The rearranged map is scored against the reference map of each contributing locus
+    (partner): scores are stored per partner as ``<score>_p<k>`` (see ``docs/rearrangements.md``)."""
+
+    kind: Literal["rearrangement"] = "rearrangement"
+    rearrangements: list[RearrangementEntry] | None = None
+    vcf: str | None = None
+    max_partners: Annotated[StrictInt, Field(ge=1, le=16)] = Field(
+        2, description="partners scored per rearrangement (k = 0 .. max_partners-1); more are refused"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.rearrangements is None) == (self.vcf is None):
+            raise ValueError("give exactly one of 'rearrangements' (segments) or 'vcf' (BND records)")
+        if self.rearrangements is not None:
+            names = [r.name for r in self.rearrangements]
+            if not names:
+                raise ValueError("rearrangements: list at least one")
+            if len(set(names)) != len(names):
+                raise ValueError(f"rearrangement names must be unique, got {names}")
+        if self.roi is not None:
+            raise ValueError("roi: a rearranged map has no single reference frame for a map block; drop roi")
+        if self.keep_maps:
+            raise ValueError("keep_maps: not supported for rearrangements (one map, several references)")
+        if len(self.placements) > 1:
+            raise ValueError("shifts and strand_average: not supported for rearrangements (the window is centred on "
+                             "the junctions)")
+        if self.regions:
+            raise ValueError("regions: a rearrangement's segments say where it is; drop regions")
+        return self
+
+    def _default_label(self) -> str:
+        return "rearrangements"
 
 
 class TargetSpec(_Strict):
@@ -581,7 +719,7 @@ class AttributionSpec(_Strict):
 Perturbation = Annotated[
     Union[
         DeletionSpec, MaskSpec, ShuffleSpec, InversionSpec, DuplicationSpec, InsertionSpec, MutagenesisSpec,
-        VariantsSpec, AttributionSpec,
+        VariantsSpec, RearrangementSpec, AttributionSpec,
     ],
     Field(discriminator="kind"),
 ]
@@ -682,7 +820,7 @@ class ScreenSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "ScreenSpec":
-        self_contained = all(p.kind == "variants" or p.regions for p in self.perturbations)
+        self_contained = all(p.kind in ("variants", "rearrangement") or p.regions for p in self.perturbations)
         if not self.regions and self.bed is None and not self_contained:
             raise ValueError("give 'regions' (e.g. ['chr1:1,400,000-1,420,000']) or a 'bed' file")
         labels = [p.label for p in self.perturbations]

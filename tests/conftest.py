@@ -44,6 +44,22 @@ def toy_paths(tmp_path_factory) -> dict[str, Path]:
     return write_toy_genome(tmp_path_factory.mktemp("toy"))
 
 
+@pytest.fixture(scope="module")
+def toy(toy_paths):
+    """``(adapter, genome, tracks)``: the toy C.Origami (random weights, seed 0) on the toy genome and its two
+    tracks. Modules that need another toy define their own ``toy``."""
+    from helpers import TOY_CONFIG
+
+    from screening.io.genome import Genome
+    from screening.io.tracks import Track, TrackSet
+    from screening.models.corigami import CorigamiAdapter, CorigamiConfig
+
+    adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
+    genome = Genome(toy_paths["fasta"])
+    tracks = TrackSet([Track(toy_paths["ctcf"], "ctcf"), Track(toy_paths["atac"], "atac", "log1p")])
+    return adapter, genome, tracks
+
+
 # --- one local Ray for the test session -----------------------------------------------------------
 
 

@@ -75,6 +75,20 @@ def write_toy_genome(directory: Path, sizes: dict[str, int] | None = None, seed:
     return paths
 
 
+def group_layout(start, scores, chunk_size: int, chrom_length: int, width: int = 1, analysis: str = "del",
+                 kind: str = "deletion", **changes):
+    """A :class:`~screening.store.layout.GroupLayout` on chr1: intervals ``[start, start + width)``, windows at 0
+    (or ``changes["window_start"]``); per-base kinds pass ``extra_dims={"base": 4}``."""
+    import numpy as np
+
+    from screening.store.layout import GroupLayout
+
+    start = np.asarray(start, dtype=np.int64)
+    fields = dict(chrom="chr1", chrom_length=chrom_length, analysis=analysis, kind=kind, params={}, start=start,
+                  end=start + width, window_start=np.zeros_like(start), scores=list(scores), chunk_size=chunk_size)
+    return GroupLayout(**{**fields, **changes})
+
+
 def toy_spec_dict(paths: dict[str, Path], store: Path, **changes) -> dict:
     """A spec over the toy genome with the toy model (random weights, seed 0)."""
     spec = {

@@ -191,3 +191,28 @@ def test_alignment_errors():
     al = identity(3)
     with pytest.raises(ValueError):
         al.reference[0] = 5  # read-only
+
+
+# --- several edits in one window (a haplotype) -----------------------------------------------------------
+
+from screening.maps.align import AlignmentCache, edits_index  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 90), st.integers(0, 90), st.integers(1, 40), st.integers(1, 12),
+       st.integers(0, 20))
+def test_one_edit_aligns_as_bin_alignment(offset, ref_length, alt_length, bin_size, n_bins, map_offset):
+    expected = alignment_index([bin_alignment(offset, ref_length, alt_length, bin_size, n_bins, map_offset)], n_bins)[0]
+    assert edits_index([(offset, ref_length, alt_length)], bin_size, n_bins, map_offset).tolist() == expected.tolist()
+
+
+def test_several_edits_shift_each_stretch_by_the_changes_upstream_of_it():
+    # 10 bins of 10 bp: a 20 bp insertion at 25 and a 10 bp deletion at 60
+    row = edits_index([(60, 10, 0), (25, 0, 20)], 10, 10)
+    # bins 0-1 upstream; bin 2 holds the insertion point; bins 3-5 move by +2; bin 6 is deleted; bins 7-9 move by +1
+    assert row.tolist() == [0, 1, -1, 5, 6, 7, -1, 8, 9, -1]
+    cache = AlignmentCache(10, 10)
+    assert cache.index([((25, 0, 20), (60, 10, 0)), (25, 0, 20)]).tolist() == [
+        row.tolist(), edits_index([(25, 0, 20)], 10, 10).tolist()]
+    with pytest.raises(ValueError, match="overlap"):
+        edits_index([(10, 20, 0), (20, 5, 5)], 10, 10)

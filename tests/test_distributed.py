@@ -59,7 +59,7 @@ def spec_for(toy_paths, store, address, delay_s: float = 0.3):
 @pytest.fixture(scope="module")
 def reference(toy_paths, tmp_path_factory):
     """The screen computed without Ray, unit by unit in this process."""
-    from workers.screen_worker import ScreenWorker
+    from workers.screen_worker import ScreenWorker, run_in_process
 
     store_path = tmp_path_factory.mktemp("reference") / "clean.zarr"
     spec = spec_for(toy_paths, store_path, None, delay_s=0.0)  # same weights, no wait
@@ -67,8 +67,7 @@ def reference(toy_paths, tmp_path_factory):
     open_or_create_store(store_path, spec.model_dump(mode="json"), spec.science_hash(), prepared.provenance,
                          prepared.plan.layouts)
     worker = ScreenWorker(spec.model_dump(mode="json"), torch_threads=1)
-    for unit in prepared.plan.units:
-        worker.run(unit, prepared.plan.payload(unit))
+    run_in_process(worker, ((unit, prepared.plan.payload(unit)) for unit in prepared.plan.units))
     return open_results(store_path).query("chr1").compute(), len(prepared.plan.units)
 
 

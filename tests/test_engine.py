@@ -51,14 +51,6 @@ def test_reproduces_reference_and_deleted_maps(reference_inputs):
     np.testing.assert_allclose(deleted, np.load(ref / "pred_del_chr1_1400000_1000.npy"), atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def toy(toy_paths):
-    adapter = CorigamiAdapter.random_init(CorigamiConfig(**TOY_CONFIG), seed=0)
-    genome = Genome(toy_paths["fasta"])
-    tracks = TrackSet([Track(toy_paths["ctcf"], "ctcf"), Track(toy_paths["atac"], "atac", "log1p")])
-    return adapter, genome, tracks
-
-
 @pytest.mark.parametrize("padding", ["zero", "follow"])
 def test_batch_size_does_not_change_results(toy, padding):
     adapter, genome, tracks = toy

@@ -4,7 +4,9 @@ import pytest
 from screening.cli import main
 from screening.interpret.evaluate import EvaluationError, auroc, average_precision, evaluate, read_truth_bed
 from screening.store.reader import open_results
-from screening.store.writer import GroupLayout, create_store
+from screening.store.writer import create_store
+
+from helpers import group_layout
 
 
 def test_auroc_by_hand():
@@ -19,17 +21,67 @@ def test_average_precision_by_hand():
     # ranking: pos, neg, pos -> precision at the hits 1/1 and 2/3
     assert average_precision([0.9, 0.5, 0.4], [1, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)
     assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == 1.0
-    # a tie between a positive and a negative is broken against the method
+    # tied scores are one threshold: all tied gives the positive fraction (the old pessimistic ranking gave 0.417)
     assert average_precision([0.5, 0.5], [1, 0]) == 0.5
+    assert average_precision([1.0] * 6, [1, 0, 0, 1, 0, 1]) == 0.5
+    # a tie within the ranking: threshold 0.9 gives P=1, R=1/3; threshold 0.5 (pos, neg tied) P=2/3, R=2/3; 0.1 P=3/5
+    assert average_precision([0.9, 0.5, 0.5, 0.1, 0.1], [1, 1, 0, 0, 1]) == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    assert np.isnan(average_precision([0.1, 0.2], [0, 0]))
+
+
+def _sklearn_formula(scores, labels) -> float:
+    """scikit-learn's average_precision_score written out: sum over distinct thresholds of ΔR · P."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    total = 0.0
+    recall_before = 0.0
+    for threshold in np.unique(scores)[::-1]:
+        chosen = scores >= threshold
+        precision = labels[chosen].sum() / chosen.sum()
+        recall = labels[chosen].sum() / labels.sum()
+        total += (recall - recall_before) * precision
+        recall_before = recall
+    return total
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_average_precision_equals_scikit_learn_on_random_and_tied_scores(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 80))
+    labels = rng.random(n) < rng.uniform(0.1, 0.6)
+    labels[rng.integers(n)] = True
+    tied = rng.integers(0, 4, n).astype(float)  # heavy ties
+    continuous = rng.normal(size=n)
+    for scores in (tied, continuous, np.ones(n)):
+        assert average_precision(scores, labels) == pytest.approx(_sklearn_formula(scores, labels), abs=1e-12)
+    sklearn = pytest.importorskip("sklearn.metrics")
+    for scores in (tied, continuous, np.ones(n)):
+        assert average_precision(scores, labels) == pytest.approx(
+            sklearn.average_precision_score(labels, scores), abs=1e-12
+        )
+
+
+def test_information_content_and_low_information_positions():
+    from screening.interpret.evaluate import TruthElement, information_content, low_information_positions
+    from screening.perturb.motif import load_ctcf
+
+    probs = np.array([[1, 0.25], [0, 0.25], [0, 0.25], [0, 0.25]])
+    assert information_content(probs) == pytest.approx([2.0, 0.0])
+    motif = load_ctcf()
+    ic = information_content(motif.probabilities(0.0))
+    low = np.flatnonzero(ic < 1.0)
+    assert 0 < len(low) < motif.width
+    plus, minus = TruthElement("c", 100, 119, "ctcf_site", "+"), TruthElement("c", 200, 219, "ctcf_site", "-")
+    decoy = TruthElement("c", 300, 319, "decoy_peak", ".")
+    out = low_information_positions([plus, minus, decoy], 1.0, motif)
+    assert {p for c, p in out if p < 150} == {100 + int(i) for i in low}
+    assert {p for c, p in out if 150 <= p < 250} == {218 - int(i) for i in low}  # '-' reads the columns reversed
+    assert not {p for c, p in out if p >= 300}
 
 
 @pytest.fixture()
 def store(tmp_path):
     starts = np.arange(0, 10_000, 1_000, dtype=np.int64)
-    layout = GroupLayout(
-        chrom="chr1", chrom_length=20_000, analysis="del", kind="deletion", params={},
-        start=starts, end=starts + 1_000, window_start=starts, scores=["good", "bad"], chunk_size=4,
-    )
+    layout = group_layout(starts, ["good", "bad"], 4, 20_000, width=1_000, window_start=starts)
     path = tmp_path / "s.zarr"
     writer = create_store(path, {"name": "t"}, "h", {}, [layout])
     good = np.where((starts == 2_000) | (starts == 7_000), 1.0, 0.1).astype(np.float32)
@@ -71,6 +123,9 @@ def test_cli_evaluate_writes_picture(store, tmp_path, capsys):
     assert main(["evaluate", str(path), str(truth), "--out", str(tmp_path / "e.png")]) == 0
     assert "auroc" in capsys.readouterr().out
     assert (tmp_path / "e.png").stat().st_size > 5_000
+    # the information-content filter applies to per-base analyses only: a deletion screen keeps every row
+    assert main(["evaluate", str(path), str(truth), "--out", str(tmp_path / "f.png"), "--min-information", "1"]) == 0
+    assert "n_excluded" in capsys.readouterr().out
 
 
 def test_truth_on_other_chromosomes_is_refused(store, tmp_path, capsys):
@@ -96,11 +151,8 @@ def test_bad_truth_files(store, tmp_path):
 
 def test_mutagenesis_is_evaluated_per_position(tmp_path):
     positions = np.arange(100, 140, dtype=np.int64)
-    layout = GroupLayout(
-        chrom="chr1", chrom_length=1_000, analysis="ism", kind="mutagenesis", params={},
-        start=positions, end=positions + 1, window_start=positions * 0, scores=["impact_mean_abs"], chunk_size=16,
-        extra_dims={"base": 4},
-    )
+    layout = group_layout(positions, ["impact_mean_abs"], 16, 1_000, analysis="ism", kind="mutagenesis",
+                          extra_dims={"base": 4})
     store = create_store(tmp_path / "m.zarr", {"name": "m"}, "h", {}, [layout])
     values = np.full((40, 4), 0.1, np.float32)
     values[10:29, 2] = 1.0  # the motif's bases respond to one alternative
@@ -116,13 +168,35 @@ def test_mutagenesis_is_evaluated_per_position(tmp_path):
 
 def test_store_without_computed_scores_is_refused(tmp_path, capsys):
     starts = np.arange(0, 4_000, 1_000, dtype=np.int64)
-    layout = GroupLayout(
-        chrom="chr1", chrom_length=20_000, analysis="del", kind="deletion", params={},
-        start=starts, end=starts + 1_000, window_start=starts, scores=["impact_mean_abs"], chunk_size=4,
-    )
+    layout = group_layout(starts, ["impact_mean_abs"], 4, 20_000, width=1_000, window_start=starts)
     create_store(tmp_path / "empty.zarr", {"name": "t"}, "h", {}, [layout])  # nothing computed yet
     truth = tmp_path / "t.bed"
     truth.write_text("chr1\t100\t120\n")
     assert main(["evaluate", str(tmp_path / "empty.zarr"), str(truth), "--out", str(tmp_path / "e.png")]) == 2
     assert "no computed scores" in capsys.readouterr().err
     assert not (tmp_path / "e.png").exists()
+
+
+def test_per_base_evaluation_can_leave_out_low_information_positions(tmp_path):
+    from screening.interpret.evaluate import information_content
+    from screening.perturb.motif import load_ctcf
+
+    motif = load_ctcf()
+    low = set(np.flatnonzero(information_content(motif.probabilities(0.0)) < 1.0).tolist())
+    positions = np.arange(1000, 1060, dtype=np.int64)
+    layout = group_layout(positions, ["s"], 60, 5_000, analysis="ism", kind="mutagenesis", extra_dims={"base": 4})
+    path = tmp_path / "ism.zarr"
+    writer = create_store(path, {"name": "t"}, "h", {}, [layout])
+    motif_bases = (positions >= 1020) & (positions < 1039)
+    # informative motif bases score high, uninformative ones like the background: only they hurt the ranking
+    informative = motif_bases & ~np.isin(positions - 1020, list(low))
+    values = np.where(informative, 1.0, 0.1)[:, None] * np.ones((1, 4))
+    writer.write_chunk("chr1", "ism", 0, {"s": values.astype(np.float32)})
+    truth = tmp_path / "truth.bed"
+    truth.write_text("chr1\t1020\t1039\ts1\t1\t+\tctcf_site\t1\n")
+    plain, _ = evaluate(open_results(path), read_truth_bed(truth))
+    filtered, _ = evaluate(open_results(path), read_truth_bed(truth), min_information=1.0)
+    assert plain["auroc"].iloc[0] < 1.0 and np.isnan(plain["min_information"].iloc[0])
+    assert filtered["auroc"].iloc[0] == 1.0
+    assert filtered["n_excluded"].iloc[0] == len(low) and filtered["min_information"].iloc[0] == 1.0
+    assert filtered["n"].iloc[0] == plain["n"].iloc[0] - len(low)

@@ -23,8 +23,16 @@ SCORES = ["insulation", "dist"]
 def layout(chrom, length, analysis, n, step, width, chunk_size=8) -> GroupLayout:
     start = np.arange(n, dtype=np.int64) * step + 10
     return GroupLayout(
-        chrom=chrom, chrom_length=length, analysis=analysis, kind="deletion", params={"width": width},
-        start=start, end=start + width, window_start=start - 1_000, scores=list(SCORES), chunk_size=chunk_size,
+        chrom=chrom,
+        chrom_length=length,
+        analysis=analysis,
+        kind="deletion",
+        params={"width": width},
+        start=start,
+        end=start + width,
+        window_start=start - 1_000,
+        scores=list(SCORES),
+        chunk_size=chunk_size,
     )
 
 
@@ -55,8 +63,7 @@ def results(tmp_path):
 
 
 def read_bedgraph(path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", header=None, names=["chrom", "start", "end", "score"],
-                       dtype={"chrom": str})
+    return pd.read_csv(path, sep="\t", header=None, names=["chrom", "start", "end", "score"], dtype={"chrom": str})
 
 
 # --------------------------------------------------------------------------- bedGraph
@@ -115,7 +122,7 @@ def test_export_failure_leaves_previous_file(results, tmp_path, monkeypatch, wri
     res, _ = results
     out = tmp_path / "track.out"
     out.write_text("previous export")
-    real = export_mod._rows
+    real = export_mod._one_value_per_row  # both writers read every block's values through it
     calls = []
 
     def failing(*args):
@@ -124,7 +131,7 @@ def test_export_failure_leaves_previous_file(results, tmp_path, monkeypatch, wri
             raise OSError("disk full (simulated)")
         return real(*args)
 
-    monkeypatch.setattr(export_mod, "_rows", failing)
+    monkeypatch.setattr(export_mod, "_one_value_per_row", failing)
     with pytest.raises(OSError, match="simulated"):
         writer(res, out, "dist", "del")
     assert out.read_text() == "previous export"
@@ -198,7 +205,9 @@ def test_zoom_records_equal_a_per_base_brute_force(reduction):
     for a, b, v in zip(lo, hi, vals):
         per_base[a:b] = v
     got = export_mod.zoom_records(lo, hi, vals, reduction)
-    bins = [k for k in range(-(-length // reduction)) if np.isfinite(per_base[k * reduction : (k + 1) * reduction]).any()]
+    bins = [
+        k for k in range(-(-length // reduction)) if np.isfinite(per_base[k * reduction : (k + 1) * reduction]).any()
+    ]
     assert len(got["start"]) == len(bins)
     for i, k in enumerate(bins):
         window = per_base[k * reduction : (k + 1) * reduction]
@@ -215,8 +224,9 @@ def write_track(path, chroms, tracks):
         for (chrom, _), (lo, hi, vals) in zip(chroms, tracks):
             if lo.size:
                 bw.addEntries([chrom] * lo.size, lo.tolist(), ends=hi.tolist(), values=vals.tolist())
-    return export_mod.write_zoom_levels(path, [length for _, length in chroms],
-                                        [(i, *track) for i, track in enumerate(tracks)])
+    return export_mod.write_zoom_levels(
+        path, [length for _, length in chroms], [(i, *track) for i, track in enumerate(tracks)]
+    )
 
 
 @pytest.mark.parametrize("small_blocks", [False, True])
@@ -227,7 +237,11 @@ def test_bigwig_zoom_levels_are_read_back_and_exact_on_their_grid(tmp_path, monk
     rng = np.random.default_rng(1)
     chroms = [("chr1", 400_000), ("chr2", 150_000), ("chrM", 16_000)]
     tracks = [random_track(rng, 400_000, 3_000), random_track(rng, 150_000, 1_000), random_track(rng, 16_000, 0)]
-    tracks[1] = (tracks[1][0], tracks[1][1], (-np.abs(tracks[1][2]) - 0.5).astype(np.float32).astype(np.float64))  # all negative
+    tracks[1] = (
+        tracks[1][0],
+        tracks[1][1],
+        (-np.abs(tracks[1][2]) - 0.5).astype(np.float32).astype(np.float64),
+    )  # all negative
     levels = write_track(tmp_path / "t.bw", chroms, tracks)
     mean_width = sum(int((hi - lo).sum()) for lo, hi, _ in tracks) // sum(lo.size for lo, _, _ in tracks)
     assert levels[0] == 16 * mean_width and all(b == 4 * a for a, b in zip(levels, levels[1:])) and len(levels) >= 3
@@ -242,7 +256,9 @@ def test_bigwig_zoom_levels_are_read_back_and_exact_on_their_grid(tmp_path, monk
                 for stat in ("mean", "min", "max", "coverage"):
                     zoomed = bw.stats(chrom, 0, n * 2 * level, nBins=n, type=stat)
                     exact = bw.stats(chrom, 0, n * 2 * level, nBins=n, type=stat, exact=True)
-                    np.testing.assert_allclose(np.array(zoomed, float), np.array(exact, float), rtol=2e-6, equal_nan=True)
+                    np.testing.assert_allclose(
+                        np.array(zoomed, float), np.array(exact, float), rtol=2e-6, equal_nan=True
+                    )
             # an unaligned query is answered from the zoom level (approximate), not from the data
             zoomed = bw.stats(chrom, 0, length, nBins=3, type="mean")
             assert zoomed != bw.stats(chrom, 0, length, nBins=3, type="mean", exact=True)
@@ -260,12 +276,16 @@ def test_bigwig_zoom_levels_are_read_back_and_exact_on_their_grid(tmp_path, monk
 
 def test_bigwig_export_has_zoom_levels(results, tmp_path):
     res, _ = results
-    out = to_bigwig(res, tmp_path / "del.bw", "dist", "del")  # 37 intervals per chromosome: libBigWig alone wrote 1 level
+    out = to_bigwig(
+        res, tmp_path / "del.bw", "dist", "del"
+    )  # 37 intervals per chromosome: libBigWig alone wrote 1 level
     with pyBigWig.open(str(out)) as bw:
         assert bw.header()["nLevels"] == 2
         exact = bw.stats("chr2", 0, 9_000, type="mean", exact=True)[0]
         assert bw.stats("chr2", 0, 9_000, type="mean")[0] == pytest.approx(exact, rel=1e-6)
-    empty = to_bigwig(res, tmp_path / "none.bw", "dist", "del", region="chr1:1,560-1,600")  # only unwritten rows: no data
+    empty = to_bigwig(
+        res, tmp_path / "none.bw", "dist", "del", region="chr1:1,560-1,600"
+    )  # only unwritten rows: no data
     with pyBigWig.open(str(empty)) as bw:
         assert bw.intervals("chr1") is None
 
@@ -297,6 +317,87 @@ def test_bigwig_intervals_properties(pairs):
             assert j.size == 1 and (lo[j[0]], hi[j[0]]) == (start[i], end[i])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(1, 120)), min_size=1, max_size=40),
+    st.lists(st.integers(1, 7), min_size=1, max_size=10),
+)
+def test_interval_stream_equals_bigwig_intervals(pairs, cuts):
+    """Fed in centre order, in blocks of any sizes, the stream gives exactly bigwig_intervals."""
+    start = np.array([s for s, _ in pairs], dtype=np.int64)
+    end = start + np.array([w for _, w in pairs], dtype=np.int64)
+    values = np.where(np.arange(start.size) % 5 == 2, np.nan, np.arange(start.size, dtype=np.float64))
+    lo, hi, index = bigwig_intervals(start, end)
+    keep = ~np.isnan(values[index])
+    order = np.lexsort((end, start + end))
+    stream, parts, i = export_mod._IntervalStream(), [], 0
+    for size in cuts * (start.size // len(cuts) + 1):  # block sizes, cycled
+        rows = order[i : i + size]
+        parts.append(stream.push(start[rows], end[rows], values[rows]))
+        i += size
+    parts.append(stream.finish())
+    got = [np.concatenate([part[k] for part in parts]) for k in range(3)]
+    np.testing.assert_array_equal(got[0], lo[keep])
+    np.testing.assert_array_equal(got[1], hi[keep])
+    np.testing.assert_array_equal(got[2], values[index][keep])
+
+
+def _jittered_store(path) -> None:
+    """chr1: uneven widths (rows not in centre order); chr2: tiled; a few chunks unwritten."""
+    rng = np.random.default_rng(3)
+    lays = []
+    for chrom, n, jitter in (("chr2", 300, False), ("chr1", 250, True)):
+        start = np.arange(n, dtype=np.int64) * 60 + 10
+        width = np.full(n, 250)
+        if jitter:
+            start, width = np.sort(start + rng.integers(0, 200, n)), rng.integers(20, 400, n)
+        lays.append(
+            GroupLayout(
+                chrom=chrom,
+                chrom_length=int(start[-1] + 1_000),
+                analysis="del",
+                kind="deletion",
+                params={"width": 250},
+                start=start,
+                end=start + width,
+                window_start=start - 1_000,
+                scores=["s"],
+                chunk_size=16,
+            )
+        )
+    store = create_store(path, {"name": "toy"}, "a" * 64, {}, lays)
+    for lay in lays:
+        scores = rng.normal(size=lay.n).astype(np.float32)
+        for k in range(lay.n_chunks):
+            if k % 5 != 3:
+                store.write_chunk(lay.chrom, "del", k, {"s": scores[lay.chunk_slice(k)]})
+
+
+@pytest.mark.parametrize("rows", [7, 64])
+@pytest.mark.parametrize("region", [None, "chr1:3,000-9,000"])
+def test_streamed_bigwig_equals_one_block(tmp_path, monkeypatch, rows, region):
+    """Read and summarised a few rows at a time, the bigWig holds the same intervals and zoom
+    summaries as read in one block (the whole chromosome; byte for byte today's export)."""
+    _jittered_store(tmp_path / "s.zarr")
+    whole = to_bigwig(tmp_path / "s.zarr", tmp_path / "whole.bw", "s", region=region)
+    monkeypatch.setattr(export_mod, "_ROWS", rows)
+    streamed = to_bigwig(tmp_path / "s.zarr", tmp_path / "streamed.bw", "s", region=region)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "streamed.bw", "whole.bw"]  # no spool left
+    with pyBigWig.open(str(whole)) as a, pyBigWig.open(str(streamed)) as b:
+        assert a.header() == b.header() and a.header()["nLevels"] >= 2
+        for chrom, length in a.chroms().items():
+            assert a.intervals(chrom) == b.intervals(chrom)
+            for n_bins in (1, 3, 40):
+                for stat in ("mean", "min", "max", "coverage", "std"):
+                    np.testing.assert_allclose(
+                        np.array(b.stats(chrom, 0, length, nBins=n_bins, type=stat), float),
+                        np.array(a.stats(chrom, 0, length, nBins=n_bins, type=stat), float),
+                        rtol=1e-6,
+                        atol=1e-6,
+                        equal_nan=True,
+                    )  # float32 sums of split bins
+
+
 def test_per_base_scores_export_one_track(tmp_path):
     """[position, 4] arrays export the value at the reference base (attribution × input)."""
     from screening.store.export import to_bedgraph
@@ -304,9 +405,18 @@ def test_per_base_scores_export_one_track(tmp_path):
 
     positions = np.arange(10, 14, dtype=np.int64)
     layout = GroupLayout(
-        chrom="chr1", chrom_length=100, analysis="sal", kind="attribution", params={},
-        start=positions, end=positions + 1, window_start=positions * 0, scores=["attribution"], chunk_size=4,
-        extra_dims={"base": 4}, labels={"ref_base": np.array(list("ACGT"))},
+        chrom="chr1",
+        chrom_length=100,
+        analysis="sal",
+        kind="attribution",
+        params={},
+        start=positions,
+        end=positions + 1,
+        window_start=positions * 0,
+        scores=["attribution"],
+        chunk_size=4,
+        extra_dims={"base": 4},
+        labels={"ref_base": np.array(list("ACGT"))},
     )
     store = create_store(tmp_path / "a.zarr", {"name": "a"}, "h", {}, [layout])
     values = np.arange(16, dtype=np.float32).reshape(4, 4)
@@ -314,7 +424,6 @@ def test_per_base_scores_export_one_track(tmp_path):
     to_bedgraph(tmp_path / "a.zarr", tmp_path / "a.bedGraph", score="attribution")
     rows = [line.split("\t") for line in (tmp_path / "a.bedGraph").read_text().splitlines()]
     assert [float(r[3]) for r in rows] == [0.0, 5.0, 10.0, 15.0]  # the diagonal: A, C, G, T reference bases
-
 
 
 # --------------------------------------------------------------------------- refused output paths (reliability)
@@ -367,8 +476,7 @@ def test_export_disk_full_exits_2_and_leaves_nothing(results, tmp_path, capsys, 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(export_mod, "_add_region", full)
-    monkeypatch.setattr(export_mod, "_rows", full)
+    monkeypatch.setattr(export_mod, "_one_value_per_row", full)
     code, err = _export(tmp_path / "screen.zarr", tmp_path / name, capsys)
     assert code == 2 and f"disk full while writing {tmp_path / name}" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["screen.zarr"]  # no output, no temporary file

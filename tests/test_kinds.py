@@ -27,7 +27,8 @@ def test_traits_of_the_kinds_with_their_own_stage_behaviour():
     assert [k for k, v in KINDS.items() if v.gradients] == ["attribution"]
     assert KINDS["mutagenesis"].rows_per_item == 4 and KINDS["deletion"].rows_per_item == 1
     # every kind that replaces a segment can build it; the others are built by their own stage
-    assert {k for k, v in KINDS.items() if v.alternative is None} == {"mutagenesis", "attribution"}
+    assert {k for k, v in KINDS.items() if v.alternative is None} == {"mutagenesis", "attribution", "rearrangement"}
+    assert [k for k, v in KINDS.items() if v.placement == "rearrangement"] == ["rearrangement"]
 
 
 def test_unknown_kind_is_named():

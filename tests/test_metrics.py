@@ -1,13 +1,10 @@
 """Prometheus metrics: names and types by Prometheus's rules, and scraped over HTTP while a real screen runs on Ray."""
 
 import re
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -250,108 +247,4 @@ def test_a_screen_counts_attributed_positions_apart_from_perturbations(ray_sessi
     assert prometheus_naming_problems(texts[-1]) == []
 
 
-def _serve_text(render) -> tuple[int, object]:
-    """An HTTP server on a free port whose every GET answers ``render()`` (a daemon thread)."""
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = render()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server.server_address[1], server
-
-
-@pytest.mark.slow
-def test_every_dashboard_query_answers_on_a_real_prometheus(ray_session, toy_paths, tmp_path):
-    """Prometheus (Debian's ``prometheus`` package) scrapes a real screen's runner endpoint and the service's
-    /metrics rendering of the same screen's progress; every screening_* query of the Grafana dashboard, with
-    ``$name`` at its "All" value, then answers with data (failures included: 0, not "no data")."""
-    import json
-    import shutil
-    import signal
-    import subprocess
-    import urllib.parse
-
-    from helpers import slow_model_section
-
-    from screening.service.api import _Metrics
-    from screening.spec import parse_spec
-    from workers.driver import run_screen
-
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
-    runner_port = free_port()
-    raw = toy_spec_dict(toy_paths, tmp_path / "p.zarr", regions=["chr1:2,000-2,800"], model=slow_model_section(0.2))
-    raw["perturbations"] = [
-        {"kind": "deletion", "name": "del20", "width": 20, "step": 20},
-        {"kind": "attribution", "name": "sal", "window_step": 128, "target": {"kind": "insulation", "window": 3}},
-    ]
-    raw["execution"].update(chunk_size=4, batch_size=2, metrics_port=runner_port)
-    service = _Metrics()
-    record = {"id": SCREEN, "name": raw["name"], "state": "running", "progress": None}
-
-    def render() -> bytes:
-        service.observe("GET", "/metrics", 200, 0.002)
-        return service.render([record])
-
-    service_port, server = _serve_text(render)
-    prom_port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "runner", "static_configs": [{"targets": [f"127.0.0.1:{runner_port}"]}]},
-            {"job_name": "service", "static_configs": [{"targets": [f"127.0.0.1:{service_port}"]}]},
-        ],
-    }))
-    log = (tmp_path / "prometheus.log").open("w")
-    process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=log, stderr=subprocess.STDOUT)
-    api = f"http://127.0.0.1:{prom_port}/api/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/-/ready", timeout=1)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "prometheus.log").read_text()
-                time.sleep(0.2)
-        began = time.time()
-        run_screen(parse_spec(raw), progress=False, screen_id=SCREEN,
-                   on_progress=lambda report: record.update(progress=report.as_dict()))
-        record["state"] = "completed"
-        ended = time.time()
-        time.sleep(2)  # the last scrapes
-        dashboard = json.loads((REPO / "deploy" / "base" / "monitoring" / "grafana-dashboard.json").read_text())
-        queries = [(panel["title"], t["expr"]) for panel in dashboard["panels"] for t in panel.get("targets", [])]
-        queries += [("variable $name", re.sub(r"^query_result\((.*)\)$", r"\1", v["definition"]))
-                    for v in dashboard["templating"]["list"] if v["type"] == "query"]
-        answered = {}
-        for title, expr in queries:
-            promql = expr.replace("$name", ".*").replace("$__rate_interval", "10s")
-            params = urllib.parse.urlencode({"query": promql, "start": began, "end": ended + 2, "step": 1})
-            answer = json.loads(urllib.request.urlopen(f"{api}/query_range?{params}", timeout=30).read())
-            assert answer["status"] == "success", (title, promql, answer)
-            values = [float(v) for series in answer["data"]["result"] for _, v in series["values"]]
-            answered[f"{title}: {promql}"] = len(answer["data"]["result"]), sum(v == v for v in values)
-        print("\n".join(f"{n_series} series, {n_values} values  {query}" for query, (n_series, n_values) in answered.items()))
-        for query, (n_series, n_values) in answered.items():
-            if "screening_" in query:  # Ray's own metrics are not scraped here
-                assert n_series and n_values, f"no data: {query}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
-        server.shutdown()
+# Every dashboard query against a real Prometheus: benchmarks/dashboard_promql.py, tests/test_dashboard_promql.py

@@ -45,9 +45,18 @@ def _layout(kind: str, scores: list[str], chunk: int = 4_000, with_ref: bool = T
     positions = np.arange(*REGION, dtype=np.int64)
     labels = {"ref_base": np.array(list("ACGT"))[codes]} if with_ref else {}
     return GroupLayout(
-        chrom="chr1", chrom_length=CHROM_LENGTH, analysis="attr" if kind == "attribution" else "ism", kind=kind,
-        params={}, start=positions, end=positions + 1, window_start=positions * 0, scores=scores, chunk_size=chunk,
-        extra_dims={"base": 4}, labels=labels,
+        chrom="chr1",
+        chrom_length=CHROM_LENGTH,
+        analysis="attr" if kind == "attribution" else "ism",
+        kind=kind,
+        params={},
+        start=positions,
+        end=positions + 1,
+        window_start=positions * 0,
+        scores=scores,
+        chunk_size=chunk,
+        extra_dims={"base": 4},
+        labels=labels,
         score_dims={s: (["base"] if kind == "mutagenesis" or s.startswith("attribution") else []) for s in scores},
     )
 
@@ -70,8 +79,11 @@ def attribution_store(tmp_path_factory, planted):
     codes, hyp, _ = planted
     layout = _layout("attribution", ["attribution", "attribution_corrected", "target"], codes=codes)
     n = layout.n
-    values = {"attribution": hyp, "attribution_corrected": hyp - hyp.mean(axis=1, keepdims=True),
-              "target": np.zeros(n, np.float32)}
+    values = {
+        "attribution": hyp,
+        "attribution_corrected": hyp - hyp.mean(axis=1, keepdims=True),
+        "target": np.zeros(n, np.float32),
+    }
     return _write(tmp_path_factory.mktemp("attr") / "a.zarr", layout, values)
 
 
@@ -184,8 +196,18 @@ def test_bad_inputs_are_refused_and_write_nothing(attribution_store, tmp_path, c
 
 def test_store_without_per_base_scores_is_refused(tmp_path, capsys):
     starts = np.arange(0, 4_000, 1_000, dtype=np.int64)
-    layout = GroupLayout(chrom="chr1", chrom_length=20_000, analysis="del", kind="deletion", params={}, start=starts,
-                         end=starts + 1_000, window_start=starts, scores=["impact_mean_abs"], chunk_size=4)
+    layout = GroupLayout(
+        chrom="chr1",
+        chrom_length=20_000,
+        analysis="del",
+        kind="deletion",
+        params={},
+        start=starts,
+        end=starts + 1_000,
+        window_start=starts,
+        scores=["impact_mean_abs"],
+        chunk_size=4,
+    )
     create_store(tmp_path / "del.zarr", {"name": "t"}, "h", {}, [layout])
     with pytest.raises(MotifError, match="no per-base scores") as info:
         find_motifs(open_results(tmp_path / "del.zarr"))
@@ -206,8 +228,11 @@ def test_uncomputed_scores_are_refused(tmp_path, planted):
 def test_missing_reference_sequence_is_refused(tmp_path, planted):
     codes, hyp, _ = planted
     layout = _layout("attribution", ["attribution", "attribution_corrected", "target"], codes=codes, with_ref=False)
-    store = _write(tmp_path / "noref.zarr", layout, {"attribution": hyp, "attribution_corrected": hyp,
-                                                      "target": np.zeros(layout.n, np.float32)})
+    store = _write(
+        tmp_path / "noref.zarr",
+        layout,
+        {"attribution": hyp, "attribution_corrected": hyp, "target": np.zeros(layout.n, np.float32)},
+    )
     with pytest.raises(MotifError, match="no reference bases"):
         find_motifs(open_results(store))
 
@@ -229,3 +254,154 @@ def test_unknown_method_and_release_are_refused(attribution_store):
         find_motifs(open_results(attribution_store), method="kmeans")
     with pytest.raises(MotifError, match="unknown JASPAR release"):
         find_motifs(open_results(attribution_store), release="JASPAR1999")
+
+
+def test_demo_motif_step_finds_ctcf_and_its_shuffled_control_does_not(attribution_store, tmp_path):
+    from screening.demo.demo import demo_motif_report
+
+    # half the planted sites keep it fast; the demo's JASPAR2022 has CTCF as MA0139.1
+    summary = demo_motif_report(tmp_path, store=attribution_store, regions=["chr1:5,000-25,000"])
+    matrix_id, name, q_value, n_seqlets = summary.top["attr"]
+    assert (matrix_id, name) == ("MA0139.1", "CTCF") and q_value < 0.05 and n_seqlets >= N_SITES // 2 * 0.75
+    control = summary.top["attr_shuffled"]
+    assert control is None or control[2] >= 0.05
+    assert (tmp_path / "motifs" / "attr" / "report.html").is_file()
+    assert (tmp_path / "motifs" / "attr_shuffled" / "report.html").is_file()
+    assert "attr_shuffled" in summary.text and "MA0139.1" in summary.text
+
+
+def test_motif_demo_spec_covers_the_planted_sites(tmp_path):
+    import yaml
+
+    from screening.demo.demo import motif_demo_raw
+    from screening.demo.synthetic import read_truth
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "genome.fa.fai").write_text("chr1\t400000\t6\t60\t61\nchr2\t400000\t6\t60\t61\n")
+    rows = [
+        ("chr2", 10_000, 0.9),
+        ("chr2", 150_000, 0.5),
+        ("chr2", 200_000, 0.8),
+        ("chr2", 390_000, 0.7),
+        ("chr1", 150_000, 1.0),
+    ]
+    (data / "truth.bed").write_text(
+        "".join(f"{c}\t{s}\t{s + 19}\tsite{i}\t0\t+\tctcf_site\t{w}\n" for i, (c, s, w) in enumerate(rows))
+    )
+    assert len(read_truth(data / "truth.bed")) == 5
+    (tmp_path / "demo.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "demo",
+                "model": {"kind": "corigami", "config": {"window_length": 131_072}},
+                "perturbations": [],
+                "output": {"store": "results.zarr"},
+            }
+        )
+    )
+    raw = motif_demo_raw(tmp_path, n_ism_sites=1)
+    saliency, ism = raw["perturbations"]
+    # sites whose centred window leaves the chromosome (10,000 and 390,000) are left out
+    assert saliency["regions"] == ["chr1:149960-150059", "chr2:149960-150059", "chr2:199960-200059"]
+    assert ism["regions"] == ["chr2:199997-200022"]  # the strongest of the held-out chr2, ± 3 bp
+    assert raw["output"]["store"] == "motifs.zarr" and saliency["kind"] == "attribution"
+
+
+def test_n_positions_counts_each_analysed_position_once(attribution_store, jaspar):
+    # 7,000-base blocks with 35-base margins: the margins are read twice but counted once
+    result = find_motifs(open_results(attribution_store), database=jaspar, block_size=7_000)
+    assert result.n_positions == REGION[1] - REGION[0]
+
+
+def test_block_read_equals_the_query_and_skips_units_not_done(tmp_path, planted):
+    from screening.core.regions import Region
+    from screening.interpret.motifs.source import open_source
+
+    codes, hyp, _ = planted
+    layout = _layout("attribution", ["attribution"], codes=codes)
+    store = create_store(tmp_path / "part.zarr", {"name": "t"}, "h", {}, [layout])
+    for k in range(layout.n_chunks):
+        if k != 3:  # unit 3 (positions 17,000-21,000) not done: NaN, as the query shows it
+            store.write_chunk("chr1", "attr", k, {"attribution": hyp[layout.chunk_slice(k)]})
+    source = open_source(open_results(tmp_path / "part.zarr"), None, None)
+    ds = source.results.query(Region("chr1", 10_500, 29_700), analysis="attr")
+    direct = source._scores(ds, "chr1")
+    np.testing.assert_array_equal(direct, np.asarray(ds["attribution"].values))
+    assert direct.dtype == np.float32 and np.isnan(direct[17_000 - 10_500]).all()
+    assert np.isfinite(direct[: 17_000 - 10_500]).all() and np.isfinite(direct[21_000 - 10_500 :]).all()
+
+
+def test_block_read_allocates_one_output(tmp_path):
+    """A block that straddles store units is read one stored chunk at a time into one output: the traced
+    peak is that output plus one chunk's decoding, not a buffer per unit plus masking and concatenation."""
+    import tracemalloc
+
+    from screening.core.regions import Region
+    from screening.interpret.motifs.source import open_source
+
+    n, chunk = 1_200_000, 150_000  # a score shard (and zarr chunk) per unit at this size
+    positions = np.arange(n, dtype=np.int64)
+    layout = GroupLayout(
+        chrom="chr1", chrom_length=n, analysis="attr", kind="attribution", params={}, start=positions,
+        end=positions + 1, window_start=positions * 0, scores=["attribution"], chunk_size=chunk,
+        extra_dims={"base": 4}, labels={}, score_dims={"attribution": ["base"]},
+    )  # fmt: skip
+    store = create_store(tmp_path / "big.zarr", {"name": "t"}, "h", {}, [layout])
+    rng = np.random.default_rng(0)
+    for k in range(layout.n_chunks):
+        store.write_chunk("chr1", "attr", k, {"attribution": rng.normal(0, 0.01, (chunk, 4)).astype(np.float32)})
+    source = open_source(open_results(tmp_path / "big.zarr"), None, None)
+    ds = source.results.query(Region("chr1", 100_000, 1_100_000), analysis="attr")  # 8 units
+    source._scores(ds, "chr1")  # warm (imports, codec set-up)
+    tracemalloc.start()
+    try:
+        values = source._scores(ds, "chr1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert values.shape == (1_000_000, 4)
+    chunk_bytes = chunk * 4 * 4  # one unit's scores, decoded (zstd and crc32c buffers of about that size)
+    assert peak < values.nbytes + 4.5 * chunk_bytes + (1 << 20), peak / values.nbytes
+
+
+def test_reference_labels_are_coded_without_a_python_loop():
+    from screening.interpret.motifs.source import _label_codes
+
+    letters = np.array(["A", "c", "G", "t", "N", "", "n", "é"])
+    np.testing.assert_array_equal(_label_codes(letters), [0, 1, 2, 3, 4, 4, 4, 4])
+    np.testing.assert_array_equal(_label_codes(letters.astype(object)), [0, 1, 2, 3, 4, 4, 4, 4])
+    np.testing.assert_array_equal(_label_codes(np.array([b"T", b"g", b"-"])), [3, 2, 4])
+    assert _label_codes(np.array([], "U1")).shape == (0,)
+
+
+def test_clustering_tomtom_in_chunks_keeps_every_match(monkeypatch):
+    import warnings
+
+    from memelite.tomtom import tomtom
+
+    from screening.interpret.motifs import discover
+
+    rng = np.random.default_rng(3)
+    shared = rng.dirichlet(np.ones(4), 12).T
+    cores = []
+    for i in range(90):  # a third are noisy copies of one motif: they match each other
+        width = int(rng.integers(6, 13))
+        m = (
+            (shared[:, :width] + rng.normal(0, 0.02, (4, width))).clip(1e-3)
+            if i % 3 == 0
+            else rng.dirichlet(np.ones(4), width).T
+        )
+        cores.append(np.asfortranarray(m / m.sum(axis=0)))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="tomtom was given")
+        p, _, offsets, _, strands, idxs = tomtom(cores, cores, n_nearest=len(cores), n_jobs=1)
+    monkeypatch.setattr(discover, "_TOMTOM_QUERIES", 7)
+    ptr, index, offset, strand = discover._similar(cores, 1e-3, 1)
+    assert len(ptr) == len(cores) + 1 and ptr[-1] > 30
+    for i in range(len(cores)):
+        keep = (p[i] < 1e-3) & (idxs[i].astype(int) != i)
+        got = slice(ptr[i], ptr[i + 1])
+        np.testing.assert_array_equal(index[got], idxs[i][keep].astype(int))
+        np.testing.assert_array_equal(offset[got], offsets[i][keep].astype(int))
+        np.testing.assert_array_equal(strand[got], strands[i][keep].astype(int))

@@ -355,3 +355,23 @@ def test_mutagenesis_covers_every_alternative(codes):
 def test_mutate_rejects(positions, bases, message):
     with pytest.raises(ValueError, match=message):
         mutate(SEQ, np.array(positions), np.array(bases))
+
+
+def test_compose_makes_several_edits_one():
+    from screening.perturb.edits import compose
+
+    codes = np.arange(20, dtype=np.uint8) % 4
+    tracks = np.arange(40, dtype=np.float32).reshape(2, 20)
+    parts = [(1, 1, np.array([3], np.uint8), tracks[:, 1:2]),  # a substitution keeps its tracks
+             (5, 3, np.zeros(0, np.uint8), None),              # a deletion
+             (10, 0, np.array([0, 1], np.uint8), None)]        # an insertion: tracks 0
+    ref_length, alt, alt_tracks = compose(codes, tracks, parts)
+    assert ref_length == 10
+    assert alt.tolist() == [0, 3, 2, 3, 0, 0, 1, 0, 1]
+    assert alt_tracks[0].tolist() == [0, 1, 2, 3, 4, 8, 9, 0, 0]
+    out, out_tracks = apply_edit(codes, tracks, 0, ref_length, alt, alt_tracks, 19, "follow")
+    assert out.tolist() == [*alt.tolist(), *codes[10:].tolist()]  # the edits, then the unchanged rest
+    assert out_tracks[1].tolist() == [*alt_tracks[1].tolist(), *tracks[1, 10:].tolist()]
+    assert compose(codes, None, parts[1:])[2] is None
+    with pytest.raises(ValueError, match="overlap"):
+        compose(codes, None, [(5, 3, np.zeros(0, np.uint8), None), (6, 1, np.zeros(1, np.uint8), None)])

@@ -62,20 +62,26 @@ def spec_file(toy_paths, tmp_path, name):
 def test_killed_worker_unit_is_redone_elsewhere_with_identical_results(ray_session, toy_paths, tmp_path):
     reference = run_screen(spec_file(toy_paths, tmp_path, "clean"), progress=False)
     killed: list[int] = []
+    two_done = threading.Event()  # from the driver's progress reports: a format 3 store shows units
+    # only once the driver has written their block (within execution's flush interval)
 
     def killer():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            store = tmp_path / "killed.zarr"
             pids = worker_pids()
-            if pids and store.exists() and open_results(store).progress[0] >= 2:
+            if pids and two_done.is_set():
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
             time.sleep(0.02)
 
+    def on_progress(report: ScreenProgress) -> None:
+        if report.units_done >= 2 and not two_done.is_set():
+            two_done.set()
+            time.sleep(0.3)  # let the kill land while the worker computes its next units (two in flight)
+
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    summary = run_screen(spec_file(toy_paths, tmp_path, "killed"), progress=False)
+    summary = run_screen(spec_file(toy_paths, tmp_path, "killed"), progress=False, on_progress=on_progress)
     thread.join()
     assert killed, "no worker was killed (the screen finished first)"
     assert summary.retries >= 1

@@ -150,7 +150,9 @@ def test_legacy_call_and_registry_callables():
     got = score_maps(reference, perturbed, ("impact_mean_abs", "impact_abs_mean"))
     assert list(got) == ["impact_mean_abs", "impact_abs_mean"]
     # Unmasked maps give the original scores bit for bit.
-    assert np.array_equal(got["impact_mean_abs"], np.abs((perturbed - reference).astype(np.float64)).mean(axis=(-2, -1)))
+    assert np.array_equal(
+        got["impact_mean_abs"], np.abs((perturbed - reference).astype(np.float64)).mean(axis=(-2, -1))
+    )
     assert np.array_equal(SCORES["impact_abs_mean"](reference, perturbed), got["impact_abs_mean"])
     assert SCORES["insulation_delta"].needs == ("position",) and SCORES["roi_mean_delta"].needs == ("roi",)
 
@@ -233,9 +235,22 @@ GEOMETRIES = [
 B = len(GEOMETRIES)
 EDGE_CONTEXT = {
     "position": [3, -1, 16, 0, 15, 7, 1, 14, 8, 2, 5],  # outside the map, and bins whose square leaves it
-    "roi": ([slice(1, 3), [], [5, 6, 40], slice(12, None), slice(None, 2), [7], slice(20, 30), [0, 15], [3, 4], slice(0, 16),
-             [-3, 2]],
-            [[5, 6], slice(0, 4), [], [15], slice(3, 9), [7], [1], slice(None), [9, 10, 11], slice(4, 5), [2]]),
+    "roi": (
+        [
+            slice(1, 3),
+            [],
+            [5, 6, 40],
+            slice(12, None),
+            slice(None, 2),
+            [7],
+            slice(20, 30),
+            [0, 15],
+            [3, 4],
+            slice(0, 16),
+            [-3, 2],
+        ],
+        [[5, 6], slice(0, 4), [], [15], slice(3, 9), [7], [1], slice(None), [9, 10, 11], slice(4, 5), [2]],
+    ),
     "window": 3,
 }
 
@@ -259,8 +274,9 @@ def twin_maps(seed: int, kind: str, n: int = N_BINS, b: int = B) -> tuple[np.nda
 def assert_twins(reference, perturbed, names, alignments, context, device: str = "cpu") -> float:
     """The torch scores equal numpy's on ``device``; returns the largest absolute difference."""
     want = score_maps(reference, perturbed, names, alignments, context)
-    got = score_tensors(torch.from_numpy(reference).to(device), torch.from_numpy(perturbed).to(device), names,
-                        alignments, context)
+    got = score_tensors(
+        torch.from_numpy(reference).to(device), torch.from_numpy(perturbed).to(device), names, alignments, context
+    )
     assert list(got) == list(names)
     worst = 0.0
     for name in names:
@@ -279,8 +295,11 @@ def test_every_score_has_a_torch_twin():
 
 
 @pytest.mark.parametrize("kind", ["random", "ties", "nan", "constant", "float64"])
-@pytest.mark.parametrize("params", [{}, {"diagonal_offset": 0, "ignore_diags": 0}, {"diagonal_offset": 20, "window": 20}],
-                         ids=["defaults", "offsets 0", "empty triangle and squares"])
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"diagonal_offset": 0, "ignore_diags": 0}, {"diagonal_offset": 20, "window": 20}],
+    ids=["defaults", "offsets 0", "empty triangle and squares"],
+)
 def test_torch_scores_equal_numpy(kind, params):
     reference, perturbed = twin_maps(5, kind)
     alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
@@ -291,8 +310,14 @@ def test_torch_scores_equal_numpy_on_full_size_maps():
     """C.Origami's geometry (256 bins of 8,192 bp): sums over 65,536 pixels, the edits of a screen."""
     reference, perturbed = twin_maps(7, "random", n=256, b=6)
     perturbed = reference + 0.01 * (perturbed - reference)  # small differences, as a perturbation makes
-    geometries = [(1_048_000, 1_000, 0), (1_000_000, 0, 20_000), (524_288, 1, 1), (0, 8_192, 0), (2_090_000, 7_152, 0),
-                  (700_000, 50_000, 50_000)]
+    geometries = [
+        (1_048_000, 1_000, 0),
+        (1_000_000, 0, 20_000),
+        (524_288, 1, 1),
+        (0, 8_192, 0),
+        (2_090_000, 7_152, 0),
+        (700_000, 50_000, 50_000),
+    ]
     alignments = [bin_alignment(*g, 8_192, 256) for g in geometries]
     context = {"position": [128, 122, 64, 0, 255, 90], "roi": (slice(100, 120), [130, 131, 200])}
     assert assert_twins(reference, perturbed, NAMES, alignments, context) < 1e-9
@@ -317,14 +342,22 @@ def test_torch_scores_take_the_alignment_index():
     reference, perturbed = twin_maps(2, "random")
     alignments = [bin_alignment(*g, BIN, N_BINS) for g in GEOMETRIES]
     names = [n for n in NAMES if n.endswith("_aligned")]
-    by_objects = score_tensors(torch.from_numpy(reference), torch.from_numpy(perturbed), names, alignments, EDGE_CONTEXT)
-    by_index = score_tensors(torch.from_numpy(reference), torch.from_numpy(perturbed), names,
-                             alignment_index(alignments, N_BINS), EDGE_CONTEXT)
+    by_objects = score_tensors(
+        torch.from_numpy(reference), torch.from_numpy(perturbed), names, alignments, EDGE_CONTEXT
+    )
+    by_index = score_tensors(
+        torch.from_numpy(reference),
+        torch.from_numpy(perturbed),
+        names,
+        alignment_index(alignments, N_BINS),
+        EDGE_CONTEXT,
+    )
     for name in names:
         torch.testing.assert_close(by_index[name], by_objects[name], rtol=0, atol=0, equal_nan=True)
     ref_aligned, alt_aligned = align_maps(alignments, reference, perturbed)
-    got = align_tensors(torch.from_numpy(alignment_index(alignments, N_BINS)), torch.from_numpy(reference),
-                        torch.from_numpy(perturbed))
+    got = align_tensors(
+        torch.from_numpy(alignment_index(alignments, N_BINS)), torch.from_numpy(reference), torch.from_numpy(perturbed)
+    )
     np.testing.assert_array_equal(got[0].numpy(), ref_aligned)
     np.testing.assert_array_equal(got[1].numpy(), alt_aligned)
 
@@ -373,7 +406,15 @@ def test_torch_scores_equal_numpy_on_cuda():
         reference, perturbed = twin_maps(5, kind)
         assert_twins(reference, perturbed, NAMES, alignments, EDGE_CONTEXT, device="cuda")
     reference, perturbed = twin_maps(7, "random", n=256, b=4)
-    alignments = [bin_alignment(*g, 8_192, 256) for g in [(1_048_000, 1_000, 0), (1_000_000, 0, 20_000), (524_288, 1, 1),
-                                                          (0, 8_192, 0)]]
-    assert_twins(reference, perturbed, NAMES, alignments, {"position": [128, 122, 64, 0], "roi": (slice(100, 120), [130])},
-                 device="cuda")
+    alignments = [
+        bin_alignment(*g, 8_192, 256)
+        for g in [(1_048_000, 1_000, 0), (1_000_000, 0, 20_000), (524_288, 1, 1), (0, 8_192, 0)]
+    ]
+    assert_twins(
+        reference,
+        perturbed,
+        NAMES,
+        alignments,
+        {"position": [128, 122, 64, 0], "roi": (slice(100, 120), [130])},
+        device="cuda",
+    )

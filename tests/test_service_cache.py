@@ -17,8 +17,18 @@ from screening.store.writer import GroupLayout, create_store  # noqa: E402
 
 def make_store(path, sha="a" * 64):
     start = np.arange(20, dtype=np.int64) * 100
-    lay = GroupLayout(chrom="chr1", chrom_length=10_000, analysis="del", kind="deletion", params={}, start=start,
-                      end=start + 100, window_start=start, scores=["s"], chunk_size=4)
+    lay = GroupLayout(
+        chrom="chr1",
+        chrom_length=10_000,
+        analysis="del",
+        kind="deletion",
+        params={},
+        start=start,
+        end=start + 100,
+        window_start=start,
+        scores=["s"],
+        chunk_size=4,
+    )
     create_store(path, {"name": "x"}, sha, {"created": sha[:4]}, [lay])
     return str(path)
 
@@ -88,3 +98,57 @@ def test_an_overwritten_store_is_seen_within_the_ttl(tmp_path, opened):
     clock.now += 20
     with pytest.raises(StoreNotFoundError):
         cache.get("job", store)
+
+
+def test_queries_through_the_api_keep_one_open_store(tmp_path, monkeypatch):
+    """Through the HTTP API (create_api, in-process): a query every 20 s for 200 s opens the store
+    once (the handle's expiry slides with use); left unused for longer than the ttl, it is reopened."""
+    import warnings
+
+    from screening.service import api as api_mod
+    from screening.service.auth import TokenStore
+    from screening.service.config import ServiceConfig
+    from screening.store import reader as reader_mod
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    store, clock, opens = make_store(tmp_path / "a.zarr"), Clock(), []
+    real_open = reader_mod.open_results
+
+    def counting_open(path, *args, **kwargs):
+        opens.append(path)
+        return real_open(path, *args, **kwargs)
+
+    class Remote:
+        def __init__(self, answer) -> None:
+            self.answer = answer
+
+        def remote(self, *args):
+            async def call():
+                return self.answer(*args)
+
+            return call()
+
+    class Manager:
+        store_of = Remote(lambda job_id: store if job_id == "f" * 32 else None)
+        ping = Remote(lambda: "pong")
+
+    monkeypatch.setattr(reader_mod, "open_results", counting_open)  # create_api imports it when it builds the app
+    monkeypatch.setattr(api_mod, "ResultsCache", lambda opener: ResultsCache(opener, ttl_s=30, clock=clock))
+    config = ServiceConfig.from_args({"store_roots": [str(tmp_path)]}, environ={"SCREENING_API_TOKENS": "t"})
+    app = api_mod.create_api(config, Manager(), TokenStore((), None, env_tokens="t"))
+    with TestClient(app, base_url="http://testserver", headers={"Authorization": "Bearer t"}) as client:
+
+        def query() -> None:
+            answer = client.get(f"/screens/{'f' * 32}/results", params={"region": "chr1:0-1,000"})
+            assert answer.status_code == 200 and answer.json()["coords"]["start"]["data"] == list(range(0, 1_000, 100))
+
+        for _ in range(11):
+            query()
+            clock.now += 20
+        assert opens == [store]
+        clock.now += 31
+        query()
+        assert opens == [store, store]

@@ -86,6 +86,14 @@ def store(tmp_path, layouts) -> ResultStore:
     return create_store(tmp_path / "screen.zarr", SPEC, SHA, PROV, layouts)
 
 
+@pytest.fixture
+def store_v2(tmp_path, layouts, monkeypatch) -> ResultStore:
+    """A format 2 store (one object per unit's chunk, flag and digest; units write themselves)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_mod, "FORMAT_VERSION", 2)
+        return create_store(tmp_path / "screen.zarr", SPEC, SHA, PROV, layouts)
+
+
 # --------------------------------------------------------------------------- GroupLayout
 
 
@@ -149,7 +157,8 @@ def test_create_store_layout_on_disk(tmp_path, store, layouts):
     assert dict(group.attrs) == {
         "kind": "deletion", "params": {"width": 250}, "scores": SCORES, "dim": "perturbation", "extra_dims": {}, "labels": [],
         "top_maps": [0, 0], "score_dims": {s: [] for s in SCORES},
-        "chunk_size": 8, "n_chunks": 5, "n": 37,
+        "chunk_size": 8, "n_chunks": 5, "n": 37, "block_units": 5, "hit_k": 64,
+        "regular": {"start": 0, "step": 100, "width": 250, "n": 37},  # readers compute start/end
     }
     for name in ("start", "end", "window_start"):
         arr = group[name]
@@ -158,10 +167,12 @@ def test_create_store_layout_on_disk(tmp_path, store, layouts):
         np.testing.assert_array_equal(arr[:], getattr(layouts[0], name))
     for score in SCORES:
         arr = group[score]
-        assert arr.dtype == np.float32 and arr.shape == (37,) and arr.chunks == (8,)
+        assert arr.dtype == np.float32 and arr.shape == (37,) and arr.chunks == (40,)
+        assert arr.shards == (40,)  # format 3: one shard per block of units (all 5 here), inner chunks of 5
+        assert arr.attrs["coordinates"] == "start end window_start"
         assert np.isnan(arr.fill_value) and np.isnan(arr[:]).all()
     done = group["chunk_done"]
-    assert done.dtype == np.uint8 and done.shape == (5,) and done.chunks == (1,)
+    assert done.dtype == np.uint8 and done.shape == (5,) and done.chunks == (5,)  # one object per block
     assert done.metadata.dimension_names == ("chunk",)
     assert not done[:].any()
     assert root["chr2/ins/start"].shape == (20,)
@@ -436,8 +447,9 @@ def test_result_store_pickles_without_handles(store, layouts):
     assert store.progress() == (2, 16)
 
 
-def test_concurrent_writers_from_processes(store, layouts):
-    """Several spawned processes write disjoint chunks at once; everything lands."""
+def test_concurrent_writers_from_processes(store_v2, layouts):
+    """Format 2: several spawned processes write disjoint chunks at once; everything lands."""
+    store = store_v2
     tasks = [
         (lay.chrom, lay.analysis, k, values_for(lay, k)) for lay in layouts for k in range(lay.n_chunks)
     ]
@@ -507,16 +519,17 @@ def write_everything(store: ResultStore, layouts) -> None:
 
 
 def test_new_stores_checksum_every_array(store):
-    assert read_store_attrs(store.path)["format_version"] == FORMAT_VERSION == 2
+    assert read_store_attrs(store.path)["format_version"] == FORMAT_VERSION == 3
     group = zarr.open_group(store.path, mode="r")["chr1/del"]
-    for name in ("insulation", "dist", "chunk_done", "chunk_digest"):
+    for name in ("insulation", "dist", "chunk_done", "chunk_digest", "hit_index", "hit_value"):
         assert any(isinstance(c, Crc32cCodec) for c in group[name].compressors), name
     # coordinates: inside their shards
     assert any(isinstance(c, Crc32cCodec) for c in group["start"].compressors)
 
 
 @pytest.mark.parametrize("damage", ["flip", "random", "missing"])
-def test_verify_clears_damaged_units_and_they_are_rewritten(store, layouts, damage):
+def test_verify_clears_damaged_units_and_they_are_rewritten(store_v2, layouts, damage):
+    store = store_v2
     write_everything(store, layouts)
     assert store.verify() == []
     path = chunk_file(store, "chr1/del/dist", 2)
@@ -539,7 +552,8 @@ def test_verify_clears_damaged_units_and_they_are_rewritten(store, layouts, dama
     np.testing.assert_array_equal(got, np.arange(37, dtype=np.float32) + 1000)
 
 
-def test_damaged_flag_counts_as_not_done(store, layouts):
+def test_damaged_flag_counts_as_not_done(store_v2, layouts):
+    store = store_v2
     write_everything(store, layouts)
     flag = chunk_file(store, "chr1/del/chunk_done", 1)
     flag.write_bytes(os.urandom(9))
@@ -552,9 +566,12 @@ def test_damaged_flag_counts_as_not_done(store, layouts):
     assert not flag.exists()
 
 
-def test_damaged_coordinates_are_named_and_rewritten_by_verify(tmp_path, layouts):
+def test_damaged_coordinates_are_named_and_rewritten_by_verify(tmp_path, layouts, monkeypatch):
+    """Format 2 (a format 3 store's regular coordinates are computed, not read, by a resume and queries)."""
     path = tmp_path / "s.zarr"
-    store, _ = open_or_create_store(path, SPEC, SHA, PROV, layouts)
+    with monkeypatch.context() as patch:
+        patch.setattr(store_mod, "FORMAT_VERSION", 2)
+        store, _ = open_or_create_store(path, SPEC, SHA, PROV, layouts)
     shard = path / "chr1" / "ins" / "start" / "c" / "0"
     flip_bit(shard, byte=5)
     with pytest.raises(DamagedChunkError, match=rf"{path}: chunk 0 of array chr1/ins/start .*--verify"):
@@ -641,14 +658,16 @@ def test_genome_scale_coordinates_are_few_objects(tmp_path):
     np.testing.assert_array_equal(ResultStore(store.path).layout("chr1", "del").end, lays[0].end)
 
 
-def test_verify_on_an_object_store(layouts):
-    """Damaged units are found and cleared on S3 too (chunks deleted through the fsspec store)."""
+def test_verify_on_an_object_store(layouts, monkeypatch):
+    """Damaged units are found and cleared on S3 too (format 2: chunks deleted through the fsspec store)."""
     pytest.importorskip("moto")
     from moto_s3 import s3_server, s3fs_client
 
     with s3_server(buckets=("bucket",)):
         url = "s3://bucket/v.zarr"
-        store = create_store(url, SPEC, SHA, PROV, layouts[:1])
+        with monkeypatch.context() as patch:
+            patch.setattr(store_mod, "FORMAT_VERSION", 2)
+            store = create_store(url, SPEC, SHA, PROV, layouts[:1])
         write_everything(store, layouts[:1])
         s3fs_client().pipe_file("bucket/v.zarr/chr1/del/insulation/c/4", os.urandom(20))
         fresh = ResultStore(url)

@@ -262,3 +262,118 @@ def test_bad_config_raises_and_writes_nothing(tmp_path, changes, message):
     assert not fresh.exists()
     assert list(existing.iterdir()) == []
     shutil.rmtree(existing)
+
+
+# ---------------------------------------------------------------- difficulty knobs (docs/synthetic.md)
+
+
+def _truth_rows(root: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (root / "truth.bed").read_text().splitlines() if not line.startswith("#")]
+
+
+def _knob_genome(tmp_path: Path, **changes) -> SyntheticGenome:
+    return generate(small_config(chromosomes=[("chrA", 400_000)], **changes), tmp_path / "g")
+
+
+def test_knobs_off_write_standard_strata_and_effects(genome):
+    rows = _truth_rows(genome.root)
+    assert all(len(r) == 11 for r in rows)
+    for r in rows:
+        assert r[8] == ("standard" if r[6] == "ctcf_site" else r[6]) and r[10] == "."
+        assert (float(r[9]) > 0) == (r[6] == "ctcf_site")  # functional strength only where there is function
+    meta = __import__("json").loads(genome.config_json.read_text())
+    assert meta["format_version"] == 2 and "weak" not in meta["strata"]["chrA"]
+
+
+def test_weak_knob_lowers_motif_score_and_strength(tmp_path):
+    low, high = 0.6, 0.75
+    g = _knob_genome(tmp_path, weak_fraction=1.0, weak_relscore_range=(low, high), weak_strength_scale=0.4)
+    motif, codes = load_ctcf(), encode(str(pyfaidx.Fasta(str(g.fasta))["chrA"][:]))
+    weak = [r for r in _truth_rows(g.root) if r[6] == "ctcf_site"]
+    assert weak and all(r[8] == "weak" for r in weak)
+    for r in weak:
+        relative = motif.relative(scan(codes[int(r[1]) : int(r[2])], motif, g.config.gc).score[0], g.config.gc)
+        assert low <= relative < high
+        assert float(r[7]) <= 0.4 * g.config.strength_range[1] + 1e-4
+    default = [
+        r
+        for r in _truth_rows(generate(small_config(chromosomes=[("chrA", 400_000)]), tmp_path / "d").root)
+        if r[6] == "ctcf_site"
+    ]
+    assert np.mean([float(r[9]) for r in weak]) < np.mean([float(r[9]) for r in default])
+
+
+def test_redundant_knob_plants_masked_twins(tmp_path):
+    g = _knob_genome(tmp_path, redundant_fraction=1.0, redundant_offset_bp=300)
+    sites = g.sites_on("chrA")
+    functional = [s for s in sites if s.role == "ctcf_site"]
+    twins = [s for s in functional if s.name.endswith("_twin")]
+    assert twins and len(functional) == 2 * len(twins) and all(s.stratum == "redundant" for s in functional)
+    by_name = {s.name: s for s in sites}
+    for twin in twins:
+        primary = by_name[twin.group]
+        assert twin.start - primary.start == 300 and twin.strand == primary.strand and twin.effect == primary.effect
+    # either twin alone is masked by the other; both together are not
+    primary = by_name[twins[len(twins) // 2].group]
+    twin = twins[len(twins) // 2]
+    lo, hi = max(0, primary.start - 100 * BIN), primary.start + 100 * BIN
+    full = contact_map(sites, lo, hi, BIN)
+    one = contact_map([s for s in sites if s is not primary], lo, hi, BIN)
+    both = contact_map([s for s in sites if s is not primary and s is not twin], lo, hi, BIN)
+    assert np.abs(full - one).max() < 0.2 * np.abs(full - both).max()
+
+
+def test_orientation_rule_demotes_sites_without_a_convergent_partner(tmp_path):
+    params = ContactParams(min_pair_weight=0.2)
+    g = _knob_genome(tmp_path, orientation_rule=True, contact=params)
+    sites = g.sites_on("chrA")
+    unpaired = [s for s in sites if s.role == "unpaired_site"]
+    functional = [s for s in sites if s.role == "ctcf_site"]
+    assert unpaired and functional and all(s.effect == 0 and s.strand in "+-" for s in unpaired)
+    paired = {s.name for pair in convergent_pairs(sites, params) for s in (pair.left, pair.right)}
+    assert paired == {s.name for s in functional}  # every remaining site has a partner, no demoted one has
+    # an unpaired site keeps its motif and peak: it looks functional, only its partner is missing
+    with pyBigWig.open(str(g.ctcf_bigwig)) as bw:
+        assert np.mean([peak_mean(bw, s) for s in unpaired]) > 4 * g.config.ctcf_background
+    off = _knob_genome(tmp_path / "off", contact=params)
+    assert not [s for s in off.sites if s.role == "unpaired_site"]
+
+
+def test_gc_stretch_knob_adds_gc_rich_functionless_stretches(tmp_path):
+    g = _knob_genome(tmp_path, gc_stretches_per_mb=10, gc_stretch_length=400, gc_stretch_gc=0.75)
+    stretches = g.sites_on("chrA", role="gc_stretch")
+    assert len(stretches) == 4 and all(s.end - s.start == 400 and s.effect == 0 for s in stretches)
+    seq = str(pyfaidx.Fasta(str(g.fasta))["chrA"][:])
+    gc = np.mean([sum(c in "GC" for c in seq[s.start : s.end]) / 400 for s in stretches])
+    assert gc > 0.65
+    with pyBigWig.open(str(g.ctcf_bigwig)) as bw:
+        assert np.mean([peak_mean(bw, s) for s in stretches]) < 2 * g.config.ctcf_background
+    assert [s for s in g.sites if s.role != "gc_stretch"] != []
+
+
+def test_decoy_counts_follow_their_knobs(tmp_path):
+    g = _knob_genome(tmp_path, decoy_peaks_per_mb=20, motif_only_per_mb=5)
+    roles = [r[6] for r in _truth_rows(g.root)]
+    assert roles.count("decoy_peak") == 8 and roles.count("motif_only") == 2
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"weak_fraction": 1.5}, "weak_fraction"),
+        ({"weak_relscore_range": (0.8, 0.7)}, "weak_relscore_range"),
+        ({"redundant_fraction": 0.5, "redundant_offset_bp": 5}, "redundant_offset_bp"),
+        ({"gc_stretches_per_mb": 1, "gc_stretch_length": 10_000}, "gc_stretch_length"),
+    ],
+)
+def test_bad_knobs_are_refused(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        generate(small_config(**changes), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_graded_config_round_trips(tmp_path):
+    config = small_config(weak_fraction=0.3, orientation_rule=True, weak_relscore_range=(0.65, 0.75))
+    g = generate(config, tmp_path / "g")
+    again = SyntheticGenome.open(g.root)
+    assert again.config == config and again.sites == g.sites

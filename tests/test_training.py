@@ -147,7 +147,9 @@ def test_motif_channels_detect_planted_motifs_and_stay_fixed(tiny_genome: Synthe
 
 def test_training_rejects_mismatched_bins(tiny_chr1) -> None:
     with pytest.raises(ValueError, match="do not match"):
-        train(tiny_chr1, CorigamiConfig(**{**asdict(TINY_MODEL), "block_widths": (8,) + (4,) * 6}), TINY_TRAIN, log=None)
+        train(
+            tiny_chr1, CorigamiConfig(**{**asdict(TINY_MODEL), "block_widths": (8,) + (4,) * 6}), TINY_TRAIN, log=None
+        )
 
 
 def test_map_metrics_baseline_and_perfect() -> None:
@@ -233,7 +235,58 @@ def test_demo_fallback_config_is_the_demo_models_architecture():
     """`screening demo` without the trained weights runs a random-weight model of the demo model's size."""
     from screening.demo.demo import _FALLBACK_CONFIG
     from screening.demo.training import DEMO_CONFIG
-    assert CorigamiConfig(**{**_FALLBACK_CONFIG, "block_widths": tuple(_FALLBACK_CONFIG["block_widths"])}) == DEMO_CONFIG
+
+    assert (
+        CorigamiConfig(**{**_FALLBACK_CONFIG, "block_widths": tuple(_FALLBACK_CONFIG["block_widths"])}) == DEMO_CONFIG
+    )
     recorded = json.loads((DEMO_DIR / "config.json").read_text())
     assert {**asdict(DEMO_CONFIG), "block_widths": list(DEMO_CONFIG.block_widths)} == recorded["corigami_config"]
 
+
+# ---------------------------------------------------------------- the method benchmark's models
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "screening" / "data" / "benchmark_models"
+
+
+def test_benchmark_command_line_options() -> None:
+    from screening.demo.training import _parser
+
+    args = _parser().parse_args(
+        [
+            "--outdir",
+            "x",
+            "--genome",
+            "graded",
+            "--model-size",
+            "benchmark",
+            "--no-motif-channels",
+            "--warmup-steps",
+            "7",
+        ]
+    )
+    assert args.genome == "graded" and args.model_size == "benchmark" and args.no_motif_channels
+    assert args.warmup_steps == 7
+    defaults = _parser().parse_args(["--outdir", "x"])
+    assert defaults.genome == "default" and defaults.model_size == "demo" and not defaults.no_motif_channels
+
+
+def test_benchmark_model_config_takes_the_motif_channels() -> None:
+    from screening.demo.training import BENCHMARK_MODEL_CONFIG
+
+    model = ConvTransModel(BENCHMARK_MODEL_CONFIG)
+    assert init_motif_channels(model, 0.41)
+    assert BENCHMARK_MODEL_CONFIG.bin_size == 1024 and sum(p.numel() for p in model.parameters()) < 400_000
+
+
+@pytest.mark.parametrize("name", ["seed0", "seed1", "nomotif0"])
+def test_shipped_benchmark_models_are_small_and_recorded(name: str) -> None:
+    folder = BENCH_DIR / name
+    if not (folder / "model.pt").is_file():
+        pytest.skip("benchmark models not shipped in this tree")
+    assert (folder / "model.pt").stat().st_size <= 5 * 1024 * 1024
+    settings = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert settings["synthetic_config"]["orientation_rule"] and settings["synthetic_config"]["weak_fraction"] > 0
+    assert settings["train_config"]["motif_channels"] == (not name.startswith("nomotif"))
+    assert np.isfinite(metrics["heldout"]["model"]["pearson"])
+    CorigamiAdapter.from_checkpoint(folder / "model.pt")

@@ -301,3 +301,108 @@ def test_symbolic_subtypes_and_unsupported(tmp_path):
     ]
     assert [s.id for s in result.skipped] == ["di", "cnv", "sb", "gv", "same"]
     assert "ALT equals REF" in result.skipped[-1].reason
+
+
+# --- breakends (BND) ---------------------------------------------------------------------------------
+
+from screening.io.vcf import read_breakends  # noqa: E402
+
+
+def _pair(form: str, mate_form: str) -> list[str]:
+    """A mate pair joining chr1:10 (1-based, base CHR1[9]) and chr2:5 (CHR2[4]) in one of the four forms."""
+    t, p = CHR1[9], CHR2[4].upper()
+    alt = form.replace("t", t).replace("p", "chr2:5")
+    mate = mate_form.replace("t", p).replace("p", "chr1:10")
+    return [f"chr1 10 b1 {t} {alt} . . SVTYPE=BND;MATEID=b2", f"chr2 5 b2 {p} {mate} . . SVTYPE=BND;MATEID=b1"]
+
+
+@pytest.mark.parametrize("form, mate_form, left, right", [
+    # t[p[: t, then the sequence from p onwards (the mate sees ]p]t)
+    ("t[p[", "]p]t", ("chr1", 10, "+"), ("chr2", 4, "+")),
+    # t]p]: t, then the reverse complement of the sequence up to p (the mate: the same join on the other strand)
+    ("t]p]", "t]p]", ("chr1", 10, "+"), ("chr2", 5, "-")),
+    # ]p]t: the sequence up to p, then t onwards
+    ("]p]t", "t[p[", ("chr2", 5, "+"), ("chr1", 9, "+")),
+    # [p[t: the reverse complement of the sequence from p onwards, then t onwards
+    ("[p[t", "[p[t", ("chr2", 4, "-"), ("chr1", 9, "+")),
+])
+def test_breakend_forms_give_their_junction(genome, tmp_path, form, mate_form, left, right):
+    result = read_breakends(write_vcf(tmp_path, *_pair(form, mate_form)), genome)
+    assert result.skipped == []
+    [junction] = result.junctions
+    assert (junction.id, junction.mate_id, junction.line, junction.mate_line) == ("b1", "b2", 3, 4)
+    assert (junction.left, junction.right) == (left, right)
+
+
+def test_breakend_mates_pair_in_any_order_and_other_records_are_passed_over(genome, tmp_path):
+    first, second = _pair("t[p[", "]p]t")
+    path = write_vcf(tmp_path, second, "chr1 3 snv G T . . .", first)
+    [junction] = read_breakends(path, genome).junctions
+    assert junction.id == "b2" and junction.mate_id == "b1"  # read from the first of the pair in the file
+    assert (junction.left, junction.right) == (("chr1", 10, "+"), ("chr2", 4, "+"))
+    assert read_vcf(path, genome).skipped[0].id == "b2"  # the variants reader still skips breakends
+
+
+@pytest.mark.parametrize("records, message", [
+    (["chr1 10 b1 C C[chr2:5[ . . SVTYPE=BND"], "b1 has no INFO MATEID: an unpaired breakend"),
+    (["chr1 10 b1 C C[chr2:5[ . . SVTYPE=BND;MATEID=b9"], "no BND record has that ID"),
+    (["chr1 10 b1 C C[chr2:5[ . . MATEID=b2", "chr2 5 b2 G ]chr1:11]G . . MATEID=b1"], "do not point at each other"),
+    (["chr1 10 b1 C C[chr2:5[ . . MATEID=b2", "chr2 5 b2 G G]chr1:10] . . MATEID=b1"], "describe different joins"),
+    (["chr1 10 b1 C C[chr2:5] . . MATEID=b2"], "is not breakend notation"),
+    (["chr1 10 b1 C CAAA[chr2:5[ . . MATEID=b2"], "inserts sequence at the junction"),
+    (["chr1 10 b1 C C[chr2:5[C . . MATEID=b2"], "exactly one side"),
+    (["chr1 10 b1 C G[chr2:5[ . . MATEID=b2"], "is not the REF base"),
+    (["chr1 10 b1 C C[chr9:5[ . . MATEID=b2"], "unknown chromosome 'chr9'"),
+])
+def test_malformed_or_unpaired_breakends_fail_naming_the_record(genome, tmp_path, records, message):
+    path = write_vcf(tmp_path, *records)
+    with pytest.raises(VcfError, match="b1") as err:
+        read_breakends(path, genome)
+    assert message in str(err.value) and f"{path}:3" in str(err.value)
+    skipped = read_breakends(path, genome, policy="skip")
+    assert skipped.junctions == [] and any(message in s.reason for s in skipped.skipped)
+
+
+def test_single_breakends_are_always_skipped_and_listed(genome, tmp_path):
+    path = write_vcf(tmp_path, "chr1 10 s1 C C. . . SVTYPE=BND", *_pair("t[p[", "]p]t"))
+    result = read_breakends(path, genome)
+    assert len(result.junctions) == 1 and [s.id for s in result.skipped] == ["s1"]
+    assert "single breakend" in result.skipped[0].reason
+
+
+# --- one sample's haplotypes ---------------------------------------------------------------------------
+
+SAMPLE_HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNA1\tNA2\n"
+
+
+def write_sample_vcf(tmp_path: Path, *records: str) -> Path:
+    path = tmp_path / "samples.vcf"
+    path.write_text(SAMPLE_HEADER + "".join(r.replace(" ", "\t") + "\n" for r in records))
+    return path
+
+
+def test_a_samples_phased_genotypes_give_each_alleles_haplotypes(genome, tmp_path):
+    path = write_sample_vcf(
+        tmp_path,
+        "chr1 1 a A G . . . GT 0|1 1|1",
+        "chr1 2 b C T . . . GT:DP 1|0:7 0|0",
+        "chr1 3 c G T,A . . . GT 2|1 0|0",
+        "chr1 4 d T C . . . GT 0|0 0/1",
+        "chr1 5 e A C . . . GT 1/1 0|0",
+        "chr1 6 f C G . . . GT 1 0",
+        "chr1 7 g G C . . . GT .|1 0",
+    )
+    got = {(v.id, v.alt): v.haplotypes for v in read_vcf(path, genome, sample="NA1").variants}
+    assert got == {("a", "G"): (2,), ("b", "T"): (1,), ("c:T", "T"): (2,), ("c:A", "A"): (1,), ("e", "C"): (1, 2),
+                   ("f", "G"): (1,), ("g", "C"): (2,)}
+    assert all(v.haplotypes == () for v in read_vcf(path, genome).variants)  # no sample: every allele, as before
+
+
+def test_unphased_heterozygous_genotypes_are_refused_naming_the_record(genome, tmp_path):
+    path = write_sample_vcf(tmp_path, "chr1 1 a A G . . . GT 0|1 1|1", "chr1 4 d T C . . . GT 0|0 0/1")
+    with pytest.raises(VcfError, match=r"samples.vcf:4 d chr1:4 GT '0/1' of sample 'NA2' is unphased"):
+        read_vcf(path, genome, sample="NA2")
+    result = read_vcf(path, genome, sample="NA2", policy="skip")
+    assert [v.id for v in result.variants] == ["a"] and [s.id for s in result.skipped] == ["d"]
+    with pytest.raises(VcfError, match="sample 'NA3' is not in the VCF; its samples: NA1, NA2"):
+        read_vcf(path, genome, sample="NA3")

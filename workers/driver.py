@@ -27,7 +27,7 @@ from screening.plan import ScreenPlan, WorkUnit
 from screening.prepare import PreparedScreen, prepare_screen
 from screening.spec import ScreenSpec, SpecError
 from screening.store.lease import StoreLease
-from screening.store.writer import ResultStore, open_or_create_store
+from screening.store.writer import BlockWriter, ResultStore, open_or_create_store
 from workers import reaper
 from workers.metrics import ScreenMetrics, screen_id as default_screen_id
 
@@ -695,7 +695,8 @@ def run_screen(
                 lease.check()
                 return user_cancelled()
 
-            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify, screen_id)
+            return _run_leased(spec, progress, prepared, on_progress, cancelled, verify, screen_id,
+                               lease_held=lambda: not lease.lost)
     finally:
         if started_ray:
             _shutdown_ray()
@@ -709,6 +710,7 @@ def _run_leased(
     cancelled: Callable[[], bool],
     verify: bool,
     screen_id: str | None = None,
+    lease_held: Callable[[], bool] = lambda: True,
 ) -> ScreenSummary:
     """:func:`run_screen` once the store's lease is held."""
     from tqdm.auto import tqdm
@@ -735,11 +737,16 @@ def _run_leased(
         metrics.serve(spec.execution.metrics_port, spec.execution.metrics_host)
     names: list[str] = []
     retries = 0
+    # Format 3: the driver is the one writer of every block (scores, flags, digests, hits); workers
+    # hand it their units' scores.
+    blocks = store.block_writer() if store.format_version >= 3 else None
     if pending:
         started_ray = _init_ray(spec)
         try:
             with tqdm(total=n_todo, unit="pert", desc=spec.name, disable=not progress, dynamic_ncols=True) as bar:
                 def on_done(result: dict[str, Any]) -> None:
+                    if result.get("record") is not None:
+                        blocks.add(result["record"])
                     bar.update(result["n"])
                     metrics.unit_finished(result, time.perf_counter() - began)
                     tracker.unit_done(result["n"], result["unit"].analysis)
@@ -748,15 +755,20 @@ def _run_leased(
                 names = dispatcher.names
                 try:
                     dispatcher.run(pending)
-                except ScreenCancelled:
-                    raise ScreenCancelled(tracker.snapshot()) from None
-                finally:
+                except BaseException as err:
                     dispatcher.stop()
+                    _keep_finished(blocks, lease_held)
+                    if isinstance(err, ScreenCancelled):
+                        raise ScreenCancelled(tracker.snapshot()) from None
+                    raise
+                dispatcher.stop()
                 retries = dispatcher.retries
         finally:
             metrics.stop()
             if started_ray:  # already connected by run_screen (which shuts it down): kept for direct callers
                 _shutdown_ray()
+    if blocks is not None:
+        blocks.flush()
     store.mark_complete()
     return ScreenSummary(
         store=str(spec.output.store),
@@ -769,6 +781,17 @@ def _run_leased(
         retries=retries,
         damaged=list(store.damaged),
     )
+
+
+def _keep_finished(blocks: BlockWriter | None, lease_held: Callable[[], bool]) -> None:
+    """On a failed or cancelled run, write the units that did finish (best effort: the run's own error is
+    the one reported); not once the lease is lost, when another driver may be writing the store."""
+    if blocks is None or not lease_held():
+        return
+    try:
+        blocks.flush()
+    except Exception:  # noqa: BLE001  those units are recomputed by the next run
+        pass
 
 
 def _pending_units(store: ResultStore, plan: ScreenPlan) -> list[WorkUnit]:

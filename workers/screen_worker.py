@@ -1,5 +1,8 @@
 """The Ray worker: load the model once, then compute and write one work unit at a time.
 
+In a format 3 store a worker writes only its unit's own objects (kept maps) and returns the unit's
+scores; the driver writes them with its block (one writer per shard, see ``docs/store.md``).
+
 :class:`ScreenWorker` is a plain class (testable without Ray); the driver (:mod:`workers.driver`) wraps
 it with ``ray.remote`` so each actor holds one model on one device.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, TypedDict
+from typing import Any, Iterable, TypedDict
 
 import torch
 
@@ -19,9 +22,9 @@ from screening.perturb.kinds import kind_of
 from screening.plan import UnitPayload, WorkUnit
 from screening.prepare import load_configured_model, open_inputs
 from screening.spec import ScreenSpec
-from screening.store.writer import ResultStore
+from screening.store.writer import BlockWriter, ResultStore, UnitRecord
 
-__all__ = ["ScreenWorker", "UnitReport"]
+__all__ = ["ScreenWorker", "UnitReport", "run_in_process"]
 
 
 class UnitReport(TypedDict):
@@ -34,6 +37,7 @@ class UnitReport(TypedDict):
     worker: str  # host:pid
     gpu_memory: int  # peak bytes allocated on the worker's GPU (0 on CPU)
     precision: str
+    record: UnitRecord | None  # format 3 stores: the unit's scores, for the driver to write (else None: written)
 
 
 class ScreenWorker:
@@ -78,7 +82,11 @@ class ScreenWorker:
         top = None
         if result.top_index is not None:  # indices within the unit → within the group (per base: row·4 + base)
             top = (result.top_index + unit.lo * kind.rows_per_item, result.top_delta)
-        self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, result.values, top=top)
+        record = None
+        if self.store.format_version >= 3:  # the driver writes the unit's block (one writer per shard)
+            record = self.store.unit_record(unit.chrom, unit.analysis, unit.chunk, result.values, top=top)
+        else:  # earlier formats: every unit's objects are its own
+            self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, result.values, top=top)
         gpu = torch.cuda.max_memory_allocated(self.adapter.device) if self.adapter.device.type == "cuda" else 0
         return {
             "unit": unit,
@@ -88,4 +96,28 @@ class ScreenWorker:
             "worker": self.name,
             "gpu_memory": int(gpu),
             "precision": self.precision,
+            "record": record,
         }
+
+
+def run_in_process(
+    worker: ScreenWorker, units: Iterable[tuple[WorkUnit, UnitPayload]], after_each: Any = None
+) -> list[UnitReport]:
+    """Compute units one after another in this process and write them as the driver would.
+
+    For tests and benchmarks without Ray: in a format 3 store the units' records go through one
+    :class:`~screening.store.writer.BlockWriter` (flushed at the end); earlier formats write themselves.
+    ``after_each(report)`` is called after every unit.
+    """
+    writer = BlockWriter(worker.store) if worker.store.format_version >= 3 else None
+    reports = []
+    for unit, payload in units:
+        report = worker.run(unit, payload)
+        if writer is not None and report["record"] is not None:
+            writer.add(report["record"])
+        if after_each is not None:
+            after_each(report)
+        reports.append(report)
+    if writer is not None:
+        writer.flush()
+    return reports

@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("store")
     evaluate.add_argument("truth", help="BED of known elements; a 7th column is the role (e.g. truth.bed of the demo)")
     evaluate.add_argument("--positive-role", help="role counted as positive (default: ctcf_site, else every element)")
+    evaluate.add_argument("--min-information", type=float, help="per-base analyses: leave out motif positions whose "
+                          "PWM column holds fewer bits than this (reported as n_excluded)")
     evaluate.add_argument("--out", help="picture path (default: beside the store)")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -132,7 +134,17 @@ def _parser() -> argparse.ArgumentParser:
 
     from screening.cli.motifs import add_motifs_command
 
-    add_motifs_command(sub, _positive_int)  # motifs: seqlets -> motifs -> JASPAR (screening.interpret.motifs)
+    add_motifs_command(sub, _positive_int, query, demo)  # motifs: seqlets -> motifs -> JASPAR (screening.interpret.motifs)
+
+    from screening.cli.benchmark_methods import add_benchmark_command
+
+    add_benchmark_command(sub)  # benchmark-methods: every method vs planted truth (screening.demo.benchmark)
+
+    from screening.cli.attention import add_attention_command
+    from screening.cli.filters import add_filters_command
+
+    add_filters_command(sub, _positive_int)  # filters: first-layer filters as PPMs (screening.interpret.filters)
+    add_attention_command(sub, _positive_int)  # attention: maps + stability (screening.interpret.attention)
     return parser
 
 

@@ -11,11 +11,20 @@ __all__ = ["cmd_evaluate", "cmd_export", "cmd_info", "cmd_query", "print_frame"]
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    """Print the perturbations overlapping a region."""
+    """Print the perturbations overlapping a region (with ``--motifs``, the JASPAR motifs each one covers)."""
     from screening.store.reader import open_results
 
     results = open_results(args.store)
+    annotator = None
+    if getattr(args, "motifs", False):  # checked before the scores are read
+        from screening.cli.motifs import annotator_from_args
+        from screening.interpret.motifs.annotate import interval_analyses
+
+        interval_analyses(results, [results.resolve_analysis(args.analysis)])
+        annotator = annotator_from_args(args, results)
     frame = results.to_dataframe(args.region, analysis=args.analysis)
+    if annotator is not None:
+        frame["motifs"] = annotator.summarise(frame, args.motif_max)
     print_frame(frame, args.format)
     return 0
 
@@ -23,7 +32,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 def print_frame(frame, fmt: str) -> None:
     """Print a query's table as ``table``, ``json``, ``tsv`` or ``csv``."""
     if fmt == "table":
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.6g}") if len(frame) else "(no perturbations overlap the region)")
+        print(
+            frame.to_string(index=False, float_format=lambda v: f"{v:.6g}")
+            if len(frame)
+            else "(no perturbations overlap the region)"
+        )
     elif fmt == "json":
         print(frame.to_json(orient="records"))
     else:
@@ -57,7 +70,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "complete": results.is_complete,
         "chunks_done": done,
         "chunks_total": total,
-        "integrity": "crc32c checksums on every chunk, verified on read; per-chunk digests" if results.checksummed
+        "integrity": "crc32c checksums on every chunk, verified on read; per-chunk digests"
+        if results.checksummed
         else "unverified: format version 1 store, chunks carry no checksums",
         "analyses": {a: results.scores(a) for a in results.analyses},
         "chromosomes": results.chromosomes,
@@ -74,7 +88,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from screening.store.reader import open_results
 
     results = open_results(args.store)
-    metrics, by_role = evaluate(results, read_truth_bed(args.truth), positive_role=args.positive_role)
+    metrics, by_role = evaluate(
+        results, read_truth_bed(args.truth), positive_role=args.positive_role, min_information=args.min_information
+    )
     print(metrics.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nmean score by truth role:")
     print(by_role.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

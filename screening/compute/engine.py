@@ -26,15 +26,17 @@ import torch
 
 from screening.compute.assemble import EditedInput, InputAssembler
 from screening.compute.prefetch import predict_batches, prefetch
+from screening.core.encode import reverse_complement
 from screening.io.genome import Genome
 from screening.io.tracks import TrackError, TrackSet
-from screening.maps.align import AlignmentCache, centre_bin
+from screening.maps.align import AlignmentCache, centre_bin, pieces_index
 from screening.maps.score import parse_score_name
 from screening.maps.score_torch import maybe_finite, score_tensors
 from screening.maps.targets import bins_of, map_block
 from screening.models.base import ModelAdapter, ModelError
-from screening.perturb.edits import Edit, apply_edit, centered_window_start
+from screening.perturb.edits import Edit, apply_edit, centered_window_start, invert
 from screening.perturb.kinds import kind_of
+from screening.perturb.rearrange import PlacedRearrangement
 from screening.plan import UnitPayload
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "score_items",
     "UnitResult",
     "run_unit",
+    "run_rearrangements",
+    "rearranged_span",
     "run_deletions",
     "predict_pair",
     "predict_deletion",
@@ -78,6 +82,15 @@ class Perturbed:
     edit: Edit
     input: EditedInput
     base: int = -1  # mutagenesis: the alternative base code (A0 C1 G2 T3)
+    # a haplotype's alleles applied together: each one's (offset, ref_length, alt_length), for the alignment, and
+    # the focal allele's (offset, ref_length), for the scores' position
+    parts: tuple[tuple[int, int, int], ...] = ()
+    focus: tuple[int, int] | None = None
+
+    @property
+    def aligned_as(self) -> tuple:
+        """What the alignment of this input is computed from: its edit, or its several edits."""
+        return self.parts or (self.edit.offset, self.edit.ref_length, self.edit.alt_length)
 
     @property
     def span(self) -> Span:
@@ -147,13 +160,18 @@ def perturbed_items(
         if loaded is None or not loaded[0] <= window_start or needed[i] > loaded[1]:
             loaded = _load_run(genome, tracks, chrom, window_starts, needed, i, window)
         lo, _, span = loaded
-        base, offset = window_start - lo, start - window_start
+        members = getattr(variant, "members", None)  # a haplotype: its edit starts at its first allele
+        base, offset = window_start - lo, (members[0].start if members else start) - window_start
         ref_length, alt_codes, alt_tracks = kind.alternative(
             spec, span.codes[base + offset :], None if span.tracks is None else span.tracks[:, base + offset :], start,
             variant,
         )
         edited = EditedInput(span.codes, span.tracks, offset, ref_length, alt_codes, alt_tracks, window, padding, base)
-        yield Perturbed(window_start, Edit(offset, ref_length, len(alt_codes)), edited), materialize(edited.unedited())
+        item = Perturbed(window_start, Edit(offset, ref_length, len(alt_codes)), edited)
+        if members:
+            item.parts = tuple((m.start - window_start, m.ref_length, m.alt_length) for m in members)
+            item.focus = (start - window_start, variant.focus.ref_length)
+        yield item, materialize(edited.unedited())
 
 
 #: Perturbations whose windows fall within this many window lengths are read from the genome and tracks at once.
@@ -196,13 +214,19 @@ def stack_spans(spans: list[Span]) -> tuple[np.ndarray, np.ndarray | None]:
 def _context(spec: Any, items: list[Perturbed], adapter: ModelAdapter, chrom: str | None = None) -> dict[str, Any]:
     geometry = adapter.geometry
     context: dict[str, Any] = {
-        "position": np.array([centre_bin(p.edit.offset, max(p.edit.ref_length, 1), geometry.bin_size, geometry.map_offset) for p in items]),
+        "position": np.array([centre_bin(*_focus(p), geometry.bin_size, geometry.map_offset) for p in items]),
         "window": spec.insulation_window,
     }
     if spec.roi is not None and any(name.startswith("roi_mean_delta") for name in spec.scores):
         blocks = [map_block(text, chrom, f"roi {text}") for text in (spec.roi.rows, spec.roi.cols)]
         context["roi"] = tuple([_bins(block, p.window_start, geometry) for p in items] for block in blocks)
     return context
+
+
+def _focus(p: Perturbed) -> tuple[int, int]:
+    """``(offset, length)`` whose centre is the perturbation's position: its edit, or a haplotype's focal allele."""
+    offset, length = p.focus if p.focus is not None else (p.edit.offset, p.edit.ref_length)
+    return offset, max(length, 1)
 
 
 def _bins(region, window_start: int, geometry) -> np.ndarray:
@@ -215,7 +239,7 @@ def _bins(region, window_start: int, geometry) -> np.ndarray:
 
 def score_items(
     adapter: ModelAdapter, spec: Any, items: Iterator[tuple[Perturbed, Span]], batch_size: int, keep_deltas: bool = False,
-    chrom: str | None = None,
+    chrom: str | None = None, reverse: bool = False,
 ) -> Iterator[tuple[list[Perturbed], dict[str, np.ndarray], torch.Tensor | None]]:
     """Predict and score perturbations in groups; yield ``(items, scores, Δ maps or None)`` per group.
 
@@ -228,6 +252,9 @@ def score_items(
     (``float64 [B]`` numpy) and the finiteness flags cross to the host, once per group. The Δ
     maps are a tensor on the device too (``float32 [B, n, n]``): the caller moves those it keeps.
 
+    With ``reverse``, every input (references too) is reverse complemented before the forward pass and its map
+    flipped back (:func:`_predict_reversed`), so maps, alignments and positions stay in forward coordinates.
+
     Raises
     ------
     NonFiniteMapError
@@ -238,9 +265,9 @@ def score_items(
     if overlap:  # read and perturb the next windows while a batch runs
         items = prefetch(items, depth=2 * batch_size)
     # substitutions of shared windows go through the adapter's predict_near when it reuses the reference's work
-    near = kind_of(spec).per_base and type(adapter).predict_near is not ModelAdapter.predict_near
+    near = not reverse and kind_of(spec).per_base and type(adapter).predict_near is not ModelAdapter.predict_near
     assembler = None
-    if not near and adapter.position_encoding() is not None:  # inputs built on the device from encoded spans
+    if not near and not reverse and adapter.position_encoding() is not None:  # inputs built on the device from encoded spans
         assembler = _assembler(adapter, buffers=3 if overlap and adapter.device.type != "cpu" else 1)
     cache: OrderedDict[int, torch.Tensor] = OrderedDict()  # reference maps, where the model ran
     # alignments only for aligned scores, each edit geometry aligned once per unit (mutagenesis repeats them)
@@ -254,6 +281,9 @@ def score_items(
     def flush():
         if near:
             maps = _predict_substitutions(adapter, list(pending_refs.values()), group, references, batch_size)
+        elif reverse:
+            maps = _predict_reversed(adapter, [references_in[key] for key in pending_refs] + [p.input for p in group],
+                                     batch_size)
         else:
             inputs = [references_in[key] for key in pending_refs] + [p.input for p in group]
             maps = _predict_inputs(adapter, assembler, inputs, batch_size)
@@ -268,8 +298,7 @@ def score_items(
             reference = cache[starts[0]].expand(perturbed.shape)
         else:
             reference = torch.stack([cache[start] for start in starts])
-        index = None if alignments is None else alignments.index(
-            [(p.edit.offset, p.edit.ref_length, p.edit.alt_length) for p in group])
+        index = None if alignments is None else alignments.index([p.aligned_as for p in group])
         scores = score_tensors(reference, perturbed, spec.scores, index, _context(spec, group, adapter, chrom))
         host = torch.cat([maybe_finite(maps).to(torch.float64), *scores.values()]).cpu().numpy()
         _check_maps(maps, host[: len(maps)].astype(bool), list(pending_refs), group, geometry.window_length, chrom)
@@ -316,6 +345,16 @@ def _predict_inputs(
         return _cat(list(predict_batches(adapter, batches, build=assembler.build, on_device=True)))
     spans = ([materialize(item) for item in batch] for batch in batches)
     return _cat(list(predict_batches(adapter, (stack_spans(batch) for batch in spans), on_device=True)))
+
+
+def _predict_reversed(adapter: ModelAdapter, inputs: list[EditedInput], batch_size: int) -> torch.Tensor:
+    """Maps of the inputs' reverse strands (sequence reverse complemented, tracks reversed), each flipped back along
+    both axes into the forward window's bin order (the plan checks the map lies in the middle of the window)."""
+    spans = [materialize(item) for item in inputs]
+    reversed_spans = [Span(reverse_complement(s.codes), None if s.tracks is None else s.tracks[:, ::-1].copy())
+                      for s in spans]
+    batches = (stack_spans(reversed_spans[i : i + batch_size]) for i in range(0, len(reversed_spans), batch_size))
+    return _cat(list(predict_batches(adapter, batches, on_device=True))).flip(-2, -1)
 
 
 def _cat(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -441,6 +480,43 @@ def run_unit(
     batch_size
         Inputs per forward pass (references and perturbed windows together).
     """
+    if kind_of(spec).placement == "rearrangement":
+        return UnitResult(run_rearrangements(adapter, genome, tracks, spec, payload, batch_size))
+    placements = getattr(spec, "placements", ((0, False),))
+    if placements != ((0, False),):
+        return UnitResult(_run_placements(adapter, genome, tracks, spec, chrom, payload, batch_size, placements))
+    return _run_once(adapter, genome, tracks, spec, chrom, payload, batch_size)
+
+
+def _run_placements(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, chrom: str, payload: UnitPayload,
+    batch_size: int, placements: tuple[tuple[int, bool], ...],
+) -> dict[str, np.ndarray]:
+    """Each score averaged over the placements (``shifts`` × strands; NaN placements left out), and each placement's
+    own scores when the spec keeps them. Every placement is one pass of the unit: its reference windows are predicted
+    once and shared by its perturbations, as in a single placement."""
+    per_placement = {}
+    for shift, reverse in placements:
+        shifted: UnitPayload = {**payload, "window_start": payload["window_start"] + shift}  # type: ignore[typeddict-item]
+        per_placement[(shift, reverse)] = _run_once(adapter, genome, tracks, spec, chrom, shifted, batch_size,
+                                                    reverse).values
+    out = {}
+    for name in spec.scores:
+        stacked = np.stack([values[name] for values in per_placement.values()])
+        finite = np.isfinite(stacked)
+        total = np.where(finite, stacked, 0).sum(axis=0, dtype=np.float64)
+        count = finite.sum(axis=0)
+        out[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    for placement, names in getattr(spec, "placement_scores", {}).items():
+        out.update({stored: per_placement[placement][name] for stored, name in zip(names, spec.scores)})
+    return out
+
+
+def _run_once(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, chrom: str, payload: UnitPayload,
+    batch_size: int, reverse: bool = False,
+) -> UnitResult:
+    """:func:`run_unit` in one placement: the payload's windows, on the forward strand or (``reverse``) the reverse."""
     n = len(payload["start"])
     keeper = _TopMaps(spec.keep_maps) if spec.keep_maps else None
     window = adapter.geometry.window_length
@@ -449,7 +525,7 @@ def run_unit(
     index = {int(s): i for i, s in enumerate(payload["start"].tolist())} if per_base else None
     done = 0
     items = perturbed_items(spec, genome, tracks, chrom, payload, window)
-    for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None, chrom):
+    for group, scores, deltas in score_items(adapter, spec, items, batch_size, keeper is not None, chrom, reverse):
         if index is not None:
             rows = np.array([index[p.window_start + p.edit.offset] for p in group])
             cols = np.array([p.base for p in group])
@@ -466,6 +542,74 @@ def run_unit(
     if keeper is None:
         return UnitResult(out)
     return UnitResult(out, *keeper.result())
+
+
+def rearranged_span(genome: Genome, tracks: TrackSet | None, placed: PlacedRearrangement) -> Span:
+    """The model input of a rearrangement: its pieces read in order, ``-`` pieces reverse complemented (their
+    tracks reversed, as :func:`~screening.perturb.edits.invert` does)."""
+    codes, values = [], []
+    for piece in placed.pieces:
+        span = load_span(genome, tracks, piece.chrom, piece.ref_lo, piece.ref_hi)
+        piece_codes, piece_tracks = invert(span.codes, span.tracks) if piece.strand == "-" else (span.codes, span.tracks)
+        codes.append(piece_codes)
+        values.append(piece_tracks)
+    return Span(np.concatenate(codes), None if values[0] is None else np.concatenate(values, axis=1))
+
+
+def run_rearrangements(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, payload: UnitPayload, batch_size: int = 4,
+) -> dict[str, np.ndarray]:
+    """Scores of a unit of rearrangements, each against the reference map of every partner locus.
+
+    Each rearranged window is predicted once, each partner's reference window once per unit; partner ``k``'s
+    scores are stored as ``<score>_p<k>`` (NaN where a rearrangement has fewer partners). Aligned scores compare
+    the bins of the partner's pieces only (:func:`screening.maps.align.pieces_index`).
+
+    Raises
+    ------
+    NonFiniteMapError
+        Naming the rearrangement or the reference window whose map is not finite.
+    """
+    geometry, window = adapter.geometry, adapter.geometry.window_length
+    placed_list: list[PlacedRearrangement] = payload["rearrangements"]
+    out = {f"{name}_p{k}": np.full(len(placed_list), np.nan, np.float32)
+           for name in spec.scores for k in range(spec.max_partners)}
+    assembler = _assembler(adapter, buffers=1) if adapter.position_encoding() is not None else None
+    references: dict[tuple[str, int], torch.Tensor] = {}
+    position = centre_bin(window // 2, 0, geometry.bin_size, geometry.map_offset)  # the junctions' midpoint
+    step = max(1, batch_size // 2)
+    for lo in range(0, len(placed_list), step):
+        group = placed_list[lo : lo + step]
+        keys = list(dict.fromkeys((p.chrom, p.window_start) for r in group for p in r.partners if
+                                  (p.chrom, p.window_start) not in references))
+        spans = [rearranged_span(genome, tracks, r) for r in group]
+        spans += [load_span(genome, tracks, chrom, start, start + window) for chrom, start in keys]
+        inputs = [EditedInput(s.codes, s.tracks, window, 0, np.zeros(0, np.uint8), None, window) for s in spans]
+        maps = _predict_inputs(adapter, assembler, inputs, batch_size)
+        _check_rearranged(maps, group, keys, window)
+        references.update({key: maps[len(group) + i].clone() for i, key in enumerate(keys)})
+        pairs = [(i, k, partner) for i, r in enumerate(group) for k, partner in enumerate(r.partners)]
+        index = np.stack([pieces_index(p.pieces, geometry.bin_size, geometry.n_bins, geometry.map_offset)
+                          for _, _, p in pairs])
+        reference = torch.stack([references[(p.chrom, p.window_start)] for _, _, p in pairs])
+        perturbed = maps[[i for i, _, _ in pairs]]
+        context = {"position": np.full(len(pairs), position), "window": spec.insulation_window}
+        scores = score_tensors(reference, perturbed, spec.scores, index, context)
+        for name, values in scores.items():
+            for (i, k, _), value in zip(pairs, values.cpu().numpy().tolist()):
+                out[f"{name}_p{k}"][lo + i] = value
+    return out
+
+
+def _check_rearranged(maps: torch.Tensor, group: list[PlacedRearrangement], keys: list[tuple[str, int]], window: int) -> None:
+    finite = torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1).cpu().numpy()
+    if finite.all():
+        return
+    k = int(np.flatnonzero(~finite)[0])
+    what = (f"rearrangement {group[k].name!r} ({group[k].description})" if k < len(group)
+            else f"the reference window {keys[k - len(group)][0]}:{keys[k - len(group)][1]:,}-"
+                 f"{keys[k - len(group)][1] + window:,}")
+    raise NonFiniteMapError(f"model output is not finite for {what}; the unit fails rather than store NaN scores")
 
 
 def run_deletions(
@@ -497,12 +641,18 @@ def predict_pair(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Reference and perturbed maps of the first perturbation in ``payload`` (for plots and checks).
 
-    ``base`` picks the alternative base of a mutagenesis position (default: the first).
+    A rearrangement's reference is its first partner's window. ``base`` picks the alternative base of a mutagenesis position (default: the first).
 
     Returns
     -------
     (reference_map, perturbed_map, window_start)
     """
+    if kind_of(spec).placement == "rearrangement":  # the rearranged window against its first partner's
+        placed, window = payload["rearrangements"][0], adapter.geometry.window_length
+        first = placed.partners[0]
+        reference = load_span(genome, tracks, first.chrom, first.window_start, first.window_start + window)
+        maps = adapter.predict(*stack_spans([reference, rearranged_span(genome, tracks, placed)]))
+        return maps[0], maps[1], first.window_start
     items = perturbed_items(spec, genome, tracks, chrom, payload, adapter.geometry.window_length)
     perturbed, reference = next((p, r) for p, r in items if base is None or p.base == base)
     maps = adapter.predict(*stack_spans([reference, perturbed.span]))

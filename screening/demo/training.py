@@ -45,13 +45,20 @@ from screening.core.encode import reverse_complement
 from screening.compute.engine import run_deletions
 from screening.io.genome import Genome
 from screening.io.tracks import Track, TrackSet
-from screening.models.corigami import DNA_ORDER, ConvTransModel, CorigamiAdapter, CorigamiConfig, save_corigami_checkpoint
+from screening.models.corigami import (
+    DNA_ORDER,
+    ConvTransModel,
+    CorigamiAdapter,
+    CorigamiConfig,
+    save_corigami_checkpoint,
+)
 from screening.maps.insulation import crossing_insulation
 from screening.perturb.edits import centered_window_start
 from screening.demo.synthetic import SyntheticConfig, SyntheticGenome, contact_map, generate, load_ctcf
 
 __all__ = [
     "DEMO_CONFIG",
+    "BENCHMARK_MODEL_CONFIG",
     "TRACKS",
     "TrainConfig",
     "ChromData",
@@ -89,6 +96,23 @@ DEMO_CONFIG = CorigamiConfig(
     window_length=131_072,
 )
 """Size of the shipped demo model (~1.0 M parameters, ~4 MB float32)."""
+
+BENCHMARK_MODEL_CONFIG = CorigamiConfig(
+    num_genomic_features=2,
+    mid_hidden=32,
+    stem_width=8,
+    block_widths=(8, 8, 16, 16, 16, 24, 24, 24, 24),  # still 9 blocks (1,024 bp bins), room for the motif channels
+    kernel_size=11,
+    n_layers=1,
+    n_heads=4,
+    ff_hidden=64,
+    dropout=0.0,
+    decoder_hidden=16,
+    decoder_blocks=3,
+    window_length=65_536,
+)
+"""The method benchmark's models (``docs/method_evaluation.md``): ~0.24 M parameters, 64 bins of
+1,024 bp, ~2x faster per step than the demo model on CPU, so several seeds train in minutes."""
 
 TRACKS: tuple[tuple[str, str, str], ...] = (("ctcf", "ctcf.bw", "none"), ("atac", "atac.bw", "log1p"))
 """Track channels as ``(name, file in the synthetic folder, transform)``, C.Origami's order."""
@@ -397,7 +421,9 @@ def map_metrics(pred: np.ndarray, true: np.ndarray, baseline: np.ndarray) -> dic
     }
 
 
-def predict_windows(adapter: CorigamiAdapter, data: ChromData, start_bins: list[int], batch_size: int = 8) -> np.ndarray:
+def predict_windows(
+    adapter: CorigamiAdapter, data: ChromData, start_bins: list[int], batch_size: int = 8
+) -> np.ndarray:
     """Predicted maps of the bin-aligned windows starting at ``start_bins``, ``float32 [B, n, n]``."""
     n_bins = adapter.config.n_bins
     maps = []
@@ -438,8 +464,9 @@ def evaluate(
         sites = genome.sites_on(data.chrom)
         clean = np.stack(
             [
-                contact_map(sites, b * data.bin_size, (b + n_bins) * data.bin_size, data.bin_size, None,
-                            genome.config.contact)
+                contact_map(
+                    sites, b * data.bin_size, (b + n_bins) * data.bin_size, data.bin_size, None, genome.config.contact
+                )
                 for b in starts
             ]
         )
@@ -616,7 +643,9 @@ def init_motif_channels(
             for j in range(width):
                 q = phase + j  # base offset from the first base the output position sees
                 for base in range(4):
-                    weight[strand * _PHASES + phase, base + 4 * (q % 2), q // 2] = log_odds[strand][base, j] / scale[base]
+                    weight[strand * _PHASES + phase, base + 4 * (q % 2), q // 2] = (
+                        log_odds[strand][base, j] / scale[base]
+                    )
     _set(frozen, block0.scale[0].weight, (slice(0, 8),), weight)
     _set(frozen, block0.scale[0].bias, (slice(0, 8),), 0.0)
     _freeze_bn(frozen, block0.scale[1], slice(0, 8), 1.0, -(threshold - mean) / math.sqrt(var))
@@ -742,7 +771,12 @@ def train(
         began, began_cpu = time.perf_counter(), time.process_time()
         for step in range(config.steps):
             batch = sample_batch(
-                data, rng, config.batch_size, model_config.n_bins, config.shift_bp, config.reverse_complement,
+                data,
+                rng,
+                config.batch_size,
+                model_config.n_bins,
+                config.shift_bp,
+                config.reverse_complement,
                 config.decoys,
             )
             pred = adapter.forward(adapter.build_input(batch.codes, batch.tracks))
@@ -771,12 +805,17 @@ def train(
 # --------------------------------------------------------------------------- the demo model
 
 
-def _open_or_generate(data: str | Path | None, genome_seed: int, stack: contextlib.ExitStack) -> SyntheticGenome:
-    """Open ``data`` if it holds a synthetic genome, else generate the default one there (or in a temp dir)."""
+def _open_or_generate(
+    data: str | Path | None, genome_seed: int, stack: contextlib.ExitStack, genome_config: SyntheticConfig | None = None
+) -> SyntheticGenome:
+    """Open ``data`` if it holds a synthetic genome, else generate one there (or in a temp dir).
+
+    The generated genome is ``genome_config`` (default: ``SyntheticConfig(seed=genome_seed)``).
+    """
     if data is not None and (Path(data) / "config.json").is_file():
         return SyntheticGenome.open(data)
     root = Path(data) if data is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    return generate(SyntheticConfig(seed=genome_seed), root)
+    return generate(genome_config or SyntheticConfig(seed=genome_seed), root)
 
 
 def _thin(losses: list[float], every: int) -> list[list[float]]:
@@ -791,6 +830,7 @@ def train_demo(
     model_config: CorigamiConfig = DEMO_CONFIG,
     genome_seed: int = 0,
     log: Callable[[str], None] | None = print,
+    genome_config: SyntheticConfig | None = None,
 ) -> dict[str, object]:
     """Train, evaluate and write ``model.pt``, ``config.json`` and ``metrics.json`` into ``outdir``.
 
@@ -809,6 +849,8 @@ def train_demo(
         Seed of a generated genome.
     log
         Progress lines; ``None`` for silence.
+    genome_config
+        The genome to generate when ``data`` holds none (default: ``SyntheticConfig(seed=genome_seed)``).
 
     Returns
     -------
@@ -820,7 +862,7 @@ def train_demo(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        genome = _open_or_generate(data, genome_seed, stack)
+        genome = _open_or_generate(data, genome_seed, stack, genome_config)
         train_data = load_chromosome(genome, config.train_chrom)
         eval_data = load_chromosome(genome, config.eval_chrom)
         result = train(train_data, model_config, config, log)
@@ -876,14 +918,47 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="training seed")
     parser.add_argument("--genome-seed", type=int, default=0, help="seed of a generated synthetic genome")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads")
+    parser.add_argument(
+        "--genome",
+        choices=["default", "graded"],
+        default="default",
+        help="genome generated when --data holds none: the default one or the method benchmark's "
+        "graded one (screening.demo.synthetic.graded_config)",
+    )
+    parser.add_argument(
+        "--model-size",
+        choices=["demo", "benchmark"],
+        default="demo",
+        help="DEMO_CONFIG (the shipped demo model) or BENCHMARK_MODEL_CONFIG (smaller, faster)",
+    )
+    parser.add_argument(
+        "--no-motif-channels",
+        action="store_true",
+        help="no built-in CTCF detector: the model has to learn motifs itself",
+    )
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints the headline metrics."""
     args = _parser().parse_args(argv)
-    config = replace(TrainConfig(), max_minutes=args.minutes, steps=args.steps, seed=args.seed, threads=args.threads)
-    metrics = train_demo(args.outdir, args.data, config, genome_seed=args.genome_seed)
+    config = replace(
+        TrainConfig(),
+        max_minutes=args.minutes,
+        steps=args.steps,
+        seed=args.seed,
+        threads=args.threads,
+        motif_channels=not args.no_motif_channels,
+        warmup_steps=args.warmup_steps,
+    )
+    from screening.demo.synthetic import graded_config
+
+    genome_config = graded_config(args.genome_seed) if args.genome == "graded" else None
+    model_config = BENCHMARK_MODEL_CONFIG if args.model_size == "benchmark" else DEMO_CONFIG
+    metrics = train_demo(
+        args.outdir, args.data, config, model_config, genome_seed=args.genome_seed, genome_config=genome_config
+    )
     heldout, sanity = metrics["heldout"], metrics["deletion_sanity"]
     print(
         f"held-out pearson {heldout['model']['pearson']:.4f} (decay baseline {heldout['baseline']['pearson']:.4f}), "

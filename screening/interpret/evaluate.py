@@ -19,7 +19,17 @@ import pandas as pd
 
 from screening.core.errors import ScreeningError
 
-__all__ = ["TruthElement", "EvaluationError", "read_truth_bed", "auroc", "average_precision", "evaluate", "plot_evaluation"]
+__all__ = [
+    "TruthElement",
+    "EvaluationError",
+    "read_truth_bed",
+    "auroc",
+    "average_precision",
+    "information_content",
+    "low_information_positions",
+    "evaluate",
+    "plot_evaluation",
+]
 
 
 class EvaluationError(ScreeningError, ValueError):
@@ -28,12 +38,13 @@ class EvaluationError(ScreeningError, ValueError):
 
 @dataclass(frozen=True)
 class TruthElement:
-    """One truth interval (0-based, half-open) with its role (``positive`` for plain BED files)."""
+    """One truth interval (0-based, half-open) with its role (``positive`` for plain BED files) and strand."""
 
     chrom: str
     start: int
     end: int
     role: str = "positive"
+    strand: str = "."
 
 
 def read_truth_bed(path: str | Path) -> list[TruthElement]:
@@ -55,7 +66,8 @@ def read_truth_bed(path: str | Path) -> list[TruthElement]:
         except (IndexError, ValueError):
             raise EvaluationError(f"{path}:{lineno}: expected chrom, start, end (tab-separated)") from None
         role = fields[6] if len(fields) > 6 else "positive"
-        elements.append(TruthElement(fields[0], start, end, role))
+        strand = fields[5] if len(fields) > 5 and fields[5] in ("+", "-") else "."
+        elements.append(TruthElement(fields[0], start, end, role, strand))
     if not elements:
         raise EvaluationError(f"truth BED {path} holds no elements")
     return elements
@@ -72,14 +84,52 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision–recall curve as average precision (ties broken pessimistically)."""
+    """Average precision, ``AP = Σ_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds.
+
+    Tied scores form one threshold, so a tie is neither broken for nor against the method:
+    the same definition as scikit-learn's ``average_precision_score`` (all scores tied gives
+    the positive fraction). NaN when there is no positive.
+    """
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    if labels.sum() == 0:
+    n_pos = labels.sum()
+    if n_pos == 0:
         return float("nan")
-    order = np.lexsort((labels, -scores))  # descending score; among ties, negatives first
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision[hits].sum() / hits.sum())
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], labels[order]
+    # the last index of each run of equal scores: one point of the curve per distinct threshold
+    last = np.flatnonzero(np.r_[ranked[1:] != ranked[:-1], True])
+    true_pos = np.cumsum(hits)[last]
+    precision = true_pos / (last + 1)
+    recall_step = np.diff(np.r_[0, true_pos]) / n_pos
+    return float((recall_step * precision).sum())
+
+
+def information_content(probabilities: np.ndarray) -> np.ndarray:
+    """Information content (bits) of each column of a ``[4, width]`` probability matrix: ``2 - H``."""
+    p = np.asarray(probabilities, float)
+    p = p / p.sum(axis=0, keepdims=True)
+    return 2.0 + (p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=0)
+
+
+def low_information_positions(elements: list[TruthElement], min_information: float, motif=None) -> set[tuple[str, int]]:
+    """``(chrom, position)`` of every motif base whose PWM column holds less than ``min_information`` bits.
+
+    Only stranded elements as wide as the motif are motif instances (a ``-`` one reads the
+    columns in reverse); the others are left alone. ``motif`` defaults to the bundled CTCF.
+    """
+    if motif is None:
+        from screening.perturb.motif import load_ctcf
+
+        motif = load_ctcf()
+    ic = information_content(motif.probabilities(0.0))
+    low = np.flatnonzero(ic < min_information)
+    out: set[tuple[str, int]] = set()
+    for e in elements:
+        if e.strand not in ("+", "-") or e.end - e.start != motif.width:
+            continue
+        columns = low if e.strand == "+" else motif.width - 1 - low
+        out.update((e.chrom, e.start + int(c)) for c in columns)
+    return out
 
 
 def _overlap_roles(starts: np.ndarray, ends: np.ndarray, elements: list[TruthElement]) -> np.ndarray:
@@ -91,7 +141,12 @@ def _overlap_roles(starts: np.ndarray, ends: np.ndarray, elements: list[TruthEle
     return roles
 
 
-def evaluate(results, elements: list[TruthElement], positive_role: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(
+    results,
+    elements: list[TruthElement],
+    positive_role: str | None = None,
+    min_information: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """AUROC/AUPR of every analysis and score against truth elements.
 
     Parameters
@@ -102,12 +157,17 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
         Truth elements; those of ``positive_role`` are positives.
     positive_role
         Role that counts as positive (default ``ctcf_site`` when present, else ``positive``).
+    min_information
+        Per-base analyses only: leave out motif positions whose PWM column holds fewer bits
+        than this (:func:`low_information_positions`), as the Koo-lab benchmarks do; ``None``
+        keeps every position.
 
     Returns
     -------
     (metrics, by_role)
-        ``metrics``: one row per analysis × score with n, n_positive, auroc, aupr and the
-        AUPR of a random ranking (the positive fraction); ``by_role``: mean score per role.
+        ``metrics``: one row per analysis × score with n, n_positive, auroc, aupr, the
+        AUPR of a random ranking (the positive fraction), ``min_information`` (NaN when not
+        applied) and ``n_excluded`` (positions left out by it); ``by_role``: mean score per role.
     """
     roles_present = {e.role for e in elements}
     positive_role = positive_role or ("ctcf_site" if "ctcf_site" in roles_present else "positive")
@@ -119,34 +179,67 @@ def evaluate(results, elements: list[TruthElement], positive_role: str | None = 
             f"none of the truth chromosomes ({', '.join(sorted({e.chrom for e in elements}))}) "
             f"holds results in this store ({', '.join(results.chromosomes)})"
         )
+    excluded = low_information_positions(elements, min_information) if min_information is not None else set()
     metrics, by_role = [], []
     for analysis in results.analyses:
         attribution = results.spec_kind(analysis) == "attribution"
         frame = pd.concat(
-            [(_attribution_frame(results, c, analysis) if attribution else results.to_dataframe(c, analysis=analysis)) for c in chroms],
+            [
+                (
+                    _attribution_frame(results, c, analysis)
+                    if attribution
+                    else results.to_dataframe(c, analysis=analysis)
+                )
+                for c in chroms
+            ],
             ignore_index=True,
         )
         if frame.empty:
             continue
-        scores = [c for c in frame.columns if c not in ("chrom", "start", "end", "base", "ref_base")] if attribution else results.scores(analysis)
+        scores = (
+            [c for c in frame.columns if c not in ("chrom", "start", "end", "base", "ref_base")]
+            if attribution
+            else results.scores(analysis)
+        )
+        per_base = "base" in frame or attribution
         if "base" in frame:  # per-base analyses (mutagenesis): a position's score is its strongest alternative
             frame = frame.groupby(["chrom", "start", "end"], as_index=False, sort=False)[scores].max()
-        frame["role"] = np.concatenate(
-            [_overlap_roles(g["start"].to_numpy(), g["end"].to_numpy(), [e for e in elements if e.chrom == c])
-             for c, g in frame.groupby("chrom", sort=False)]
-        ) if len(frame) else []
+        n_excluded = 0
+        if per_base and excluded:
+            keep = np.array([(c, int(p)) not in excluded for c, p in zip(frame["chrom"], frame["start"])], bool)
+            n_excluded = int((~keep).sum())
+            frame = frame[keep].reset_index(drop=True)
+        frame["role"] = (
+            np.concatenate(
+                [
+                    _overlap_roles(g["start"].to_numpy(), g["end"].to_numpy(), [e for e in elements if e.chrom == c])
+                    for c, g in frame.groupby("chrom", sort=False)
+                ]
+            )
+            if len(frame)
+            else []
+        )
         frame["role"] = frame["role"].replace("", "background")
         for score in scores:
             valid = frame[np.isfinite(frame[score])]
             if valid.empty:  # not computed (yet): nothing to evaluate
                 continue
             labels = (valid["role"] == positive_role).to_numpy()
-            metrics.append({
-                "analysis": analysis, "score": score, "n": len(valid), "n_positive": int(labels.sum()),
-                "auroc": auroc(valid[score].to_numpy(), labels),
-                "aupr": average_precision(valid[score].to_numpy(), labels),
-                "aupr_random": float(labels.mean()) if len(labels) else float("nan"),
-            })
+            metrics.append(
+                {
+                    "analysis": analysis,
+                    "score": score,
+                    "n": len(valid),
+                    "n_positive": int(labels.sum()),
+                    "auroc": auroc(valid[score].to_numpy(), labels),
+                    "aupr": average_precision(valid[score].to_numpy(), labels),
+                    "aupr_random": float(labels.mean()) if len(labels) else float("nan"),
+                    "min_information": float(min_information)
+                    if per_base and min_information is not None
+                    else float("nan"),
+                    "n_excluded": n_excluded,
+                }
+            )
             means = valid.groupby("role")[score].agg(["mean", "count"]).reset_index()
             by_role.append(means.assign(analysis=analysis, score=score))
     if not metrics:
@@ -176,7 +269,10 @@ def plot_evaluation(metrics: pd.DataFrame, path: str | Path) -> Path:
     labels = [f"{a}\n{s}" for a, s in zip(metrics["analysis"], metrics["score"])]
     x = np.arange(len(metrics))
     fig, axes = plt.subplots(1, 2, figsize=(max(6, 2.2 * len(metrics) + 2), 3.8), constrained_layout=True)
-    for ax, column, chance in ((axes[0], "auroc", np.full(len(x), 0.5)), (axes[1], "aupr", metrics["aupr_random"].to_numpy())):
+    for ax, column, chance in (
+        (axes[0], "auroc", np.full(len(x), 0.5)),
+        (axes[1], "aupr", metrics["aupr_random"].to_numpy()),
+    ):
         ax.bar(x, metrics[column], color="#1f5fa8", width=0.6)
         ax.scatter(x, chance, marker="_", s=400, color="#d62728", label="random ranking", zorder=3)
         ax.set_xticks(x, labels, fontsize=8)
@@ -186,4 +282,3 @@ def plot_evaluation(metrics: pd.DataFrame, path: str | Path) -> Path:
             ax.text(xi, min(value + 0.02, 0.95), f"{value:.2f}", ha="center", fontsize=8)
     axes[1].legend(loc="lower right", fontsize=8)
     return _save(fig, path)
-

@@ -35,13 +35,22 @@ Three kinds of problem
 ``REF`` must equal the genome's bases exactly (case-insensitively); a genome ``N`` matches
 only ``N``. Chromosome names are matched strictly: ``1`` and ``chr1`` differ (the error
 says when the other spelling exists).
+
+Two more readings of a file
+---------------------------
+* ``read_vcf(..., sample=NAME)``: only the alleles that sample's phased ``GT`` carries, each with
+  the haplotypes carrying it (:attr:`Variant.haplotypes`); an unphased heterozygous ``GT`` is a
+  content problem (``docs/rearrangements.md``);
+* :func:`read_breakends`: the breakend (``BND``) records, paired by ``ID``/``MATEID`` into
+  :class:`Junction` s, one per mate pair; malformed or unpaired breakends are content problems
+  (the policy applies), single breakends are always skipped.
 """
 
 from __future__ import annotations
 
 import gzip
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import IO, Literal
@@ -52,7 +61,10 @@ from screening.core.errors import ScreeningError
 from screening.core.encode import decode, encode, reverse_complement
 from screening.io.genome import Genome
 
-__all__ = ["SkippedVariant", "Variant", "VariantEdit", "VcfError", "VcfResult", "read_vcf"]
+__all__ = [
+    "BreakendResult", "Junction", "SkippedVariant", "Variant", "VariantEdit", "VcfError", "VcfResult", "read_breakends",
+    "read_vcf",
+]
 
 Kind = Literal["SNV", "MNV", "INS", "DEL", "INDEL", "SV_DEL", "SV_DUP", "SV_INV"]
 Op = Literal["replace", "duplicate", "invert"]
@@ -189,6 +201,9 @@ class Variant:
         1-based line number in the file.
     vcf_pos, vcf_ref, vcf_alt
         The record's ``POS`` (1-based), ``REF`` and this ``ALT``, as written, for display.
+    haplotypes
+        With ``read_vcf(..., sample=NAME)``: the haplotypes (1, 2) of that sample that carry this allele,
+        from its phased ``GT``; ``()`` otherwise.
     """
 
     chrom: str
@@ -202,6 +217,7 @@ class Variant:
     vcf_pos: int
     vcf_ref: str
     vcf_alt: str
+    haplotypes: tuple[int, ...] = ()
 
     @property
     def is_symbolic(self) -> bool:
@@ -463,8 +479,41 @@ def _failure(path: Path, problems: list[str]) -> VcfError:
     )
 
 
+def _lines(path: Path):
+    """``(line number, where, fields)`` of every data line, and the ``#CHROM`` header's fields first (line 0).
+
+    Raises
+    ------
+    VcfError
+        For a missing or unreadable file, a bad header, or no header.
+    """
+    if not path.is_file():
+        raise VcfError(f"VCF file {path} does not exist")
+    header_seen = False
+    try:
+        with _open_text(path) as handle:
+            for line_no, line in enumerate(handle, 1):
+                where = f"{path}:{line_no}"
+                if line.startswith("##") or not line.strip():
+                    continue
+                if line.startswith("#"):
+                    fields = _split(line)
+                    _check_header(fields, where)
+                    header_seen = True
+                    yield 0, where, fields
+                    continue
+                if not header_seen:
+                    raise VcfError(f"{where}: data line before the #CHROM header line; is this a VCF file?")
+                yield line_no, where, _split(line)
+    except (OSError, EOFError, UnicodeError) as err:  # truncated or corrupt gzip
+        raise VcfError(f"VCF file {path} cannot be read: {err}") from None
+    if not header_seen:
+        raise VcfError(f"VCF file {path} has no #CHROM header line; is it a VCF file?")
+
+
 def read_vcf(
-    path: str | PathLike[str], genome: Genome | None = None, policy: Literal["fail", "skip"] = "fail"
+    path: str | PathLike[str], genome: Genome | None = None, policy: Literal["fail", "skip"] = "fail",
+    sample: str | None = None,
 ) -> VcfResult:
     """Read the variants of a VCF file (plain, gzip or bgzip).
 
@@ -480,6 +529,11 @@ def read_vcf(
         What to do with content problems (see the module docstring): ``"fail"`` raises one
         :class:`VcfError` listing all of them after reading the file; ``"skip"`` leaves those
         alleles out and lists them in :attr:`VcfResult.skipped`.
+    sample
+        A sample column: only the alleles its ``GT`` carries are read, each with the haplotypes
+        carrying it (:attr:`Variant.haplotypes`). ``GT`` must be phased (``0|1``); an unphased
+        heterozygous ``GT`` (``0/1``) is a content problem, an unphased homozygous one (``1/1``)
+        counts for both haplotypes, a haploid one (``1``) for haplotype 1.
 
     Returns
     -------
@@ -490,45 +544,308 @@ def read_vcf(
     Raises
     ------
     VcfError
-        On a missing file, malformed syntax (always, naming the line), and with
-        ``policy="fail"`` on content problems; messages read like
+        On a missing file, malformed syntax (always, naming the line), a ``sample`` the file lacks,
+        and with ``policy="fail"`` on content problems; messages read like
         ``variants.vcf:12 rs123 chr1:1000 REF 'A' does not match the genome ('G')``
         (the position is the VCF's 1-based ``POS``).
     """
     if policy not in ("fail", "skip"):
         raise ValueError(f"policy must be 'fail' or 'skip', got {policy!r}")
     path = Path(path)
-    if not path.is_file():
-        raise VcfError(f"VCF file {path} does not exist")
     variants: list[Variant] = []
     skipped: list[SkippedVariant] = []
     problems: list[str] = []
-    header_seen = False
-    try:
-        with _open_text(path) as handle:
-            for line_no, line in enumerate(handle, 1):
-                where = f"{path}:{line_no}"
-                if line.startswith("##") or not line.strip():
-                    continue
-                if line.startswith("#"):
-                    _check_header(_split(line), where)
-                    header_seen = True
-                    continue
-                if not header_seen:
-                    raise VcfError(f"{where}: data line before the #CHROM header line; is this a VCF file?")
-                for outcome in _record_variants(_split(line), where, line_no, genome):
-                    if isinstance(outcome, Variant):
-                        variants.append(outcome)
-                    elif isinstance(outcome, SkippedVariant):
-                        skipped.append(outcome)
-                    else:
-                        aid, problem = outcome
-                        problems.append(f"{where} {aid} {problem}")
-                        skipped.append(SkippedVariant(line_no, aid, problem))
-    except (OSError, EOFError, UnicodeError) as err:  # truncated or corrupt gzip
-        raise VcfError(f"VCF file {path} cannot be read: {err}") from None
-    if not header_seen:
-        raise VcfError(f"VCF file {path} has no #CHROM header line; is it a VCF file?")
+    column: int | None = None
+    for line_no, where, fields in _lines(path):
+        if line_no == 0:
+            column = None if sample is None else _sample_column(fields, sample, where)
+            continue
+        outcomes = _record_variants(fields, where, line_no, genome)
+        if column is not None:
+            outcomes = _carried(outcomes, fields, column, str(sample), where)
+        for outcome in outcomes:
+            if isinstance(outcome, Variant):
+                variants.append(outcome)
+            elif isinstance(outcome, SkippedVariant):
+                skipped.append(outcome)
+            else:
+                aid, problem = outcome
+                problems.append(f"{where} {aid} {problem}")
+                skipped.append(SkippedVariant(line_no, aid, problem))
     if problems and policy == "fail":
         raise _failure(path, problems)
     return VcfResult(path, variants, skipped)
+
+
+# ---------------------------------------------------------------------------------------
+# genotypes of one sample
+# ---------------------------------------------------------------------------------------
+
+
+def _sample_column(header: list[str], sample: str, where: str) -> int:
+    samples = header[9:]
+    if sample not in samples:
+        listed = ", ".join(samples[:20]) or "none (the file has no sample columns)"
+        raise VcfError(f"{where}: sample {sample!r} is not in the VCF; its samples: {listed}")
+    return 9 + samples.index(sample)
+
+
+def _genotype(fields: list[str], column: int, sample: str, n_alts: int, where: str) -> tuple[int | None, ...]:
+    """The sample's alleles per haplotype (``None``: missing); unphased heterozygous calls are a problem."""
+    if len(fields) <= column:
+        raise VcfError(f"{where}: the line has no column for sample {sample!r}")
+    keys = fields[8].split(":")
+    if "GT" not in keys:
+        raise _Problem(f"has no GT for sample {sample!r}")
+    values = fields[column].split(":")
+    text = values[keys.index("GT")] if keys.index("GT") < len(values) else "."
+    parts = re.split(r"[|/]", text)
+    try:
+        alleles = tuple(None if a == "." else int(a) for a in parts)
+    except ValueError:
+        raise VcfError(f"{where}: GT {text!r} of sample {sample!r} is not a genotype like 0|1") from None
+    if any(a is not None and not 0 <= a <= n_alts for a in alleles):
+        raise VcfError(f"{where}: GT {text!r} of sample {sample!r} names an allele the record lacks ({n_alts} ALT)")
+    if "/" in text and len(set(alleles)) > 1:
+        raise _Problem(
+            f"GT {text!r} of sample {sample!r} is unphased: which haplotype carries the allele is unknown "
+            "(phase the VCF, or leave the record out)"
+        )
+    return alleles
+
+
+def _carried(outcomes: list, fields: list[str], column: int, sample: str, where: str) -> list:
+    """The outcomes of one record for a sample: its alleles with the haplotypes carrying them, uncarried ones dropped."""
+    n_alts = len(fields[4].split(","))
+    try:
+        alleles = _genotype(fields, column, sample, n_alts, where)
+    except _Problem as problem:
+        return [(o.id, f"{o.chrom}:{o.vcf_pos} {problem}") if isinstance(o, Variant) else o for o in outcomes]
+    out = []
+    for index, outcome in enumerate(outcomes):
+        if not isinstance(outcome, (Variant, tuple)):
+            out.append(outcome)
+            continue
+        haplotypes = tuple(h + 1 for h, allele in enumerate(alleles[:2]) if allele == index + 1)
+        if haplotypes:
+            out.append(replace(outcome, haplotypes=haplotypes) if isinstance(outcome, Variant) else outcome)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# breakends (BND)
+# ---------------------------------------------------------------------------------------
+
+_BRACKET = re.compile(r"^(?P<pre>[ACGTNacgtn]*)(?P<open>[\[\]])(?P<chrom>[^\[\]:]+):(?P<pos>[0-9]+)(?P<close>[\[\]])"
+                      r"(?P<post>[ACGTNacgtn]*)$")
+
+#: ``(chrom, 0-based boundary, strand)``: one side of a junction (:func:`screening.perturb.rearrange.junction_segments`).
+Side = tuple[str, int, str]
+
+
+@dataclass(frozen=True)
+class Junction:
+    """A novel adjacency from a pair of BND mates: the sequence ``left`` then the sequence ``right``.
+
+    Attributes
+    ----------
+    id, mate_id
+        The records' ``ID`` s; the junction is read from the first of the two in the file.
+    chrom, vcf_pos, line, mate_line
+        The first record's ``CHROM``, 1-based ``POS`` and line, and the mate's line.
+    left, right
+        ``(chrom, position, strand)``, 0-based boundary positions at the junction: ``left`` on ``+`` ends at
+        ``position``; on ``-`` it is the reverse complement of the sequence starting at ``position``;
+        ``right`` on ``+`` starts at ``position``, on ``-`` it is the reverse complement of the sequence ending
+        there (VCF 4.3, section 5.4: ``t[p[``, ``t]p]``, ``]p]t``, ``[p[t``).
+    alt
+        The first record's ``ALT``.
+    """
+
+    id: str
+    mate_id: str
+    chrom: str
+    vcf_pos: int
+    line: int
+    mate_line: int
+    left: Side
+    right: Side
+    alt: str
+
+
+@dataclass
+class BreakendResult:
+    """What :func:`read_breakends` read: junctions (one per mate pair) and the records left out, in file order."""
+
+    path: Path
+    junctions: list[Junction]
+    skipped: list[SkippedVariant]
+
+    def __len__(self) -> int:
+        return len(self.junctions)
+
+
+def _flip(strand: str) -> str:
+    return "-" if strand == "+" else "+"
+
+
+def _reversed(left: Side, right: Side) -> tuple[Side, Side]:
+    """The same junction read along the other strand."""
+    return (right[0], right[1], _flip(right[2])), (left[0], left[1], _flip(left[2]))
+
+
+def _bracket_sides(chrom: str, pos: int, ref: str, alt: str) -> tuple[Side, Side, str, int]:
+    """``(left, right, mate chrom, mate 1-based POS)`` of a bracketed BND ALT allele.
+
+    ``t[p[``: t, then the sequence from p onwards; ``t]p]``: t, then the reverse complement of the sequence
+    up to p; ``]p]t``: the sequence up to p, then t onwards; ``[p[t``: the reverse complement of the sequence
+    from p onwards, then t onwards.
+    """
+    match = _BRACKET.match(alt)
+    if match is None or match["open"] != match["close"]:
+        raise _Problem(f"ALT {alt!r} is not breakend notation t[p[, t]p], ]p]t or [p[t")
+    pre, post, bracket = match["pre"], match["post"], match["open"]
+    if bool(pre) == bool(post):
+        raise _Problem(f"ALT {alt!r} needs the REF base on exactly one side of the brackets")
+    base = pre or post
+    if len(base) > 1:
+        raise _Problem(f"ALT {alt!r} inserts sequence at the junction ({base[1:] if pre else base[:-1]!r}): not supported")
+    if base.upper() != ref[:1].upper():
+        raise _Problem(f"ALT {alt!r}: its base {base!r} is not the REF base {ref[:1]!r}")
+    mate_chrom, mate_pos = match["chrom"], int(match["pos"])
+    x, y = pos - 1, mate_pos - 1  # 0-based positions of t and p
+    if pre and bracket == "[":
+        sides = (chrom, x + 1, "+"), (mate_chrom, y, "+")
+    elif pre:
+        sides = (chrom, x + 1, "+"), (mate_chrom, y + 1, "-")
+    elif bracket == "]":
+        sides = (mate_chrom, y + 1, "+"), (chrom, x, "+")
+    else:
+        sides = (mate_chrom, y, "-"), (chrom, x, "+")
+    return sides[0], sides[1], mate_chrom, mate_pos
+
+
+@dataclass
+class _Breakend:
+    line: int
+    where: str
+    id: str
+    chrom: str
+    pos: int
+    alt: str
+    mate_id: str | None
+    left: Side
+    right: Side
+    mate: tuple[str, int]
+
+
+def _breakend(fields: list[str], where: str, line: int, genome: Genome | None) -> _Breakend | SkippedVariant | None:
+    """A bracketed BND record, a record left out for good (single breakend, not a BND), or ``None`` for a record
+    that is no breakend; raises :class:`_Problem` for a breakend that cannot be used."""
+    chrom, pos, vid, ref, alts, info = _parse_record(fields, where)
+    bnd = any("[" in a or "]" in a for a in alts) or info.get("SVTYPE") == "BND"
+    if not bnd:
+        return None
+    aid = vid if vid != "." else f"{chrom}:{pos}"
+    if len(alts) != 1:
+        raise _Problem(f"{aid}: a breakend record with {len(alts)} ALT alleles; one per record is supported")
+    alt = alts[0]
+    if alt.startswith(".") or alt.endswith("."):
+        return SkippedVariant(line, aid, f"single breakend {alt!r}: its partner is unknown, nothing to join")
+    left, right, mate_chrom, mate_pos = _bracket_sides(chrom, pos, ref, alt)
+    if genome is not None:
+        for name, position in ((chrom, pos), (mate_chrom, mate_pos)):
+            if name not in genome:
+                raise _Problem(f"{aid}: unknown chromosome {name!r} in genome {genome.name}")
+            if position > genome.chrom_size(name):
+                raise _Problem(f"{aid}: {name}:{position} lies past the end of {name} ({genome.chrom_size(name):,} bp)")
+        found = decode(genome.fetch(chrom, pos - 1, pos))
+        if found != ref[:1].upper():
+            raise _Problem(f"{aid}: REF {ref!r} does not match the genome ({found!r})")
+    mate_id = info.get("MATEID") or None
+    return _Breakend(line, where, aid, chrom, pos, alt, mate_id, left, right, (mate_chrom, mate_pos))
+
+
+def _mate_problem(first: _Breakend, mates: dict[str, _Breakend]) -> str | None:
+    if first.mate_id is None:
+        return "has no INFO MATEID: an unpaired breakend (each BND record needs its mate, paired by ID/MATEID)"
+    mate = mates.get(first.mate_id)
+    if mate is None:
+        return f"names MATEID={first.mate_id}, but no BND record has that ID: an unpaired breakend"
+    if mate.mate_id != first.id:
+        return f"names MATEID={first.mate_id}, whose MATEID is {mate.mate_id!r}, not {first.id!r}"
+    if first.mate != (mate.chrom, mate.pos) or mate.mate != (first.chrom, first.pos):
+        return (f"and its mate {mate.id} (line {mate.line}) do not point at each other: {first.alt!r} at "
+                f"{first.chrom}:{first.pos}, {mate.alt!r} at {mate.chrom}:{mate.pos}")
+    if (mate.left, mate.right) not in ((first.left, first.right), _reversed(first.left, first.right)):
+        return f"and its mate {mate.id} (line {mate.line}) describe different joins ({first.alt!r} vs {mate.alt!r})"
+    return None
+
+
+def read_breakends(
+    path: str | PathLike[str], genome: Genome | None = None, policy: Literal["fail", "skip"] = "fail"
+) -> BreakendResult:
+    """Read the junctions of a VCF's breakend (``BND``) records, one per mate pair.
+
+    Records with a bracketed ``ALT`` (``t[p[``, ``t]p]``, ``]p]t``, ``[p[t``) or ``INFO SVTYPE=BND`` are read;
+    other records are not breakends and are passed over. Mates are paired by ``ID`` and ``INFO MATEID``
+    (each must name the other, point at the other's position, and describe the same join, possibly from the
+    other strand); the junction is read from the first of the two in the file.
+
+    Parameters
+    ----------
+    path, genome, policy
+        As in :func:`read_vcf`: with a genome, chromosomes, positions and the REF base are checked.
+
+    Returns
+    -------
+    BreakendResult
+
+    Raises
+    ------
+    VcfError
+        On a missing file or malformed line syntax (always), and with ``policy="fail"`` naming every breakend
+        that cannot be used: malformed bracket notation, an unpaired breakend (no ``MATEID``, or a mate that is
+        missing or does not point back), inserted sequence at the junction (not supported), a multi-allelic
+        breakend record, or a genome mismatch. With ``policy="skip"`` those are listed in ``skipped``. Single
+        breakends (``.A``, ``A.``) are always skipped and listed: they have no partner to join.
+    """
+    if policy not in ("fail", "skip"):
+        raise ValueError(f"policy must be 'fail' or 'skip', got {policy!r}")
+    path = Path(path)
+    breakends: list[_Breakend] = []
+    skipped: list[SkippedVariant] = []
+    problems: list[tuple[int, str, str]] = []  # (line, id, problem)
+    for line_no, where, fields in _lines(path):
+        if line_no == 0:
+            continue
+        try:
+            found = _breakend(fields, where, line_no, genome)
+        except _Problem as problem:
+            vid = fields[2] if len(fields) > 2 and fields[2] != "." else f"{fields[0]}:{fields[1]}"
+            text = str(problem)
+            problems.append((line_no, vid, text if text.startswith(f"{vid}:") else f"{vid}: {text}"))
+            continue
+        if isinstance(found, SkippedVariant):
+            skipped.append(found)
+        elif found is not None:
+            breakends.append(found)
+    by_id = {b.id: b for b in breakends}
+    junctions, paired = [], set()
+    for first in breakends:
+        if first.id in paired:
+            continue
+        problem = _mate_problem(first, by_id)
+        if problem is not None:
+            problems.append((first.line, first.id, f"{first.id} {problem}"))
+            continue
+        mate = by_id[str(first.mate_id)]
+        paired |= {first.id, mate.id}
+        junctions.append(Junction(first.id, mate.id, first.chrom, first.pos, first.line, mate.line, first.left,
+                                  first.right, first.alt))
+    problems.sort()
+    skipped += [SkippedVariant(line, vid, text) for line, vid, text in problems]
+    skipped.sort(key=lambda s: s.line)
+    if problems and policy == "fail":
+        raise _failure(path, [f"{path}:{line} breakend {text}" for line, _, text in problems])
+    return BreakendResult(path, junctions, skipped)

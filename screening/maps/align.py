@@ -44,6 +44,8 @@ __all__ = [
     "align_maps",
     "alignment_index",
     "centre_bin",
+    "edits_index",
+    "pieces_index",
 ]
 
 
@@ -161,6 +163,78 @@ def bin_alignment(
     )
 
 
+def edits_index(
+    edits: Sequence[tuple[int, int, int]], bin_size: int, n_bins: int, map_offset: int = 0
+) -> np.ndarray:
+    """Perturbed bin of every reference bin for several edits of one window, ``int64 [n_bins]``, −1 where unaligned.
+
+    The rule of :func:`bin_alignment`, edit by edit: a reference bin pairs only if it lies wholly on one side
+    of every edit; it moves by the summed shift of the edits upstream of it (rounded to whole bins), and its
+    partner must lie wholly between the same edits in the perturbed map. One edit gives :func:`bin_alignment`'s
+    pairs exactly; edits (``(offset, ref_length, alt_length)``, from the window start) must not overlap.
+    """
+    edits = sorted((int(o), int(r), int(a)) for o, r, a in edits if r or a)  # an empty edit changes nothing
+    for (o1, r1, _), (o2, _, _) in zip(edits, edits[1:]):
+        if o2 < o1 + r1:
+            raise ValueError(f"edits at {o1} and {o2} overlap")
+    bins = np.arange(n_bins)
+    starts = map_offset + bins * bin_size
+    row = np.full(n_bins, -1, np.int64)
+    if not edits:
+        return bins.astype(np.int64)
+    # reference and perturbed coordinates of each gap between edits: gap g lies after the first g edits
+    ref_bounds, alt_bounds, shift = [0], [0], 0
+    for offset, ref_length, alt_length in edits:
+        ref_bounds += [offset, offset + ref_length]
+        alt_bounds += [offset + shift, offset + shift + alt_length]
+        shift += alt_length - ref_length
+    ref_bounds.append(np.iinfo(np.int64).max)
+    alt_bounds.append(np.iinfo(np.int64).max)
+    shift = 0
+    for gap in range(len(edits) + 1):
+        ref_lo, ref_hi = ref_bounds[2 * gap], ref_bounds[2 * gap + 1]
+        alt_lo, alt_hi = alt_bounds[2 * gap], alt_bounds[2 * gap + 1]
+        if gap:
+            shift += edits[gap - 1][2] - edits[gap - 1][1]
+        s = _round_bins(shift, bin_size)
+        inside = (starts >= ref_lo) & (starts + bin_size <= ref_hi)
+        target = bins + s
+        ok = inside & (target >= 0) & (target < n_bins)
+        t_start = map_offset + target * bin_size
+        ok &= (t_start >= alt_lo) & (t_start + bin_size <= alt_hi)
+        row[ok] = target[ok]
+    return row
+
+
+def pieces_index(
+    pieces: Sequence[tuple[int, int, int, int, str]], bin_size: int, n_bins: int, map_offset: int = 0
+) -> np.ndarray:
+    """Perturbed bin of every reference bin where a rearranged window holds pieces of a reference window,
+    ``int64 [n_bins]``, −1 where unaligned (:mod:`screening.perturb.rearrange`).
+
+    Each piece ``(lo, hi, ref_lo, ref_hi, strand)`` says the perturbed window's ``[lo, hi)`` holds the
+    reference window's ``[ref_lo, ref_hi)`` (bp from each window's start), reversed on ``"-"``. A perturbed
+    bin wholly inside a piece pairs with the reference bin holding its centre's sequence, if that bin lies
+    wholly inside the piece's reference interval; every other bin is unaligned.
+    """
+    bins = np.arange(n_bins)
+    starts = map_offset + bins * bin_size
+    row = np.full(n_bins, -1, np.int64)
+    for lo, hi, ref_lo, ref_hi, strand in pieces:
+        inside = (starts >= lo) & (starts + bin_size <= hi)
+        # doubled bp coordinates keep the centres integral
+        centre2 = 2 * starts + bin_size
+        if strand == "+":
+            ref2 = centre2 + 2 * (ref_lo - lo)
+        else:  # perturbed bp lo + k holds reference bp ref_hi - 1 - k
+            ref2 = 2 * (ref_lo + hi) - centre2
+        ref_bin = (ref2 - 2 * map_offset) // (2 * bin_size)
+        ref_start = map_offset + ref_bin * bin_size
+        ok = inside & (ref_bin >= 0) & (ref_bin < n_bins) & (ref_start >= ref_lo) & (ref_start + bin_size <= ref_hi)
+        row[ref_bin[ok]] = bins[ok]
+    return row
+
+
 def centre_bin(offset: int, ref_length: int, bin_size: int, map_offset: int = 0) -> int:
     """Reference-map bin holding the centre of the edited interval (may lie outside the map).
 
@@ -238,11 +312,26 @@ class AlignmentCache:
             self._rows.popitem(last=False)
         return row
 
-    def index(self, edits: Sequence[tuple[int, int, int]]) -> np.ndarray:
-        """:func:`alignment_index` of the edits ``(offset, ref_length, alt_length)``, ``int64 [B, n_bins]``."""
+    def index(self, edits: Sequence) -> np.ndarray:
+        """:func:`alignment_index` of the edits ``(offset, ref_length, alt_length)``, ``int64 [B, n_bins]``.
+
+        An item may also be a tuple of such edits, made together in one window (:func:`edits_index`).
+        """
         if not len(edits):
             return np.zeros((0, self.n_bins), np.int64)
-        return np.stack([self.row(*edit) for edit in edits])
+        return np.stack([self._several(edit) if isinstance(edit[0], tuple) else self.row(*edit) for edit in edits])
+
+    def _several(self, edits: tuple[tuple[int, int, int], ...]) -> np.ndarray:
+        if len(edits) == 1:
+            return self.row(*edits[0])
+        key = ("several", edits)
+        row = self._rows.get(key)  # type: ignore[call-overload]
+        if row is None:
+            row = _frozen(edits_index(edits, self.bin_size, self.n_bins, self.map_offset))
+            self._rows[key] = row  # type: ignore[index]
+            if len(self._rows) > self.max_rows:
+                self._rows.popitem(last=False)
+        return row
 
 
 def align_maps(

@@ -16,13 +16,14 @@ and a result store holds one array per name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from screening.maps.align import BinAlignment, align_maps
 from screening.maps.insulation import DEFAULT_IGNORE_DIAGS, DEFAULT_INSULATION_WINDOW, insulation
 from screening.maps.masked import nan_mean as _mean
+from screening.maps.structure import decay_mse, di_mse, insulation_mse, pc1_mse, scc, ssi, triangle_mse
 
 __all__ = [
     "ALIGNED_SUFFIX",
@@ -41,8 +42,16 @@ __all__ = [
     "insulation",
     "insulation_delta",
     "roi_mean_delta",
+    "ssi",
+    "scc",
+    "insulation_mse",
+    "di_mse",
+    "decay_mse",
+    "triangle_mse",
+    "pc1_mse",
     "available_scores",
     "parse_score_name",
+    "parse_score_names",
     "score_maps",
 ]
 
@@ -317,6 +326,10 @@ class Score:
         Optional context keys passed through as keyword arguments when present.
     summary
         One line for listings.
+    direction
+        How the value reads: ``"distance"`` (≥ 0, 0 = unchanged), ``"similarity"`` (1 = unchanged, lower =
+        more change) or ``"signed"`` (a signed change, 0 = unchanged); e.g. turning mutagenesis scores into
+        attributions asks it (:mod:`screening.interpret.motifs.source`).
     """
 
     name: str
@@ -324,6 +337,7 @@ class Score:
     needs: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     summary: str = ""
+    direction: Literal["distance", "similarity", "signed"] = "signed"
 
     def __call__(self, reference: np.ndarray, perturbed: np.ndarray, **kwargs: Any) -> np.ndarray:
         return self.func(reference, perturbed, **kwargs)
@@ -346,13 +360,21 @@ class Score:
 SCORES: dict[str, Score] = {
     s.name: s
     for s in (
-        Score("impact_mean_abs", impact_mean_abs, summary="mean |Δ| over the map (C.Origami)"),
-        Score("impact_abs_mean", impact_abs_mean, summary="|mean Δ| over the map (corigami 0.0.1)"),
-        Score("scd", scd, params=("diagonal_offset",), summary="Akita SCD, sqrt(Σ Δ²), upper triangle"),
+        Score("impact_mean_abs", impact_mean_abs, summary="mean |Δ| over the map (C.Origami)", direction="distance"),
+        Score(
+            "impact_abs_mean", impact_abs_mean, summary="|mean Δ| over the map (corigami 0.0.1)", direction="distance"
+        ),
+        Score(
+            "scd",
+            scd,
+            params=("diagonal_offset",),
+            summary="Akita SCD, sqrt(Σ Δ²), upper triangle",
+            direction="distance",
+        ),
         Score("ssd", ssd, params=("diagonal_offset",), summary="Akita SSD, ‖alt‖ − ‖ref‖, upper triangle"),
-        Score("mse", mse, summary="mean Δ² over the map"),
-        Score("pearson", pearson, summary="Pearson r of ref and alt pixels"),
-        Score("spearman", spearman, summary="Spearman ρ of ref and alt pixels"),
+        Score("mse", mse, summary="mean Δ² over the map", direction="distance"),
+        Score("pearson", pearson, summary="Pearson r of ref and alt pixels", direction="similarity"),
+        Score("spearman", spearman, summary="Spearman ρ of ref and alt pixels", direction="similarity"),
         Score(
             "insulation_delta",
             insulation_delta,
@@ -361,6 +383,49 @@ SCORES: dict[str, Score] = {
             summary="Δ log2 insulation at a bin",
         ),
         Score("roi_mean_delta", roi_mean_delta, needs=("roi",), summary="mean Δ over a block of bins"),
+        # SuPreMo's structural scores (screening.maps.structure): two similarities, five track changes
+        Score(
+            "ssi",
+            ssi,
+            params=("ssi_window", "data_range"),
+            summary="structural similarity index, 1 = unchanged",
+            direction="similarity",
+        ),
+        Score(
+            "scc",
+            scc,
+            params=("scc_smoothing", "scc_max_distance"),
+            summary="HiCRep stratum-adjusted correlation, 1 = unchanged",
+            direction="similarity",
+        ),
+        Score(
+            "insulation_mse",
+            insulation_mse,
+            params=("window", "ignore_diags"),
+            summary="mean squared change of the insulation track",
+            direction="distance",
+        ),
+        Score(
+            "di_mse",
+            di_mse,
+            params=("window",),
+            summary="mean squared change of the directionality index",
+            direction="distance",
+        ),
+        Score(
+            "decay_mse",
+            decay_mse,
+            summary="mean squared change of the contact decay (median per distance)",
+            direction="distance",
+        ),
+        Score(
+            "triangle_mse",
+            triangle_mse,
+            params=("diagonal_offset",),
+            summary="mean squared change of the sub-triangle means",
+            direction="distance",
+        ),
+        Score("pc1_mse", pc1_mse, summary="mean squared change of the first principal component", direction="distance"),
     )
 }
 
@@ -378,6 +443,19 @@ def available_scores(aligned: bool = True) -> tuple[str, ...]:
     """Every valid score name: the registry's names, then (if ``aligned``) their ``_aligned`` forms."""
     names = tuple(SCORES)
     return names + tuple(n + ALIGNED_SUFFIX for n in names) if aligned else names
+
+
+def parse_score_names(names: Sequence[str], alignments: object) -> tuple[dict[str, tuple[Score, bool]], bool]:
+    """Parse score names for :func:`score_maps` and its torch twin.
+
+    Returns ``({name: (score, aligned)}, whether any name is aligned)``; raises ``ValueError`` when an aligned
+    name comes without ``alignments``.
+    """
+    parsed = {name: parse_score_name(name) for name in names}
+    needs_alignment = any(aligned for _, aligned in parsed.values())
+    if needs_alignment and alignments is None:
+        raise ValueError("aligned scores need one alignment per sample")
+    return parsed, needs_alignment
 
 
 def score_maps(
@@ -403,22 +481,19 @@ def score_maps(
         Inputs some scores need, in reference-map bins (valid for both kinds of names):
         ``"position"`` (int or ``[B]``) for ``insulation_delta``, ``"roi"`` = ``(rows,
         cols)`` for ``roi_mean_delta``; optional ``"window"``, ``"ignore_diags"``,
-        ``"diagonal_offset"``.
+        ``"diagonal_offset"`` and the parameters of the structural scores (``"ssi_window"``,
+        ``"data_range"``, ``"scc_smoothing"``, ``"scc_max_distance"``; ``"window"`` is also ``di_mse``'s).
 
     Returns
     -------
     dict
         ``name → float64 [B]``, in the order of ``names``.
     """
-    parsed = {name: parse_score_name(name) for name in names}
+    parsed, needs_alignment = parse_score_names(names, alignments)
     context = {} if context is None else context
-    aligned_maps = None
-    if any(aligned for _, aligned in parsed.values()):
-        if alignments is None:
-            raise ValueError("aligned scores need one alignment per sample")
-        aligned_maps = align_maps(alignments, reference, perturbed)
+    aligned_maps = align_maps(alignments, reference, perturbed) if needs_alignment else None
     out = {}
     for name, (score, aligned) in parsed.items():
-        ref, alt = aligned_maps if aligned else (reference, perturbed)
+        ref, alt = aligned_maps if aligned_maps is not None and aligned else (reference, perturbed)
         out[name] = score(ref, alt, **score.kwargs(context))
     return out

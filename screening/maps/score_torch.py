@@ -20,22 +20,30 @@ import torch
 
 from screening.maps.align import BinAlignment, alignment_index
 from screening.maps.insulation import DEFAULT_IGNORE_DIAGS, DEFAULT_INSULATION_WINDOW, insulation_tensor
-from screening.maps.score import AKITA_DIAGONAL_OFFSET, _bin_masks, parse_score_name
+from screening.maps.score import AKITA_DIAGONAL_OFFSET, _bin_masks, parse_score_names
+from screening.maps.structure_torch import decay_mse, di_mse, insulation_mse, pc1_mse, scc, ssi, triangle_mse
 
 __all__ = [
     "TORCH_SCORES",
     "align_tensors",
+    "decay_mse",
+    "di_mse",
     "maybe_finite",
     "impact_abs_mean",
     "impact_mean_abs",
     "insulation_delta",
+    "insulation_mse",
     "mse",
+    "pc1_mse",
     "pearson",
     "roi_mean_delta",
+    "scc",
     "scd",
     "score_tensors",
     "spearman",
     "ssd",
+    "ssi",
+    "triangle_mse",
 ]
 
 Tensor = torch.Tensor
@@ -273,6 +281,13 @@ TORCH_SCORES: dict[str, Callable[..., Tensor]] = {
     "spearman": spearman,
     "insulation_delta": insulation_delta,
     "roi_mean_delta": roi_mean_delta,
+    "ssi": ssi,
+    "scc": scc,
+    "insulation_mse": insulation_mse,
+    "di_mse": di_mse,
+    "decay_mse": decay_mse,
+    "triangle_mse": triangle_mse,
+    "pc1_mse": pc1_mse,
 }
 
 
@@ -298,7 +313,8 @@ def align_tensors(index: np.ndarray | Tensor, reference: Tensor, perturbed: Tens
     """
     if reference.shape != perturbed.shape or reference.ndim != 3:
         raise ValueError(
-            f"expected two [B, n, n] maps of one shape, got {tuple(reference.shape)} and {tuple(perturbed.shape)}")
+            f"expected two [B, n, n] maps of one shape, got {tuple(reference.shape)} and {tuple(perturbed.shape)}"
+        )
     index = torch.as_tensor(index, dtype=torch.int64, device=reference.device)
     if index.shape != reference.shape[:2]:
         raise ValueError(f"alignment index of shape {tuple(index.shape)} for maps of shape {tuple(reference.shape)}")
@@ -340,12 +356,11 @@ def score_tensors(
     dict
         ``name → float64 [B]`` tensor on the maps' device, in the order of ``names``.
     """
-    parsed = {name: parse_score_name(name) for name in names}
+    parsed, needs_alignment = parse_score_names(names, alignments)
     context = {} if context is None else context
     aligned_maps = None
-    if any(aligned for _, aligned in parsed.values()):
-        if alignments is None:
-            raise ValueError("aligned scores need one alignment per sample")
+    if needs_alignment:
+        assert alignments is not None  # parse_score_names refused the other case
         if not isinstance(alignments, (np.ndarray, Tensor)):
             if len(alignments) != reference.shape[0]:
                 raise ValueError(f"{len(alignments)} alignments for a batch of {reference.shape[0]}")

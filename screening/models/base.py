@@ -192,3 +192,27 @@ class ModelAdapter(ABC):
             ``[B, L]`` and ``[B, n_tracks, L]`` (or ``None``): windows of the same length.
         """
         return self.predict(codes, tracks)
+
+    def first_sequence_layer(self) -> torch.nn.Conv1d | None:
+        """The convolution that reads the one-hot DNA, whose filters ``screening filters`` reads as motifs.
+
+        Default: the first ``nn.Conv1d`` of :attr:`module` (in ``named_modules`` order) whose
+        ``in_channels`` equals the DNA channels of :meth:`position_encoding`; ``None`` when the
+        input is not position-wise or no such convolution exists (e.g. TorchScript). Adapters
+        whose DNA convolution is elsewhere override it.
+        """
+        encoding = self.position_encoding()
+        if encoding is None:
+            return None
+        n_dna = int(np.asarray(encoding.table).shape[1])
+        for module in self.module.modules():
+            if isinstance(module, torch.nn.Conv1d) and module.in_channels == n_dna:
+                return module
+        return None
+
+    def attention_modules(self) -> list[tuple[str, torch.nn.MultiheadAttention]]:
+        """The model's attention layers, in order, for ``screening attention`` (named as in ``named_modules``).
+
+        Default: every ``nn.MultiheadAttention`` of :attr:`module`; empty for a model without attention.
+        """
+        return [(name, m) for name, m in self.module.named_modules() if isinstance(m, torch.nn.MultiheadAttention)]

@@ -25,6 +25,7 @@ deletion (:func:`delete`)      empty                               empty
 :func:`mutate`                 single-base substitutions, batched  unchanged
 =============================  ==================================  ======================
 
+:func:`compose` turns several edits of one window (a haplotype's alleles) into one.
 :class:`Edit` records where an applied edit sits and how far it shifts
 downstream sequence, for aligning perturbed and reference contact maps.
 """
@@ -42,6 +43,7 @@ __all__ = [
     "apply_edit",
     "centered_window_start",
     "check_edit",
+    "compose",
     "delete",
     "dinucleotide_shuffle",
     "duplicate",
@@ -220,6 +222,50 @@ def check_edit(
     if alt_tracks is not None and np.shape(alt_tracks) != (tracks.shape[0], alt_codes.shape[0]):
         raise ValueError(f"alt_tracks must have shape {(tracks.shape[0], alt_codes.shape[0])}, got {np.shape(alt_tracks)}")
     return span
+
+
+def compose(
+    codes: np.ndarray,
+    tracks: np.ndarray | None,
+    parts: list[tuple[int, int, np.ndarray, np.ndarray | None]],
+) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """Several edits of one window as one: the interval from the first edit's start to the last one's end
+    and what replaces it (the edits, and the unchanged sequence between them).
+
+    Parameters
+    ----------
+    codes, tracks
+        The loaded span from the first edit's start on (``uint8 [>= extent]``, ``[T, >= extent]`` or ``None``).
+    parts
+        ``(offset, ref_length, alt_codes, alt_tracks)`` per edit, offsets relative to ``codes[0]``, sorted and
+        not overlapping (``alt_tracks`` ``None``: zeros, as in :func:`apply_edit`).
+
+    Returns
+    -------
+    (ref_length, alt_codes, alt_tracks)
+        What :func:`apply_edit` takes at the first edit's offset; ``alt_tracks`` is ``None`` only when
+        ``tracks`` is.
+
+    Raises
+    ------
+    ValueError
+        For edits out of order or overlapping.
+    """
+    pieces_codes: list[np.ndarray] = []
+    pieces_tracks: list[np.ndarray] = []
+    at = 0
+    for offset, ref_length, alt_codes, alt_tracks in parts:
+        if offset < at:
+            raise ValueError(f"edits overlap or are out of order: one at {offset} after one ending at {at}")
+        pieces_codes += [codes[at:offset], np.asarray(alt_codes, np.uint8)]
+        if tracks is not None:
+            filler = np.zeros((tracks.shape[0], len(alt_codes)), tracks.dtype) if alt_tracks is None else alt_tracks
+            pieces_tracks += [tracks[:, at:offset], np.asarray(filler, tracks.dtype)]
+        at = offset + ref_length
+    alt = np.concatenate(pieces_codes) if pieces_codes else np.zeros(0, np.uint8)
+    if tracks is None:
+        return at, alt, None
+    return at, alt, np.concatenate(pieces_tracks, axis=1) if pieces_tracks else tracks[:, :0]
 
 
 def delete(

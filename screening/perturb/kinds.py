@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from screening.perturb.edits import dinucleotide_shuffle, duplicate, invert, mask
+from screening.perturb.edits import compose, dinucleotide_shuffle, duplicate, invert, mask
 
 __all__ = ["KINDS", "TILED_KINDS", "PerturbationKind", "Placement", "Replacement", "kind_of"]
 
@@ -36,8 +36,9 @@ Alternative = Callable[[Any, np.ndarray, "np.ndarray | None", int, Any], Replace
 
 #: How the plan lays a kind's perturbations out: ``tiled`` (``width`` bp every ``step``), ``insertion`` (an
 #: insertion point every ``step``), ``positions`` (every base, windows shared per unit), ``windows`` (contiguous
-#: model windows, each owning its positions), ``vcf`` (the records of a VCF).
-Placement = Literal["tiled", "insertion", "positions", "windows", "vcf"]
+#: model windows, each owning its positions), ``vcf`` (the records of a VCF), ``rearrangement`` (segments that fill
+#: a window, scored against each contributing locus: :mod:`screening.perturb.rearrange`).
+Placement = Literal["tiled", "insertion", "positions", "windows", "vcf", "rearrangement"]
 
 
 def _no_downstream(params: Any, variant: Any) -> int:
@@ -110,6 +111,20 @@ def _insertion(params: Any, codes: np.ndarray, tracks: np.ndarray | None, start:
 
 
 def _variant(params: Any, codes: np.ndarray, tracks: np.ndarray | None, start: int, variant: Any) -> Replacement:
+    members = getattr(variant, "members", None)
+    if members is not None:  # a haplotype's alleles in one window, applied together
+        first = members[0].start
+        parts = []
+        for member in members:
+            offset = member.start - first
+            shifted = None if tracks is None else tracks[:, offset:]
+            ref_length, alt_codes, alt_tracks = _one_variant(codes[offset:], shifted, member)
+            parts.append((offset, ref_length, alt_codes, alt_tracks))
+        return compose(codes, tracks, parts)
+    return _one_variant(codes, tracks, variant)
+
+
+def _one_variant(codes: np.ndarray, tracks: np.ndarray | None, variant: Any) -> Replacement:
     edit = variant.edit()
     ref_length = edit.ref_length
     if edit.op == "replace":
@@ -144,6 +159,8 @@ KINDS: dict[str, PerturbationKind] = {
         PerturbationKind("mutagenesis", "positions", per_base=True),
         PerturbationKind("variants", "vcf", _variant, downstream=_variant_net_deletion),
         PerturbationKind("attribution", "windows", gradients=True),
+        # the engine builds the whole window from its segments (no replaced segment of one reference window)
+        PerturbationKind("rearrangement", "rearrangement"),
     )
 }
 

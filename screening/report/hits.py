@@ -25,15 +25,41 @@ def _tables(results):
                 yield analysis, score, chrom, frame
 
 
-def top_hits(results, n: int = 5, per_analysis: bool = False) -> pd.DataFrame:
+def top_hits(
+    results, n: int = 5, per_analysis: bool = False, analyses: list[str] | None = None, motifs=None, max_motifs: int = 3
+) -> pd.DataFrame:
     """The ``n`` strongest perturbations by each analysis's first score (overall, or per analysis).
 
     Each chromosome's done units are streamed in blocks with a running top ``n``
     (:meth:`~screening.store.reader.Results.nlargest`), so memory and time do not depend on building
     whole-chromosome tables.
+
+    Parameters
+    ----------
+    analyses
+        Only these analyses (default: every one).
+    motifs
+        A :class:`~screening.interpret.motifs.annotate.MotifAnnotator`: adds a ``motifs`` column naming the
+        ``max_motifs`` most significant JASPAR motifs in each hit's perturbed interval (blank for analyses whose
+        kind covers no interval, e.g. attribution).
     """
+    table = _top(results, n, per_analysis, analyses)
+    if motifs is not None:
+        from screening.interpret.motifs.annotate import INTERVAL_KINDS
+
+        texts = [""] * len(table)
+        covered = table["analysis"].map(results.spec_kind).isin(INTERVAL_KINDS).to_numpy() if len(table) else []
+        rows = np.flatnonzero(covered)
+        if len(rows):
+            for row, text in zip(rows, motifs.summarise(table.iloc[rows].reset_index(drop=True), max_motifs)):
+                texts[row] = text
+        table["motifs"] = texts
+    return table
+
+
+def _top(results, n: int, per_analysis: bool, analyses: list[str] | None) -> pd.DataFrame:
     frames = []
-    for analysis in results.analyses:
+    for analysis in analyses or results.analyses:
         score = results.scores(analysis)[0]
         for chrom in results.chromosomes:
             frame = results.nlargest(chrom, score, n, analysis=analysis)
@@ -96,9 +122,15 @@ def write_plots(results, adapter, genome, tracks, spec, outdir: str | Path, plan
             frame = frame.groupby(["start", "end"], as_index=False)[score].max()
         centres = ((frame["start"] + frame["end"]) / 2).to_numpy()
         written.append(
-            plot_impact_track(centres, frame[score].to_numpy(), outdir / f"{analysis}_{chrom}_{score}.png", chrom, score,
-                              marks=[m for m in marks.get(chrom, []) if centres.min() <= m[0] <= centres.max()],
-                              title=f"{spec.name}: {analysis} {score} along {chrom}")
+            plot_impact_track(
+                centres,
+                frame[score].to_numpy(),
+                outdir / f"{analysis}_{chrom}_{score}.png",
+                chrom,
+                score,
+                marks=[m for m in marks.get(chrom, []) if centres.min() <= m[0] <= centres.max()],
+                title=f"{spec.name}: {analysis} {score} along {chrom}",
+            )
         )
     for _, hit in top_hits(results, n=1, per_analysis=True).iterrows():
         if plan is None:
@@ -114,8 +146,11 @@ def write_plots(results, adapter, genome, tracks, spec, outdir: str | Path, plan
         window = adapter.geometry.window_length
         written.append(
             plot_map_pair(
-                reference, perturbed, outdir / f"top_hit_{hit['analysis']}.png",
-                (window_start, window_start + window), hit["chrom"],
+                reference,
+                perturbed,
+                outdir / f"top_hit_{hit['analysis']}.png",
+                (window_start, window_start + window),
+                hit["chrom"],
                 f"top hit: {perturbation.kind} {hit['chrom']}:{start:,}-{end:,}{_base(hit)}  "
                 f"({hit['score_name']} = {hit['score']:.4g})",
                 highlight=(start, end),

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # headless: plots are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_contact_map", "plot_impact_track", "plot_map_pair"]
+__all__ = ["plot_contact_map", "plot_impact_track", "plot_map_pair", "save_figure"]
 
 
 def _unit(span_bp: float) -> tuple[float, str]:
@@ -110,9 +110,19 @@ def plot_contact_map(matrix: np.ndarray, path: str | Path, extent_bp: tuple[int,
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (a reader never sees half a picture) and close it."""
+    from screening.store.export import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
     return path
+
+
+def _save(fig, path: str | Path) -> Path:
+    return save_figure(fig, path)

@@ -26,14 +26,19 @@ from screening.core.errors import ScreeningError
 from screening.store.location import Location
 
 __all__ = [
-    "ATTRS_KEY", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_CHUNK", "COORD_SHARD", "DIGEST", "DIM", "DONE", "FORMAT_VERSION",
-    "READABLE_VERSIONS", "RESERVED_NAMES", "SHARD_CHUNKS", "TOP_DELTA", "TOP_INDEX",
+    "ATTRS_KEY", "BLOCK_BYTES", "BLOCK_UNITS", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_CHUNK", "COORD_SHARD",
+    "DIGEST", "DIM", "DONE", "FORMAT_VERSION", "HIT_INDEX", "HIT_K", "HIT_VALUE",
+    "READABLE_VERSIONS", "RESERVED_NAMES", "SHARD_CHUNKS", "TOP_DELTA", "TOP_INDEX", "block_units", "coords_from", "inner_units", "regular_coords",
+    "regular_overlap",
     "DamagedChunkError", "GroupLayout", "StoreError", "StoreNotFoundError",
     "as_location", "check_format", "read_checked", "read_store_attrs", "stored_chunks", "zarr_store",
 ]
 
-FORMAT_VERSION = 2  # 2: crc32c on every chunk and a per-unit digest (chunk_digest); 1: neither
-READABLE_VERSIONS = (1, 2)
+# 3: units grouped in blocks (one score shard, one flag/digest chunk and one top-k summary per block,
+# written by the driver alone), consolidated metadata; 2: crc32c on every chunk and a per-unit digest
+# (chunk_digest), one object per unit; 1: neither.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 ATTRS_KEY = "screening"
 DIM = "perturbation"
 CHUNK_DIM = "chunk"
@@ -42,7 +47,16 @@ DONE = "chunk_done"
 DIGEST = "chunk_digest"  # crc32 of a unit's written values, set just before its flag (format 2)
 # Names a score may not take: they are arrays of the layout or variables of a query result.
 TOP_DELTA, TOP_INDEX = "top_delta", "top_index"
-RESERVED_NAMES = frozenset({*COORDS, DONE, DIGEST, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX})
+# Format 3: each block's HIT_K largest values of every score (value, and position row·width + column).
+HIT_INDEX, HIT_VALUE = "hit_index", "hit_value"
+HIT_K = 64
+RESERVED_NAMES = frozenset({*COORDS, DONE, DIGEST, "done", DIM, "chrom", TOP_DELTA, TOP_INDEX, HIT_INDEX, HIT_VALUE})
+# Format 3 blocks: at most BLOCK_UNITS work units, and about BLOCK_BYTES of each score, per block.
+BLOCK_UNITS = 1024
+BLOCK_BYTES = 1 << 22
+# Units per inner chunk of a format 3 score shard: few chunks to encode per block write (zarr encodes
+# inner chunks one by one), small ranged reads for small queries.
+INNER_UNITS = 64
 BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
 COORD_CHUNK = 1 << 17  # about this many perturbations (whole units) per chunk of a coordinate array
 # Earlier format 2 stores hold coordinates in shards of unit-sized chunks, at most COORD_SHARD
@@ -83,7 +97,8 @@ def _is_damage(err: BaseException) -> bool:
     return isinstance(err, Exception) and not isinstance(err, (OSError, StoreError))
 
 
-def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Callable[[int], str] | None = None) -> np.ndarray:
+def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Callable[[int], str] | None = None,
+                 unit: int | None = None) -> np.ndarray:
     """``array[key]``; a chunk that cannot be decoded raises :class:`DamagedChunkError` naming the
     store, the array and the chunk (along the first dimension, which every array is chunked along).
 
@@ -97,6 +112,9 @@ def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Calla
         The store (for messages) and the array's ``chrom/analysis/name``.
     span
         Optional ``span(k) -> str``: the genomic range of chunk ``k`` for the message.
+    unit
+        Rows per work unit when the array's chunks hold several (format 3 scores): the damaged
+        chunk is then named by its unit.
     """
     try:
         return array[key]
@@ -104,7 +122,7 @@ def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Calla
         if not _is_damage(err):
             raise
         first = key[0] if isinstance(key, tuple) else key
-        size, length = array.chunks[0], array.shape[0]
+        size, length = unit or array.chunks[0], array.shape[0]
         start, stop, _ = first.indices(length)
         for k in range(start // size, -(-stop // size)):  # find the chunk to name
             try:
@@ -274,6 +292,50 @@ class GroupLayout:
             "n_chunks": self.n_chunks,
             "n": self.n,
         }
+
+
+def block_units(layout: GroupLayout) -> int:
+    """Work units per block of a format 3 group: one score shard, one chunk of ``chunk_done`` and
+    ``chunk_digest`` and one top-k summary each; at most :data:`BLOCK_UNITS`, about :data:`BLOCK_BYTES`
+    of the widest score, no more than the group holds."""
+    width = max((math.prod(layout.extra_dims[d] for d in layout.dims_of(s)) for s in layout.scores), default=1)
+    by_bytes = BLOCK_BYTES // (4 * layout.chunk_size * max(1, width))
+    units = max(1, min(BLOCK_UNITS, by_bytes, layout.n_chunks))
+    return units if units <= INNER_UNITS else -(-units // INNER_UNITS) * INNER_UNITS  # whole inner chunks
+
+
+def regular_coords(start: np.ndarray, end: np.ndarray) -> dict[str, int] | None:
+    """``{"start", "step", "width", "n"}`` when ``start = start₀ + k·step`` and ``end = start + width``
+    (tiled kinds without gaps), else ``None``: format 3 groups record it, so readers compute their
+    coordinates instead of reading them (the arrays stay, for plain zarr/xarray readers)."""
+    n = int(start.shape[0])
+    if n < 2:
+        return None
+    step, width = int(start[1] - start[0]), int(end[0] - start[0])
+    if step <= 0 or np.any(np.diff(start) != step) or np.any(end - start != width):
+        return None
+    return {"start": int(start[0]), "step": step, "width": width, "n": n}
+
+
+def coords_from(regular: Mapping[str, int], lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``start``, ``end`` of rows ``[lo, hi)`` (default: all) of a group from its :func:`regular_coords`
+    attribute."""
+    hi = int(regular["n"]) if hi is None else hi
+    start = int(regular["start"]) + int(regular["step"]) * np.arange(lo, hi, dtype=np.int64)
+    return start, start + int(regular["width"])
+
+
+def regular_overlap(regular: Mapping[str, int], start: int, end: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of a regular group whose ``[start, end)`` overlaps ``[start, end)``, by arithmetic."""
+    s0, step, width, n = (int(regular[key]) for key in ("start", "step", "width", "n"))
+    hi = min(n, max(0, -(-(end - s0) // step)))  # rows with s0 + k·step < end
+    lo = min(n, max(0, (start - s0 - width) // step + 1))  # rows with s0 + k·step + width > start
+    return lo, max(lo, hi)
+
+
+def inner_units(block: int) -> int:
+    """Units per inner chunk of a format 3 score shard of ``block`` units (divides ``block``)."""
+    return block if block <= INNER_UNITS else INNER_UNITS
 
 
 def _chunk_slice(k: int, n: int, chunk_size: int) -> slice:

@@ -24,11 +24,15 @@ from screening.store.layout import (
     COORDS,
     DIM,
     DONE,
+    HIT_INDEX,
+    HIT_VALUE,
     DamagedChunkError,
     StoreError,
     StoreNotFoundError,
     as_location,
     check_format,
+    coords_from,
+    regular_overlap,
     read_checked,
     read_store_attrs,
     stored_chunks,
@@ -43,6 +47,7 @@ __all__ = [
 
 _COORD_CACHE = 8  # (chrom, analysis) groups whose start/end stay in memory
 _TOP_BLOCK = 1 << 18  # score values read at a time by Results.nlargest
+_DASK_ROWS = 1 << 18  # about this many score values per dask block of a query (whole units)
 
 
 class ResultsError(ScreeningError, ValueError):
@@ -60,6 +65,30 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
     if not isinstance(node, zarr.Array):
         raise StoreError(f"{group.store_path}/{name} is a group where the store layout has an array")
     return node
+
+
+def _grouped(group: zarr.Group) -> bool:
+    """Format 3: units in blocks, flags one object per block (``block_units`` in the group's attributes)."""
+    return int(_meta(group).get("block_units", 0)) > 0
+
+
+def _done_units(group: zarr.Group) -> np.ndarray:
+    """Indices (ascending) of a group's done units. Format 3: its flag chunks (one per block) are read;
+    earlier formats: one listing of the stored flag objects (a missing flag is 0). A flag that cannot
+    be decoded counts as done here (the unit's scores are still checksum-verified when read)."""
+    flags = _array(group, DONE)
+    if not _grouped(group):
+        return np.fromiter(sorted(stored_chunks(flags)), dtype=np.int64)
+    try:
+        return np.flatnonzero(np.asarray(flags[:]))
+    except Exception:  # noqa: BLE001  a damaged flag block: its units count as done, as above
+        size, done = flags.chunks[0], []
+        for k0 in range(0, flags.shape[0], size):
+            try:
+                done.append(k0 + np.flatnonzero(np.asarray(flags[k0 : k0 + size])))
+            except Exception:  # noqa: BLE001
+                done.append(np.arange(k0, min(k0 + size, flags.shape[0])))
+        return np.concatenate(done).astype(np.int64)
 
 
 def open_results(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Results:
@@ -171,7 +200,7 @@ class Results:
                 n_chunks = int(_meta(group)["n_chunks"])
                 total += n_chunks
                 if n_chunks:
-                    done += len(stored_chunks(_array(group, DONE)))
+                    done += len(_done_units(group))
         return done, total
 
     def resolve_analysis(self, analysis: str | None = None) -> str:
@@ -224,7 +253,7 @@ class Results:
     # -- data
     def _open_root(self) -> zarr.Group:
         if self._root is None:
-            self._root = zarr.open_group(zarr_store(self._location, read_only=True), mode="r")
+            self._root = zarr.open_group(zarr_store(self._location, read_only=True), mode="r", zarr_format=3)
         return self._root
 
     def _group(self, chrom: str, analysis: str) -> zarr.Group | None:
@@ -235,12 +264,28 @@ class Results:
             return None
         return node if isinstance(node, zarr.Group) else None
 
+    def score_array(self, chrom: str, analysis: str, score: str) -> zarr.Array | None:
+        """The stored (read-only) zarr array of one score, for readers that stream its rows themselves.
+
+        Rows of units that are not done hold fill values or stale data: read ``query(...)["done"]`` (or
+        the group's ``chunk_done``) to know which rows count. ``None`` when the group or score is absent.
+        """
+        group = self._group(chrom, analysis)
+        if group is None or score not in self.scores(analysis):
+            return None
+        node = group.get(score)
+        return node if isinstance(node, zarr.Array) else None
+
     def _start_end(self, chrom: str, analysis: str, group: zarr.Group) -> tuple[np.ndarray, np.ndarray, bool]:
         key = (chrom, analysis)
         if key in self._coords:
             self._coords.move_to_end(key)
         else:
-            start, end = (self._read(group, name, slice(None), chrom, analysis) for name in ("start", "end"))
+            regular = _meta(group).get("regular")
+            if regular is not None:  # format 3, tiled kinds: computed, not read
+                start, end = coords_from(regular)
+            else:
+                start, end = (self._read(group, name, slice(None), chrom, analysis) for name in ("start", "end"))
             self._coords[key] = (start, end, bool(np.all(np.diff(end) >= 0)))
             while len(self._coords) > _COORD_CACHE:
                 self._coords.popitem(last=False)
@@ -263,8 +308,11 @@ class Results:
 
     def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
         """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
-        start, end, end_sorted = self._start_end(chrom, analysis, group)
         assert region.end is not None  # resolved by resolve_region
+        regular = _meta(group).get("regular")
+        if regular is not None:  # format 3, tiled kinds: by arithmetic, no chromosome-long array
+            return np.arange(*regular_overlap(regular, region.start, region.end))
+        start, end, end_sorted = self._start_end(chrom, analysis, group)
         hi = int(np.searchsorted(start, region.end, side="left"))  # start < region.end
         if end_sorted:
             lo = int(np.searchsorted(end, region.start, side="right"))  # end > region.start
@@ -300,7 +348,8 @@ class Results:
         meta = _meta(group)
         attrs.update(kind=meta["kind"], params=meta["params"])
         idx = self._overlapping(region.chrom, analysis, group, region)
-        where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group))
+        where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group),
+                       int(meta["chunk_size"]))
         return _dataset(group, idx, attrs, where)
 
     def spec_kind(self, analysis: str) -> str:
@@ -376,8 +425,11 @@ class Results:
         chunk_size, total = int(meta["chunk_size"]), int(meta["n"])
         width = int(np.prod([extra_dims[d] for d in dims])) if dims else 1
         array = _array(group, score)
-        where = _Where(self.path, f"{chrom}/{analysis}", self._span(chrom, analysis, group))
-        done = np.fromiter(sorted(stored_chunks(_array(group, DONE))), dtype=np.int64)
+        where = _Where(self.path, f"{chrom}/{analysis}", self._span(chrom, analysis, group), chunk_size)
+        done = _done_units(group)
+        if _grouped(group) and n <= int(meta.get("hit_k", 0)):
+            best_pos, best_val = self._summary_top(group, score, n, done, chunk_size, width, chrom, analysis)
+            return self._top_table(group, chrom, best_pos, best_val, width, dims, extra_dims, labels, score)
         per_block = max(1, _TOP_BLOCK // (chunk_size * width))
         best_pos, best_val = np.zeros(0, np.int64), np.zeros(0, np.float32)
         for b in range(0, len(done), per_block):
@@ -393,6 +445,28 @@ class Results:
             pos, val = pos[order], val[order]
             chosen = _top_n(val, n)
             best_pos, best_val = pos[chosen], val[chosen]
+        return self._top_table(group, chrom, best_pos, best_val, width, dims, extra_dims, labels, score)
+
+    def _summary_top(self, group: zarr.Group, score: str, n: int, done: np.ndarray, chunk_size: int, width: int,
+                     chrom: str, analysis: str) -> tuple[np.ndarray, np.ndarray]:
+        """The chromosome's top ``n`` from the blocks' stored top-k summaries (format 3, ``n`` ≤ k):
+        the global top ``n`` is among the blocks' top k, ties included (a value left out of a block's
+        top k follows k at least as large and earlier ones of its block)."""
+        column = list(_meta(group)["scores"]).index(score)
+        pos = self._read(group, HIT_INDEX, (slice(None), column), chrom, analysis)
+        val = self._read(group, HIT_VALUE, (slice(None), column), chrom, analysis)
+        is_done = np.zeros(int(_meta(group)["n_chunks"]), bool)
+        is_done[done] = True
+        keep = (pos >= 0) & is_done[np.clip(pos // width // chunk_size, 0, max(0, len(is_done) - 1))]
+        pos, val = pos[keep], val[keep]
+        order = np.argsort(pos, kind="stable")  # ties in table order, as nlargest(keep="first")
+        pos, val = pos[order], val[order]
+        chosen = _top_n(val, n)
+        return pos[chosen], val[chosen]
+
+    def _top_table(self, group: zarr.Group, chrom: str, best_pos: np.ndarray, best_val: np.ndarray, width: int,
+                   dims: list[str], extra_dims: dict[str, int], labels: list[str], score: str) -> pd.DataFrame:
+        """:meth:`nlargest`'s table of the chosen positions (``row·width + column``) and values."""
         rows = best_pos // width
         coords = {}
         for name in ("start", "end", *labels):
@@ -408,7 +482,7 @@ class Results:
         try:
             return np.asarray(array.get_orthogonal_selection((rows, *[slice(None)] * (array.ndim - 1))))
         except Exception:  # noqa: BLE001  read the units one by one to name the damaged chunk
-            size = array.chunks[0]
+            size = where.unit or array.chunks[0]
             for k in units:
                 where.read(array, name, slice(int(k) * size, min((int(k) + 1) * size, array.shape[0])))
             raise
@@ -465,27 +539,44 @@ def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
 class _Where:
     """Where a query reads from (store, ``chrom/analysis``, chunk → genomic range), for error messages."""
 
-    def __init__(self, store: str, group: str, span: Any) -> None:
-        self.store, self.group, self.span = store, group, span
+    def __init__(self, store: str, group: str, span: Any, unit: int | None = None) -> None:
+        self.store, self.group, self.span, self.unit = store, group, span, unit
 
     def read(self, array: zarr.Array, name: str, key: Any) -> np.ndarray:
-        return read_checked(array, key, self.store, f"{self.group}/{name}", self.span)
+        unit = self.unit if array.shards is not None else None  # format 3 score shards: name the unit
+        return read_checked(array, key, self.store, f"{self.group}/{name}", self.span, unit)
 
 
 class _CheckedArray:
-    """A zarr array as dask sees it: each block read names the chunk it cannot decode, and chunks
-    whose unit is not done are not read at all (NaN: a dead worker may have left them half-written)."""
+    """Rows ``[offset, offset + length)`` of a zarr array as dask sees them: each block read names the
+    chunk it cannot decode, and chunks whose unit is not done are not read at all (NaN: a dead
+    worker may have left them half-written). A block may span many units (a whole-chromosome query
+    is a few large blocks, not one task per unit)."""
 
-    def __init__(self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool]) -> None:
+    def __init__(self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool], offset: int, length: int) -> None:
         self.array, self.name, self.where, self.done = array, name, where, done
-        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.offset = offset
+        self.shape, self.dtype, self.ndim = (length, *array.shape[1:]), array.dtype, array.ndim
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        if not self.done.get(key[0].indices(self.shape[0])[0] // self.array.chunks[0], True):
-            shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape))
-            return np.full(shape, np.nan, self.dtype)
-        return self.where.read(self.array, self.name, key)
+        start, stop, _ = key[0].indices(self.shape[0])
+        rest = key[1:]
+        shape = (stop - start, *(len(range(*k.indices(n))) for k, n in zip(rest, self.shape[1:])))
+        out = np.full(shape, np.nan, self.dtype)
+        size, lo = self.where.unit or self.array.chunks[0], self.offset + start
+        k, k_end = lo // size, -(-(self.offset + stop) // size)
+        while k < k_end:  # runs of done units, one read each
+            if not self.done.get(k, True):
+                k += 1
+                continue
+            run = k
+            while run < k_end and self.done.get(run, True):
+                run += 1
+            a, b = max(lo, k * size), min(self.offset + stop, run * size)
+            out[a - lo : b - lo] = self.where.read(self.array, self.name, (slice(a, b), *rest))
+            k = run
+        return out
 
 
 def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where) -> xr.Dataset:
@@ -498,8 +589,12 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _
     done = flags[idx // chunk_size - k_lo].astype(bool)
     chunk_done = {k_lo + i: bool(flag) for i, flag in enumerate(flags)}
     coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
+    computed = dict(zip(("start", "end"), coords_from(meta["regular"], lo, hi))) if meta.get("regular") else {}
     for name in (*COORDS, *meta.get("labels", [])):
-        values = where.read(_array(group, name), name, slice(lo, hi))
+        if name in computed:  # format 3, tiled kinds: computed (the query's rows only), not read
+            values = computed[name]
+        else:
+            values = where.read(_array(group, name), name, slice(lo, hi))
         coords[name] = (DIM, values if contiguous else values[idx - lo])
     extra_dims = dict(meta.get("extra_dims", {}))
     score_dims = meta.get("score_dims", {})
@@ -509,11 +604,15 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _
     for score in meta["scores"]:
         dims = list(score_dims.get(score, list(extra_dims)))
         array = _array(group, score)
-        # One dask block per zarr chunk, then slice: the graph only reads the overlapping chunks.
+        # The units holding [lo, hi), in dask blocks of whole units (about _DASK_ROWS values each): a
+        # small query is one block; a whole chromosome a few large ones, not one task per unit.
+        first, last = k_lo * chunk_size, min(k_hi * chunk_size, array.shape[0])
+        width = int(np.prod(array.shape[1:], dtype=np.int64))
+        rows = chunk_size * max(1, _DASK_ROWS // (chunk_size * max(1, width)))
         lazy = da.from_array(
-            _CheckedArray(array, score, where, chunk_done), chunks=array.chunks, lock=False, fancy=False,
-            meta=np.empty((0,) * array.ndim, array.dtype), name=f"screening-{uuid.uuid4().hex}",
-        )[lo:hi]
+            _CheckedArray(array, score, where, chunk_done, first, last - first), chunks=(rows, *array.shape[1:]),
+            lock=False, fancy=False, meta=np.empty((0,) * array.ndim, array.dtype), name=f"screening-{uuid.uuid4().hex}",
+        )[lo - first : hi - first]
         if not contiguous:
             lazy = lazy[idx - lo]
         mask = da.from_array(done.reshape(-1, *[1] * len(dims)), chunks=lazy.chunks[:1] + tuple((1,) for _ in dims))

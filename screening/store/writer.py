@@ -11,11 +11,15 @@ All coordinates are 0-based, half-open.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import time
 import uuid
+import warnings
 import zlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -24,7 +28,10 @@ import numpy as np
 import zarr
 import zarr.errors
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import MemoryStore
 
 from screening.store.layout import (
     ATTRS_KEY,
@@ -36,6 +43,9 @@ from screening.store.layout import (
     DIM,
     DONE,
     FORMAT_VERSION,
+    HIT_INDEX,
+    HIT_K,
+    HIT_VALUE,
     TOP_DELTA,
     TOP_INDEX,
     DamagedChunkError,
@@ -49,7 +59,10 @@ from screening.store.layout import (
     _remote_root,
     _screening_attrs,
     as_location,
+    block_units,
     check_format,
+    inner_units,
+    regular_coords,
     read_checked,
     read_store_attrs,
     stored_chunks,
@@ -59,9 +72,11 @@ from screening.store.location import Location, redact_options
 
 __all__ = [
     "FORMAT_VERSION",
+    "BlockWriter",
     "DamagedChunkError",
     "GroupLayout",
     "ResultStore",
+    "UnitRecord",
     "StoreError",
     "StoreNotFoundError",
     "create_store",
@@ -129,7 +144,7 @@ def _remote_state(location: Location) -> str:
 # --------------------------------------------------------------------------- creation
 
 
-def _build(target: Path | Location, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
+def _build(target: Path | Location | Store, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
     chromosomes: dict[str, int] = {}
     analyses: list[str] = []
     for layout in layouts:
@@ -146,11 +161,20 @@ def _build(target: Path | Location, spec: dict, spec_sha256: str, provenance: di
         "complete": False,
     }
     building = {BUILDING_KEY: {"started": _now(), "id": uuid.uuid4().hex}}
-    root = zarr.open_group(zarr_store(target, read_only=False), mode="w-", attributes=building)
+    store = target if isinstance(target, Store) else zarr_store(target, read_only=False)
+    root = zarr.open_group(store, mode="w-", attributes=building)
     for chrom, length in chromosomes.items():
         root.create_group(chrom, attributes={"chrom": chrom, "length": length})
     for layout in layouts:
         _write_layout(root, layout)
+    if FORMAT_VERSION >= 3:
+        # Group and array metadata never change after creation, so the root's zarr.json can hold them
+        # all: one read opens the store (xarray.open_zarr does not warn), and on an object store
+        # it saves a request per node. Reopened so that the attributes below keep them.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)  # "not part of the v3 spec" note
+            zarr.consolidate_metadata(root.store_path.store)
+        root = zarr.open_group(store, mode="r+")
     # Last: the root attributes turn the prefix into a result store. On an object store (no
     # rename) this one PUT of zarr.json is what makes the store appear, complete.
     root.attrs.put({ATTRS_KEY: attrs})
@@ -178,7 +202,13 @@ def _coord_chunk(layout: GroupLayout) -> int:
 
 
 def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
-    attrs = _jsonable(layout.group_attrs(), f"params of {layout.chrom}/{layout.analysis}")
+    attrs = layout.group_attrs()
+    if FORMAT_VERSION >= 3:
+        attrs.update(block_units=block_units(layout), hit_k=HIT_K)
+        regular = regular_coords(layout.start, layout.end)
+        if regular is not None:  # tiled kinds: readers compute start/end instead of reading them
+            attrs["regular"] = regular
+    attrs = _jsonable(attrs, f"params of {layout.chrom}/{layout.analysis}")
     group = root[layout.chrom].create_group(layout.analysis, attributes=attrs)
     checksums = FORMAT_VERSION >= 2  # a format 1 store (tests of old stores) has neither
     codecs = {"compressors": _codecs()} if checksums else {}  # format 1 stores: zarr's default zstd
@@ -201,12 +231,20 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         )
         if layout.n:
             arr[:] = values.astype(str) if text else values
+    grouped = FORMAT_VERSION >= 3
+    block = block_units(layout) if grouped else 1
+    if grouped:  # plain xarray.open_zarr then shows start/end/labels as coordinates of every score
+        score_attrs = {"coordinates": " ".join([*COORDS, *sorted(layout.labels)])}
     for score in layout.scores:
         dims = layout.dims_of(score)
         extra = tuple(layout.extra_dims[d] for d in dims)
+        # Format 3: one shard per block of units (an object-store-sized object), written whole by the
+        # driver alone; inner chunks of up to INNER_UNITS units, so a small query decodes little.
+        rows = layout.chunk_size * (inner_units(block) if grouped else 1)
+        sharding = {"shards": (layout.chunk_size * block, *extra), "attributes": score_attrs} if grouped else {}
         group.create_array(
-            score, shape=(layout.n, *extra), chunks=(layout.chunk_size, *extra), dtype="float32",
-            fill_value=np.nan, dimension_names=[DIM, *dims], **codecs,
+            score, shape=(layout.n, *extra), chunks=(rows, *extra), dtype="float32",
+            fill_value=np.nan, dimension_names=[DIM, *dims], **codecs, **sharding,
         )
     keep, n_bins = layout.top_maps
     if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
@@ -215,20 +253,52 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
                            dimension_names=["top"], **codecs)
         group.create_array(TOP_DELTA, shape=(rows, n_bins, n_bins), chunks=(keep, n_bins, n_bins), dtype="float32",
                            fill_value=np.nan, dimension_names=["top", "row", "col"], **codecs)
-    # One chunk per flag: each unit's completion record is its own object, like its data.
+    # Format 3: one chunk of flags (and digests) per block, written by the driver alone; earlier
+    # formats: one chunk per flag, so that each unit (worker) writes its own.
     group.create_array(
-        DONE, shape=(layout.n_chunks,), chunks=(1,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM],
+        DONE, shape=(layout.n_chunks,), chunks=(block,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM],
         **codecs,
     )
     if checksums:  # each unit's digest, next to its flag (see ResultStore.verify)
         group.create_array(
-            DIGEST, shape=(layout.n_chunks,), chunks=(1,), dtype="uint32", fill_value=0,
+            DIGEST, shape=(layout.n_chunks,), chunks=(block,), dtype="uint32", fill_value=0,
             dimension_names=[CHUNK_DIM], **codecs,
         )
+    if grouped:  # each block's HIT_K largest values per score, written with its flags
+        rows, width = -(-layout.n_chunks // block) * HIT_K, len(layout.scores)
+        group.create_array(HIT_INDEX, shape=(rows, width), chunks=(HIT_K, width), dtype="int64", fill_value=-1,
+                           dimension_names=["hit", "score"], **codecs)
+        group.create_array(HIT_VALUE, shape=(rows, width), chunks=(HIT_K, width), dtype="float32",
+                           fill_value=np.nan, dimension_names=["hit", "score"], **codecs)
 
 
 def _sibling(path: Path, tag: str) -> Path:
     return path.with_name(f"{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+def _upload(location: Location, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
+    """Build the store in memory, then PUT its objects: the building marker's root first, every other
+    object next (concurrently), the real root last. Building through zarr on the object store itself
+    costs several existence checks per node (hundreds of requests for a small store); this costs one
+    PUT per object."""
+    memory = MemoryStore()
+    _build(memory, spec, spec_sha256, provenance, layouts)
+    remote = location.zarr_store(read_only=False)
+    prototype = default_buffer_prototype()
+
+    async def copy() -> None:
+        keys = [key async for key in memory.list()]
+        blobs = {key: await memory.get(key, prototype) for key in keys}
+        root = blobs.pop("zarr.json")
+        marker = {"zarr_format": 3, "node_type": "group",
+                  "attributes": {BUILDING_KEY: {"started": _now(), "id": uuid.uuid4().hex}}}
+        await remote.set("zarr.json", prototype.buffer.from_bytes(json.dumps(marker).encode()))
+        pending = list(blobs.items())
+        for i in range(0, len(pending), 64):  # bounded concurrency
+            await asyncio.gather(*(remote.set(key, blob) for key, blob in pending[i : i + 64]))
+        await remote.set("zarr.json", root)
+
+    sync(copy())
 
 
 def _create_remote(
@@ -242,7 +312,7 @@ def _create_remote(
     if state in {"screening", "partial"}:
         _remote(location, "delete the old result store", location.remove)
     try:
-        _remote(location, "write the result store", lambda: _build(location, spec, spec_sha256, provenance, layouts))
+        _remote(location, "write the result store", lambda: _upload(location, spec, spec_sha256, provenance, layouts))
     except BaseException:
         try:
             location.remove()
@@ -425,9 +495,19 @@ class _Group:
         self.score_shapes = {s: tuple(extra[d] for d in dims.get(s, list(extra))) for s in self.scores}
         self.arrays = {name: group[name] for name in (*COORDS, *scores, DONE)}
         self.keep = int(self.attrs.get("top_maps", [0, 0])[0])
-        optional = (TOP_INDEX, TOP_DELTA, DIGEST, *self.attrs.get("labels", []))
+        optional = (TOP_INDEX, TOP_DELTA, DIGEST, HIT_INDEX, HIT_VALUE, *self.attrs.get("labels", []))
         self.arrays.update({name: group[name] for name in optional if name in group})
         self.checksums = DIGEST in self.arrays  # format 2: every chunk crc32c-checked, units digested
+        self.block = int(self.attrs.get("block_units", 0))  # format 3: units per block; 0: one object per unit
+
+    @property
+    def grouped(self) -> bool:
+        """Format 3: scores, flags and digests are written a block at a time, by one process."""
+        return self.block > 0
+
+    def block_of(self, b: int) -> tuple[int, int]:
+        """Units ``[k0, k1)`` of block ``b``."""
+        return b * self.block, min((b + 1) * self.block, self.n_chunks)
 
     @property
     def unit_arrays(self) -> list[str]:
@@ -439,6 +519,187 @@ class _Group:
         if name in (TOP_INDEX, TOP_DELTA):
             return slice(k * self.keep, (k + 1) * self.keep)
         return _chunk_slice(k, self.n, self.chunk_size)
+
+
+#: Seconds a format 3 block with new units may wait before the driver writes it (a block is also
+#: written as soon as its last unit is in): what a killed driver may lose, besides its units in flight.
+FLUSH_S = 2.0
+
+
+@dataclass(eq=False)
+class UnitRecord:
+    """One computed unit of a format 3 store, as a worker hands it to the driver's :class:`BlockWriter`:
+    its scores (one array per score, the unit's rows) and the digest of everything it computed."""
+
+    chrom: str
+    analysis: str
+    k: int
+    values: dict[str, np.ndarray]
+    digest: int
+
+
+@dataclass(eq=False)
+class _Block:
+    """A block being filled in memory: the block's rows of every score, its flags and digests."""
+
+    values: dict[str, np.ndarray]
+    done: np.ndarray
+    digests: np.ndarray
+    dirty: bool = False
+
+
+class BlockWriter:
+    """The one writer of a format 3 store's blocks (score shards, ``chunk_done``, ``chunk_digest``, hits).
+
+    Workers compute units and hand :class:`UnitRecord` s to the driver, which :meth:`add` s them here:
+    a block is held in memory (its stored values read back first when some of its units were done
+    by an earlier run) and written whole, so no object is ever written by two processes and no
+    shard is read back while being filled. A block is written once its last unit is in, and every
+    ``flush_s`` seconds while it has new units (and by :meth:`flush`). Each write puts the block's
+    score shards, digests and top-k summary first and its flag chunk last: a unit is done only once
+    its scores are durable. Units added after the last write of their block are lost if the process
+    dies, and recomputed by the next run (their flags are 0).
+
+    Parameters
+    ----------
+    store
+        The format 3 store (opened by the driver, under its lease).
+    flush_s
+        Longest wait, in seconds, before a block with new units is written.
+    """
+
+    def __init__(self, store: ResultStore, flush_s: float = FLUSH_S) -> None:
+        self.store = store
+        self.flush_s = float(flush_s)
+        self._open: dict[tuple[str, str, int], _Block] = {}
+        self._flushed = time.monotonic()
+        self.blocks_written = 0
+
+    def add(self, record: UnitRecord) -> None:
+        """Fold one finished unit into its block; writes the block when complete or when a flush is due."""
+        group = self.store._group(record.chrom, record.analysis)
+        if not group.grouped:
+            raise StoreError(f"{self.store.path} is a format {self.store.format_version} store: its units write themselves")
+        b = record.k // group.block
+        key = (record.chrom, record.analysis, b)
+        block = self._open.get(key) or self._load(group, key)
+        self._open[key] = block
+        k0, _ = group.block_of(b)
+        rows = group.rows(group.scores[0], record.k)
+        local = slice(rows.start - k0 * group.chunk_size, rows.stop - k0 * group.chunk_size)
+        for score in group.scores:
+            block.values[score][local] = record.values[score]
+        block.done[record.k - k0] = True
+        block.digests[record.k - k0] = record.digest
+        block.dirty = True
+        if block.done.all():
+            self._write(group, key, block)
+            del self._open[key]
+        elif time.monotonic() - self._flushed >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every block holding units not written yet."""
+        for (chrom, analysis, b), block in list(self._open.items()):
+            if block.dirty:
+                self._write(self.store._group(chrom, analysis), (chrom, analysis, b), block)
+        self._flushed = time.monotonic()
+
+    @property
+    def pending(self) -> int:
+        """Blocks held in memory (some units done, not all)."""
+        return len(self._open)
+
+    def _load(self, group: _Group, key: tuple[str, str, int]) -> _Block:
+        """Block ``b`` as stored: values of its done units (others NaN), flags and digests. Units whose
+        values, flag or digest cannot be decoded count as not done (recomputed)."""
+        k0, k1 = group.block_of(key[2])
+        r0, r1 = k0 * group.chunk_size, min(k1 * group.chunk_size, group.n)
+        values = {s: np.full((r1 - r0, *group.score_shapes[s]), np.nan, np.float32) for s in group.scores}
+        done, damaged = _read_flags_range(group.arrays[DONE], k0, k1)
+        done[list(damaged)] = False
+        digests = np.zeros(k1 - k0, np.uint32)
+        if done.any():
+            try:
+                digests = np.asarray(group.arrays[DIGEST][k0:k1], np.uint32) if group.checksums else digests
+            except Exception as err:  # noqa: BLE001
+                if not _is_damage(err):
+                    raise
+                done[:] = False
+        if done.any():
+            for score in group.scores:
+                values[score][:] = self._read_block(group, score, k0, k1, done)
+        for i in np.flatnonzero(~done):  # rows a dead run wrote without their flag: not results
+            for score in group.scores:
+                values[score][(i * group.chunk_size) : ((i + 1) * group.chunk_size)] = np.nan
+        return _Block(values, done, digests)
+
+    @staticmethod
+    def _read_block(group: _Group, score: str, k0: int, k1: int, done: np.ndarray) -> np.ndarray:
+        array = group.arrays[score]
+        r0, r1 = k0 * group.chunk_size, min(k1 * group.chunk_size, group.n)
+        try:
+            return array[r0:r1]
+        except Exception as err:  # noqa: BLE001  a damaged unit chunk: read the others one by one
+            if not _is_damage(err):
+                raise
+        out = np.full((r1 - r0, *group.score_shapes[score]), np.nan, np.float32)
+        for i in np.flatnonzero(done):
+            rows = group.rows(score, k0 + int(i))
+            try:
+                out[rows.start - r0 : rows.stop - r0] = array[rows]
+            except Exception as err:  # noqa: BLE001
+                if not _is_damage(err):
+                    raise
+                done[i] = False
+        return out
+
+    def _write(self, group: _Group, key: tuple[str, str, int], block: _Block) -> None:
+        b = key[2]
+        k0, k1 = group.block_of(b)
+        r0, r1 = k0 * group.chunk_size, min(k1 * group.chunk_size, group.n)
+        for score in group.scores:  # whole shards: zarr encodes them without reading what is there
+            group.arrays[score][r0:r1] = block.values[score]
+        if group.checksums:
+            group.arrays[DIGEST][k0:k1] = block.digests
+        index, value = _block_hits(group, block, r0)
+        group.arrays[HIT_INDEX][b * HIT_K : (b + 1) * HIT_K] = index
+        group.arrays[HIT_VALUE][b * HIT_K : (b + 1) * HIT_K] = value
+        # The flags go last: a unit is done only once its scores, digest and summary are written.
+        group.arrays[DONE][k0:k1] = block.done.astype(np.uint8)
+        block.dirty = False
+        self.blocks_written += 1
+
+
+def _block_hits(group: _Group, block: _Block, r0: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each score's :data:`HIT_K` largest values in a block, largest first, ties in row order (as
+    ``pandas.Series.nlargest(keep="first")``), with their positions ``row·width + column`` in the group."""
+    index = np.full((HIT_K, len(group.scores)), -1, np.int64)
+    value = np.full((HIT_K, len(group.scores)), np.nan, np.float32)
+    for j, score in enumerate(group.scores):
+        flat = block.values[score].reshape(-1)
+        width = int(np.prod(group.score_shapes[score], dtype=np.int64))
+        top = largest_first(flat, HIT_K)
+        index[: len(top), j] = r0 * width + top
+        value[: len(top), j] = flat[top]
+    return index, value
+
+
+def largest_first(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` largest non-NaN ``values``, largest first, ties by position."""
+    valid = np.flatnonzero(~np.isnan(values))
+    order = np.lexsort((valid, -values[valid].astype(np.float64)))
+    return valid[order[:n]]
+
+
+def _read_flags_range(flags: zarr.Array, k0: int, k1: int) -> tuple[np.ndarray, set[int]]:
+    """Flags ``[k0, k1)`` as booleans, and the positions (from ``k0``) that cannot be decoded."""
+    try:
+        return np.asarray(flags[k0:k1]) != 0, set()
+    except Exception as err:  # noqa: BLE001
+        if not _is_damage(err):
+            raise
+    return np.zeros(k1 - k0, bool), set(range(k1 - k0))
 
 
 def _digest(parts: Iterable[np.ndarray]) -> int:
@@ -524,7 +785,7 @@ class ResultStore:
             if attrs is None:
                 raise StoreError(f"{path} is not a screening result store")
             check_format(attrs, path)
-            self._root = zarr.open_group(zarr_store(path, read_only=False), mode="r+")
+            self._root = zarr.open_group(zarr_store(path, read_only=False), mode="r+", zarr_format=3)
             self._attrs = attrs
         return self._root
 
@@ -606,6 +867,10 @@ class ResultStore:
         for lay in layouts:
             group = self._group(lay.chrom, lay.analysis)
             stored = (group.n, group.chunk_size, group.scores)
+            regular = group.attrs.get("regular")
+            if regular is not None and stored == (lay.n, lay.chunk_size, lay.scores):
+                if regular == regular_coords(lay.start, lay.end):
+                    continue  # the same regular coordinates: nothing to read
             if stored != (lay.n, lay.chunk_size, lay.scores) or not (
                 np.array_equal(self._coord(lay, "start"), lay.start) and np.array_equal(self._coord(lay, "end"), lay.end)
             ):
@@ -621,28 +886,30 @@ class ResultStore:
         group = self._group(lay.chrom, lay.analysis)
         return read_checked(group.arrays[name], slice(None), self.path, f"{lay.chrom}/{lay.analysis}/{name}")
 
-    def write_chunk(
+    @property
+    def format_version(self) -> int:
+        """The store's format version (3: units written a block at a time by one :class:`BlockWriter`)."""
+        return int(self._static_attrs["format_version"])
+
+    def unit_record(
         self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
-    ) -> None:
-        """Write every score of chunk ``k`` (and its kept maps), its digest, then its ``chunk_done`` flag.
+    ) -> UnitRecord:
+        """A worker's part of writing unit ``k`` of a format 3 store: check its values, write its kept
+        maps (``top_index``/``top_delta`` chunks, its own objects) and return what the driver's
+        :class:`BlockWriter` folds into the block's shard, digests, summary and flags.
 
-        Parameters
-        ----------
-        chrom, analysis
-            The group.
-        k
-            Chunk index; the unit covers :meth:`GroupLayout.chunk_slice` ``(k)``.
-        values
-            One 1-D array per score name of the group, each as long as the chunk.
-        top
-            ``(index, delta)`` of the chunk's kept Δ maps (groups with ``top_maps``), at most K.
-
-        Raises
-        ------
-        StoreError
-            On an unknown group, chunk index, score name set or array length; nothing is written.
+        Parameters and errors are those of :meth:`write_chunk`.
         """
         group = self._group(chrom, analysis)
+        parts = self._unit_parts(group, chrom, analysis, k, values, top)
+        for name in (TOP_INDEX, TOP_DELTA):
+            if name in parts:
+                group.arrays[name][group.rows(name, k)] = parts[name]
+        digest = _digest(parts.values()) if group.checksums else 0
+        return UnitRecord(chrom, analysis, int(k), {s: parts[s] for s in group.scores}, digest)
+
+    def _unit_parts(self, group: _Group, chrom: str, analysis: str, k: int, values, top) -> dict[str, np.ndarray]:
+        """Unit ``k``'s arrays in digest order, checked (nothing written)."""
         sl = _chunk_slice(k, group.n, group.chunk_size)
         missing = [s for s in group.scores if s not in values]
         extra = [s for s in values if s not in group.scores]
@@ -664,6 +931,46 @@ class ResultStore:
             parts[TOP_INDEX], parts[TOP_DELTA] = self._top_chunk(group, chrom, analysis, k, top)
         elif top is not None:
             raise StoreError(f"{chrom}/{analysis} keeps no top maps (top_maps is 0)")
+        return parts
+
+    def block_writer(self, flush_s: float | None = None) -> BlockWriter:
+        """The one writer of a format 3 store's blocks (the driver's): see :class:`BlockWriter`."""
+        return BlockWriter(self, FLUSH_S if flush_s is None else flush_s)
+
+    def write_chunk(
+        self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """Write every score of chunk ``k`` (and its kept maps), its digest, then its ``chunk_done`` flag.
+
+        Format 1-2 stores: each unit's objects are its own, so workers may call this concurrently.
+        Format 3 stores: the unit is folded into its block at once (:meth:`unit_record`, then a
+        :class:`BlockWriter` flush), which reads and rewrites the block's objects: one process at a
+        time only (tests, tools, benchmarks); a screen's workers use :meth:`unit_record` and leave the
+        block to the driver.
+
+        Parameters
+        ----------
+        chrom, analysis
+            The group.
+        k
+            Chunk index; the unit covers :meth:`GroupLayout.chunk_slice` ``(k)``.
+        values
+            One 1-D array per score name of the group, each as long as the chunk.
+        top
+            ``(index, delta)`` of the chunk's kept Δ maps (groups with ``top_maps``), at most K.
+
+        Raises
+        ------
+        StoreError
+            On an unknown group, chunk index, score name set or array length; nothing is written.
+        """
+        group = self._group(chrom, analysis)
+        if group.grouped:
+            writer = self.block_writer()
+            writer.add(self.unit_record(chrom, analysis, k, values, top))
+            writer.flush()
+            return
+        parts = self._unit_parts(group, chrom, analysis, k, values, top)
         for name, arr in parts.items():
             group.arrays[name][group.rows(name, k)] = arr
         if group.checksums:
@@ -694,6 +1001,8 @@ class ResultStore:
         flags = group.arrays[DONE]
         if group.n_chunks == 0:
             return np.zeros(0, dtype=bool)
+        if group.grouped:  # one object per block: read them all
+            return _read_flags(flags)[0]
         # Flags equal to the fill value are never stored, so a listing settles the common
         # all-done / none-done cases without reading thousands of one-byte objects.
         present = stored_chunks(flags)
@@ -743,15 +1052,23 @@ class ResultStore:
             group = self._group(chrom, analysis)
             problems += self._repair_coords(group, chrom, analysis, by_key.get((chrom, analysis)))
             done, damaged = _read_flags(group.arrays[DONE])
+            cleared = []
             for k in range(group.n_chunks):
                 if k in damaged:
                     detail = "its chunk_done flag cannot be decoded"
                 else:
                     detail = self._check_unit(group, k) if done[k] else None
                 if detail:
-                    self._clear_unit(group, k)
+                    cleared.append(k)
+                    if not group.grouped:
+                        self._clear_unit(group, k)
                     where = self._span(chrom, analysis, k)
                     problems.append(f"{chrom}/{analysis} chunk {k}{f' ({where})' if where else ''}: {detail}")
+            if group.grouped and cleared:
+                # Format 3: the flags are rewritten whole (no damaged flag block is read back); the
+                # cleared units' rows stay in their shards, masked by their flags, until recomputed.
+                done[cleared] = False
+                group.arrays[DONE][:] = done.astype(np.uint8)
         if problems:
             self._set_complete(False)
         return problems
@@ -833,7 +1150,9 @@ class ResultStore:
         for chrom, analysis in self.groups():
             group = self._group(chrom, analysis)
             total += group.n_chunks
-            if group.n_chunks:
+            if group.grouped:
+                done += int(self.done_mask(chrom, analysis).sum())
+            elif group.n_chunks:
                 done += len(stored_chunks(group.arrays[DONE]))
         return done, total
 

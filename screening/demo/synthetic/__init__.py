@@ -4,11 +4,29 @@
 >>> genome = generate(SyntheticConfig(seed=1), "demo-genome")   # doctest: +SKIP
 """
 
-from screening.demo.synthetic.contacts import ROLES, ContactParams, LoopPair, Site, contact_map, convergent_pairs
-from screening.demo.synthetic.generator import FORMAT_VERSION, SyntheticConfig, SyntheticGenome, generate, read_truth
+from screening.demo.synthetic.contacts import (
+    ALL_ROLES,
+    ROLES,
+    ContactParams,
+    LoopPair,
+    Site,
+    boundary_strengths,
+    contact_map,
+    convergent_pairs,
+)
+from screening.demo.synthetic.generator import (
+    FORMAT_VERSION,
+    SyntheticConfig,
+    SyntheticGenome,
+    generate,
+    graded_config,
+    read_truth,
+    stratum_of,
+)
 from screening.perturb.motif import Motif, ScanResult, load_ctcf, read_jaspar, read_jaspar_all, sample_motif, scan
 
 __all__ = [
+    "ALL_ROLES",
     "FORMAT_VERSION",
     "ROLES",
     "ContactParams",
@@ -16,15 +34,18 @@ __all__ = [
     "Motif",
     "ScanResult",
     "Site",
+    "boundary_strengths",
     "SyntheticConfig",
     "SyntheticGenome",
     "contact_map",
     "convergent_pairs",
     "generate",
+    "graded_config",
     "load_ctcf",
     "read_jaspar",
     "read_jaspar_all",
     "read_truth",
     "sample_motif",
     "scan",
+    "stratum_of",
 ]

@@ -25,10 +25,22 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["ROLES", "ContactParams", "LoopPair", "Site", "contact_map", "convergent_pairs"]
+__all__ = [
+    "ALL_ROLES",
+    "ROLES",
+    "ContactParams",
+    "LoopPair",
+    "Site",
+    "boundary_strengths",
+    "contact_map",
+    "convergent_pairs",
+]
 
 #: Truth roles: functional site (motif + peak), peak without motif, motif without peak.
 ROLES = ("ctcf_site", "decoy_peak", "motif_only")
+#: Every role ``truth.bed`` may hold: :data:`ROLES` plus those of the difficulty knobs (``docs/synthetic.md``):
+#: a motif + peak without a convergent partner (no effect under the orientation rule) and a GC-rich stretch.
+ALL_ROLES = ROLES + ("unpaired_site", "gc_stretch")
 
 
 @dataclass(frozen=True, order=True)
@@ -47,7 +59,15 @@ class Site:
     strand
         Motif orientation ``"+"``/``"-"``; ``"."`` for decoy peaks.
     role
-        One of :data:`ROLES`.
+        One of :data:`ALL_ROLES`.
+    stratum
+        Difficulty stratum of a functional site (``weak``, ``redundant``; ``""`` for a standard one).
+    group
+        Sites of one non-empty group act as one (redundant twins): the contact model keeps only
+        the strongest, so removing either alone leaves the map (nearly) unchanged.
+    effect
+        Functional strength: the boundary strength ``q_k`` the site contributes (its group's for
+        a redundant twin), ``0`` for every role without function.
     """
 
     chrom: str
@@ -57,6 +77,9 @@ class Site:
     strength: float = 1.0
     strand: str = "+"
     role: str = "ctcf_site"
+    stratum: str = ""
+    group: str = ""
+    effect: float = 0.0
 
     @property
     def center(self) -> float:
@@ -135,7 +158,13 @@ class LoopPair:
 
 
 def _functional(sites: Iterable[Site]) -> list[Site]:
-    return sorted((s for s in sites if s.functional and s.strand in ("+", "-")), key=lambda s: s.center)
+    """Position-sorted functional sites, one per redundancy group (its strongest, the first on ties)."""
+    kept: dict[object, Site] = {}
+    for site in sorted((s for s in sites if s.functional and s.strand in ("+", "-")), key=lambda s: s.center):
+        key = site.group or id(site)
+        if key not in kept or site.strength > kept[key].strength:
+            kept[key] = site
+    return sorted(kept.values(), key=lambda s: s.center)
 
 
 def _pairs(ordered: Sequence[Site], params: ContactParams) -> list[tuple[int, int, float]]:
@@ -188,8 +217,21 @@ def _engagement(n_sites: int, pairs: Sequence[tuple[int, int, float]]) -> np.nda
     return engaged
 
 
-def _insulation_profile(ordered: Sequence[Site], engaged: np.ndarray, start: int, bin_size: int,
-                        n: int, params: ContactParams) -> np.ndarray:
+def boundary_strengths(sites: Iterable[Site], params: ContactParams | None = None) -> dict[str, float]:
+    """``q_k`` of every functional site by name (twins of a group share their group's), see module docstring."""
+    params = params or ContactParams()
+    sites = list(sites)
+    ordered = _functional(sites)
+    engaged = _engagement(len(ordered), _pairs(ordered, params))
+    strength = np.array([s.strength for s in ordered]).clip(0, 1)
+    q = params.insulation * strength * (params.lone + (1 - params.lone) * engaged)
+    by_key = {(s.group or s.name): float(v) for s, v in zip(ordered, q)}
+    return {s.name: by_key.get(s.group or s.name, 0.0) for s in sites if s.functional}
+
+
+def _insulation_profile(
+    ordered: Sequence[Site], engaged: np.ndarray, start: int, bin_size: int, n: int, params: ContactParams
+) -> np.ndarray:
     """``S[b]``: summed log pass-through of boundaries at bin edges ``1..b``, so log I_ij = S_j - S_i."""
     strength = np.array([s.strength for s in ordered]).clip(0, 1)
     q = params.insulation * strength * (params.lone + (1 - params.lone) * engaged)
@@ -210,8 +252,7 @@ def _gauss_span(center: float, sigma: float, n: int) -> tuple[int, int, np.ndarr
     return lo, hi, profile
 
 
-def _add_loop(extra: np.ndarray, u_a: float, u_b: float, amplitude: float, sigma: float,
-              params: ContactParams) -> None:
+def _add_loop(extra: np.ndarray, u_a: float, u_b: float, amplitude: float, sigma: float, params: ContactParams) -> None:
     """Dot at (u_a, u_b); stripes along row u_a and column u_b between the anchors (upper triangle)."""
     n = extra.shape[0]
     r0, r1, row_prof = _gauss_span(u_a, sigma, n)

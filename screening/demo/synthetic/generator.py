@@ -10,27 +10,49 @@
 
 Three kinds of feature are planted so that neither input alone suffices:
 ``ctcf_site`` (motif + peak; shapes the map), ``decoy_peak`` (peak, no motif;
-no effect) and ``motif_only`` (motif, no peak; no effect).
+no effect) and ``motif_only`` (motif, no peak; no effect). Difficulty knobs, all
+off by default (the default genome is unchanged), grade the truth for method
+benchmarks: weak motif instances, redundant twins, an orientation rule (sites
+without a convergent partner have no effect: ``unpaired_site``) and GC-rich
+stretches without function (``gc_stretch``); see ``docs/synthetic.md``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from screening.core.encode import decode
-from screening.demo.synthetic.contacts import ROLES, ContactParams, Site, contact_map
+from screening.demo.synthetic.contacts import (
+    ALL_ROLES,
+    ROLES,
+    ContactParams,
+    Site,
+    boundary_strengths,
+    contact_map,
+    convergent_pairs,
+)
 from screening.perturb.motif import Motif, load_ctcf, sample_motif, scan
 
-__all__ = ["FORMAT_VERSION", "SyntheticConfig", "SyntheticGenome", "generate", "read_truth"]
+__all__ = [
+    "FORMAT_VERSION",
+    "SyntheticConfig",
+    "SyntheticGenome",
+    "generate",
+    "graded_config",
+    "read_truth",
+    "stratum_of",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: truth.bed gains stratum, effect and group columns (readers of 8 columns still work)
 _FASTA_WIDTH = 60
-# Independent random streams per chromosome, so adding one leaves the others unchanged.
-_STREAM_LAYOUT, _STREAM_SEQUENCE, _STREAM_TRACKS, _STREAM_CONTACTS = range(4)
+# Independent random streams per chromosome, so adding one leaves the others unchanged; the
+# difficulty knobs draw from their own stream, so with the knobs off the genome is that of version 1.
+_STREAM_LAYOUT, _STREAM_SEQUENCE, _STREAM_TRACKS, _STREAM_CONTACTS, _STREAM_GRADES = range(5)
+_LAYOUT_ROLES = ROLES + ("gc_stretch",)
 
 
 @dataclass
@@ -76,6 +98,25 @@ class SyntheticConfig:
         Bin size of the written contact maps.
     contact
         Parameters of the contact model.
+    weak_fraction
+        Fraction of functional sites planted weak: a motif of relative score in
+        ``weak_relscore_range`` (below the strong ones, among chance matches of the
+        background) and strength times ``weak_strength_scale``; stratum ``weak``.
+    weak_relscore_range, weak_strength_scale
+        See ``weak_fraction``.
+    redundant_fraction
+        Fraction of the other functional sites given a twin ``redundant_offset_bp``
+        downstream (same motif strand and strength, no extra peak); the pair acts as one
+        boundary, so either alone is masked by the other; both are stratum ``redundant``.
+    redundant_offset_bp
+        Distance between a site and its twin.
+    orientation_rule
+        Only sites in a convergent pair act: a functional site left without a partner
+        (``contact.min_pair_weight``, ``max_loop_bp``) becomes ``unpaired_site`` (motif
+        and peak, no effect).
+    gc_stretches_per_mb, gc_stretch_length, gc_stretch_gc
+        GC-rich background stretches without function (no motif, no peak), role
+        ``gc_stretch``, laid out like the other features.
     """
 
     seed: int = 0
@@ -100,17 +141,35 @@ class SyntheticConfig:
     atac_background: float = 0.4
     contact_bin_size: int = 1024
     contact: ContactParams = field(default_factory=ContactParams)
+    weak_fraction: float = 0.0
+    weak_relscore_range: tuple[float, float] = (0.70, 0.80)
+    weak_strength_scale: float = 0.5
+    redundant_fraction: float = 0.0
+    redundant_offset_bp: int = 300
+    orientation_rule: bool = False
+    gc_stretches_per_mb: float = 0.0
+    gc_stretch_length: int = 500
+    gc_stretch_gc: float = 0.7
 
     def counts(self, length: int) -> dict[str, int]:
-        """Number of features of each role planted on a chromosome of ``length`` bp."""
-        rates = (self.sites_per_mb, self.decoy_peaks_per_mb, self.motif_only_per_mb)
-        return {role: int(round(rate * length / 1e6)) for role, rate in zip(ROLES, rates)}
+        """Number of features of each laid-out role on a chromosome of ``length`` bp (before the knobs)."""
+        rates = (self.sites_per_mb, self.decoy_peaks_per_mb, self.motif_only_per_mb, self.gc_stretches_per_mb)
+        return {role: int(round(rate * length / 1e6)) for role, rate in zip(_LAYOUT_ROLES, rates)}
 
     def validate(self, motif_width: int = 19) -> None:
         """Raise ``ValueError`` naming the first problem; checks that every chromosome fits its sites."""
         _check_chromosomes(self.chromosomes)
-        for name in ("sites_per_mb", "decoy_peaks_per_mb", "motif_only_per_mb", "ctcf_peak_height",
-                     "atac_peak_height", "peak_jitter_bp", "height_noise", "ctcf_background", "atac_background"):
+        for name in (
+            "sites_per_mb",
+            "decoy_peaks_per_mb",
+            "motif_only_per_mb",
+            "ctcf_peak_height",
+            "atac_peak_height",
+            "peak_jitter_bp",
+            "height_noise",
+            "ctcf_background",
+            "atac_background",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         for name in ("plus_fraction", "motif_min_relscore", "background_max_relscore"):
@@ -122,8 +181,10 @@ class SyntheticConfig:
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"strength_range must satisfy 0 < low <= high <= 1, got {self.strength_range}")
         if self.background_max_relscore >= self.motif_min_relscore:
-            raise ValueError("background_max_relscore must be below motif_min_relscore, "
-                             f"got {self.background_max_relscore} >= {self.motif_min_relscore}")
+            raise ValueError(
+                "background_max_relscore must be below motif_min_relscore, "
+                f"got {self.background_max_relscore} >= {self.motif_min_relscore}"
+            )
         for name in ("min_spacing", "track_resolution", "contact_bin_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -132,16 +193,40 @@ class SyntheticConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.min_spacing < motif_width:
-            raise ValueError(f"min_spacing ({self.min_spacing} bp) must be at least the motif width "
-                             f"({motif_width} bp) so planted features cannot overlap")
+            raise ValueError(
+                f"min_spacing ({self.min_spacing} bp) must be at least the motif width "
+                f"({motif_width} bp) so planted features cannot overlap"
+            )
+        self._validate_knobs(motif_width)
         for name, length in self.chromosomes:
             _check_fits(name, length, sum(self.counts(length).values()), self.min_spacing, motif_width)
+
+    def _validate_knobs(self, motif_width: int) -> None:
+        for name in ("weak_fraction", "redundant_fraction", "weak_strength_scale", "gc_stretch_gc"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a fraction in [0, 1], got {getattr(self, name)}")
+        if not self.gc_stretches_per_mb >= 0:
+            raise ValueError(f"gc_stretches_per_mb must be non-negative, got {self.gc_stretches_per_mb}")
+        low, high = self.weak_relscore_range
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"weak_relscore_range must satisfy 0 <= low < high <= 1, got {self.weak_relscore_range}")
+        half = self.min_spacing // 2
+        if self.redundant_fraction > 0 and not motif_width <= self.redundant_offset_bp <= half - motif_width:
+            raise ValueError(
+                f"redundant_offset_bp must lie in [{motif_width}, {half - motif_width}] (motif width to "
+                f"half min_spacing less a motif), got {self.redundant_offset_bp}"
+            )
+        if self.gc_stretches_per_mb > 0 and not 0 < self.gc_stretch_length <= half:
+            raise ValueError(
+                f"gc_stretch_length must lie in (0, {half}] (half min_spacing), got {self.gc_stretch_length}"
+            )
 
     def to_dict(self) -> dict:
         """JSON-ready dict (round-trips through :meth:`from_dict`)."""
         data = asdict(self)
         data["chromosomes"] = [[name, length] for name, length in self.chromosomes]
         data["strength_range"] = list(self.strength_range)
+        data["weak_relscore_range"] = list(self.weak_relscore_range)
         return data
 
     @classmethod
@@ -154,8 +239,9 @@ class SyntheticConfig:
         data = dict(data)
         if "chromosomes" in data:
             data["chromosomes"] = [(str(n), int(length)) for n, length in data["chromosomes"]]
-        if "strength_range" in data:
-            data["strength_range"] = tuple(data["strength_range"])
+        for name in ("strength_range", "weak_relscore_range"):
+            if name in data:
+                data[name] = tuple(data[name])
         if isinstance(data.get("contact"), dict):
             data["contact"] = ContactParams(**data["contact"])
         return cls(**data)
@@ -252,8 +338,7 @@ class SyntheticGenome:
 # ---------------------------------------------------------------- layout
 
 
-def _layout(rng: np.random.Generator, chrom: str, length: int, config: SyntheticConfig,
-            motif_width: int) -> list[Site]:
+def _layout(rng: np.random.Generator, chrom: str, length: int, config: SyntheticConfig, motif_width: int) -> list[Site]:
     """Place features uniformly subject to ``min_spacing``, then deal out roles, strands and strengths."""
     counts = config.counts(length)
     total = sum(counts.values())
@@ -263,18 +348,63 @@ def _layout(rng: np.random.Generator, chrom: str, length: int, config: Synthetic
     slack = length - 2 * margin - (total - 1) * config.min_spacing
     # Sorted uniform draws in the slack, then the spacing re-added: uniform over valid layouts.
     centers = np.sort(rng.integers(0, slack + 1, total)) + np.arange(total) * config.min_spacing + margin
-    roles = rng.permutation(np.repeat(np.array(ROLES), [counts[r] for r in ROLES]))
+    roles = rng.permutation(np.repeat(np.array(_LAYOUT_ROLES), [counts[r] for r in _LAYOUT_ROLES]))
     low, high = config.strength_range
     sites = []
-    numbers = dict.fromkeys(ROLES, 0)
+    numbers = dict.fromkeys(_LAYOUT_ROLES, 0)
     for center, role in zip(centers.tolist(), roles.tolist()):
         numbers[role] += 1
+        name = f"{role}_{chrom}_{numbers[role]:04d}"
+        if role == "gc_stretch":  # no strand, strength or motif: nothing drawn, so the other draws stay as before
+            start = center - config.gc_stretch_length // 2
+            sites.append(Site(chrom, start, start + config.gc_stretch_length, name, 0.0, ".", role))
+            continue
         strand = "." if role == "decoy_peak" else ("+" if rng.random() < config.plus_fraction else "-")
         strength = 0.0 if role == "motif_only" else float(np.round(rng.uniform(low, high), 4))
         start = center - motif_width // 2
-        sites.append(Site(chrom, start, start + motif_width, f"{role}_{chrom}_{numbers[role]:04d}",
-                          strength, strand, role))
+        sites.append(Site(chrom, start, start + motif_width, name, strength, strand, role))
     return sites
+
+
+def _grade(rng: np.random.Generator, sites: list[Site], config: SyntheticConfig) -> list[Site]:
+    """Apply the difficulty knobs to a layout: weak sites, redundant twins, the orientation rule, effects."""
+    graded: list[Site] = []
+    for site in sites:
+        if site.role != "ctcf_site" or (config.weak_fraction == 0 and config.redundant_fraction == 0):
+            graded.append(site)
+            continue
+        draw = rng.random()
+        if draw < config.weak_fraction:
+            strength = float(np.round(site.strength * config.weak_strength_scale, 4))
+            graded.append(replace(site, strength=strength, stratum="weak"))
+        elif draw < config.weak_fraction + (1 - config.weak_fraction) * config.redundant_fraction:
+            primary = replace(site, stratum="redundant", group=site.name)
+            offset = config.redundant_offset_bp
+            graded += [
+                primary,
+                replace(primary, start=site.start + offset, end=site.end + offset, name=f"{site.name}_twin"),
+            ]
+        else:
+            graded.append(site)
+    if config.orientation_rule:
+        graded = _apply_orientation_rule(graded, config.contact)
+    effects = boundary_strengths(graded, config.contact)
+    return [replace(s, effect=round(effects.get(s.name, 0.0), 4)) for s in graded]
+
+
+def _apply_orientation_rule(sites: list[Site], params: ContactParams) -> list[Site]:
+    """Demote functional sites without a convergent partner to ``unpaired_site`` until none is left.
+
+    Demoting a site removes it as a blocker, which only strengthens the other pairs, so the
+    loop ends (each pass demotes at least one site or stops).
+    """
+    while True:
+        paired = {s.group or s.name for pair in convergent_pairs(sites, params) for s in (pair.left, pair.right)}
+        lone = [s for s in sites if s.functional and (s.group or s.name) not in paired]
+        if not lone:
+            return sites
+        demote = {s.name for s in lone}
+        sites = [replace(s, role="unpaired_site") if s.name in demote else s for s in sites]
 
 
 # ---------------------------------------------------------------- sequence
@@ -285,10 +415,20 @@ def _background(rng: np.random.Generator, length: int, gc: float) -> np.ndarray:
     return np.searchsorted(np.cumsum(probs)[:-1], rng.random(length), side="right").astype(np.uint8)
 
 
-def _plant(rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif: Motif,
-           config: SyntheticConfig) -> None:
+def _has_motif(site: Site) -> bool:
+    return site.role not in ("decoy_peak", "gc_stretch")
+
+
+def _plant(
+    rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif: Motif, config: SyntheticConfig
+) -> None:
     for site in sites:
-        if site.role == "decoy_peak":
+        if site.role == "gc_stretch":
+            codes[site.start : site.end] = _background(rng, site.end - site.start, config.gc_stretch_gc)
+        if not _has_motif(site):
+            continue
+        if site.stratum == "weak":
+            codes[site.start : site.end] = _weak_motif(rng, motif, site.strand, config)
             continue
         for _ in range(10_000):
             instance = sample_motif(rng, motif, site.strand)  # type: ignore[arg-type]
@@ -296,11 +436,27 @@ def _plant(rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif
                 break
         else:  # pragma: no cover - only for absurd thresholds
             raise ValueError(f"could not draw a motif with relative score >= {config.motif_min_relscore}")
-        codes[site.start:site.end] = instance
+        codes[site.start : site.end] = instance
 
 
-def _scrub(rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif: Motif,
-           config: SyntheticConfig) -> None:
+def _weak_motif(rng: np.random.Generator, motif: Motif, strand: str, config: SyntheticConfig) -> np.ndarray:
+    """A motif instance whose relative score lies in ``weak_relscore_range``: drawn, then mutated down into it."""
+    low, high = config.weak_relscore_range
+    for _ in range(10_000):
+        instance = sample_motif(rng, motif, strand)  # type: ignore[arg-type]
+        for _ in range(4 * motif.width):
+            relative = motif.relative(scan(instance, motif, config.gc).score[0], config.gc)
+            if relative < low:
+                break
+            if relative < high:
+                return instance
+            instance[rng.integers(motif.width)] = rng.integers(4)
+    raise ValueError(f"could not draw a motif with relative score in {config.weak_relscore_range}")  # pragma: no cover
+
+
+def _scrub(
+    rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif: Motif, config: SyntheticConfig
+) -> None:
     """Redraw chance motif matches outside planted motifs until none reaches the threshold.
 
     A hit's 19 bp are redrawn from the background; a fresh window is a hit with
@@ -311,7 +467,7 @@ def _scrub(rng: np.random.Generator, codes: np.ndarray, sites: list[Site], motif
     threshold = low + config.background_max_relscore * (high - low)
     protected = np.zeros(codes.size + 1, np.int64)  # windows touching a planted motif are left alone
     for site in sites:
-        if site.role != "decoy_peak":
+        if _has_motif(site):
             protected[max(site.start - width + 1, 0)] += 1
             protected[site.end] -= 1
     protected = np.cumsum(protected)[: codes.size - width + 1] > 0
@@ -329,7 +485,7 @@ def _write_fasta(path: Path, sequences: dict[str, np.ndarray]) -> None:
         for chrom, codes in sequences.items():
             text = decode(codes)
             handle.write(f">{chrom}\n")
-            handle.write("\n".join(text[i:i + _FASTA_WIDTH] for i in range(0, len(text), _FASTA_WIDTH)))
+            handle.write("\n".join(text[i : i + _FASTA_WIDTH] for i in range(0, len(text), _FASTA_WIDTH)))
             handle.write("\n")
     import pyfaidx
 
@@ -339,8 +495,14 @@ def _write_fasta(path: Path, sequences: dict[str, np.ndarray]) -> None:
 # ---------------------------------------------------------------- tracks
 
 
-def _track(rng: np.random.Generator, length: int, peaks: list[tuple[float, float]], sd: float,
-           background: float, resolution: int) -> np.ndarray:
+def _track(
+    rng: np.random.Generator,
+    length: int,
+    peaks: list[tuple[float, float]],
+    sd: float,
+    background: float,
+    resolution: int,
+) -> np.ndarray:
     """Gamma background (shape 2) plus Gaussian peaks ``(summit, height)``, sampled at bin centres."""
     n = -(-length // resolution)
     signal = rng.gamma(2.0, background / 2.0, n) if background > 0 else np.zeros(n)
@@ -352,10 +514,11 @@ def _track(rng: np.random.Generator, length: int, peaks: list[tuple[float, float
 
 
 def _peaks(rng: np.random.Generator, sites: list[Site], config: SyntheticConfig) -> dict[str, list]:
-    """Summits and heights: functional sites and decoys get both peaks, motif-only sites none."""
+    """Summits and heights: functional (or unpaired) sites and decoys get both peaks, motif-only sites,
+    GC stretches and redundant twins none (a twin shares its primary's peak)."""
     peaks: dict[str, list] = {"ctcf": [], "atac": []}
     for site in sites:
-        if site.role == "motif_only":
+        if site.role in ("motif_only", "gc_stretch") or (site.group and site.group != site.name):
             continue
         summit = site.center + rng.normal(0, config.peak_jitter_bp)
         for track, height in (("ctcf", config.ctcf_peak_height), ("atac", config.atac_peak_height)):
@@ -384,7 +547,14 @@ def _write_bigwig(path: Path, tracks: dict[str, np.ndarray], chrom_sizes: dict[s
 # ---------------------------------------------------------------- truth
 
 
-_BED_HEADER = "#chrom\tstart\tend\tname\tscore\tstrand\trole\tstrength\n"
+_BED_HEADER = "#chrom\tstart\tend\tname\tscore\tstrand\trole\tstrength\tstratum\teffect\tgroup\n"
+
+
+def stratum_of(site: Site) -> str:
+    """A site's difficulty stratum: ``weak``/``redundant``/``standard`` for functional sites, else its role."""
+    if site.role != "ctcf_site":
+        return site.role
+    return site.stratum or "standard"
 
 
 def _write_truth(path: Path, sites: list[Site]) -> None:
@@ -392,7 +562,12 @@ def _write_truth(path: Path, sites: list[Site]) -> None:
         handle.write(_BED_HEADER)
         for s in sites:
             score = int(round(1000 * s.strength))
-            handle.write(f"{s.chrom}\t{s.start}\t{s.end}\t{s.name}\t{score}\t{s.strand}\t{s.role}\t{s.strength:.4f}\n")
+            # the stratum column keeps a demoted (unpaired) site's grade; stratum_of reads its role first
+            stratum = s.stratum or ("standard" if s.role in ("ctcf_site", "unpaired_site") else s.role)
+            handle.write(
+                f"{s.chrom}\t{s.start}\t{s.end}\t{s.name}\t{score}\t{s.strand}\t{s.role}\t{s.strength:.4f}"
+                f"\t{stratum}\t{s.effect:.4f}\t{s.group or '.'}\n"
+            )
 
 
 def read_truth(path: str | Path) -> list[Site]:
@@ -409,10 +584,49 @@ def read_truth(path: str | Path) -> list[Site]:
             if not line.strip() or line.startswith("#"):
                 continue
             f = line.rstrip("\n").split("\t")
-            if len(f) < 8 or f[6] not in ROLES:
+            if len(f) < 8 or f[6] not in ALL_ROLES:
                 raise ValueError(f"{path}:{lineno}: expected chrom start end name score strand role strength")
-            sites.append(Site(f[0], int(f[1]), int(f[2]), f[3], float(f[7]), f[5], f[6]))
+            stratum, effect, group = (f + ["", "0", "."])[8:11] if len(f) < 11 else f[8:11]
+            stratum = stratum if stratum in ("weak", "redundant") else ""
+            sites.append(
+                Site(
+                    f[0],
+                    int(f[1]),
+                    int(f[2]),
+                    f[3],
+                    float(f[7]),
+                    f[5],
+                    f[6],
+                    stratum,
+                    "" if group == "." else group,
+                    float(effect),
+                )
+            )
     return sites
+
+
+def _strata_counts(sites: list[Site]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for site in sites:
+        counts[stratum_of(site)] = counts.get(stratum_of(site), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def graded_config(seed: int = 0) -> SyntheticConfig:
+    """The graded genome of the method benchmark (``docs/method_evaluation.md``): every knob on.
+
+    A quarter of functional sites weak, a sixth of the rest with a redundant twin, the
+    orientation rule with pairs needing weight 0.15, 8 GC-rich stretches and the default
+    decoys per Mb; chromosomes as the default genome.
+    """
+    return SyntheticConfig(
+        seed=seed,
+        weak_fraction=0.25,
+        redundant_fraction=0.15,
+        orientation_rule=True,
+        gc_stretches_per_mb=8.0,
+        contact=ContactParams(min_pair_weight=0.15),
+    )
 
 
 # ---------------------------------------------------------------- entry point
@@ -444,18 +658,33 @@ def generate(config: SyntheticConfig, outdir: str | Path) -> SyntheticGenome:
 
     sequences, sites, ctcf, atac, maps = {}, [], {}, {}, {}
     for index, (chrom, length) in enumerate(chrom_sizes.items()):
-        streams = [np.random.default_rng([config.seed, index, k]) for k in range(4)]
-        chrom_sites = _layout(streams[_STREAM_LAYOUT], chrom, length, config, motif.width)
+        streams = [np.random.default_rng([config.seed, index, k]) for k in range(5)]
+        chrom_sites = _grade(
+            streams[_STREAM_GRADES], _layout(streams[_STREAM_LAYOUT], chrom, length, config, motif.width), config
+        )
         codes = _background(streams[_STREAM_SEQUENCE], length, config.gc)
         _plant(streams[_STREAM_SEQUENCE], codes, chrom_sites, motif, config)
         _scrub(streams[_STREAM_SEQUENCE], codes, chrom_sites, motif, config)
         peaks = _peaks(streams[_STREAM_TRACKS], chrom_sites, config)
-        ctcf[chrom] = _track(streams[_STREAM_TRACKS], length, peaks["ctcf"], config.ctcf_peak_sd,
-                             config.ctcf_background, config.track_resolution)
-        atac[chrom] = _track(streams[_STREAM_TRACKS], length, peaks["atac"], config.atac_peak_sd,
-                             config.atac_background, config.track_resolution)
-        maps[chrom] = contact_map(chrom_sites, 0, length, config.contact_bin_size,
-                                  streams[_STREAM_CONTACTS], config.contact)
+        ctcf[chrom] = _track(
+            streams[_STREAM_TRACKS],
+            length,
+            peaks["ctcf"],
+            config.ctcf_peak_sd,
+            config.ctcf_background,
+            config.track_resolution,
+        )
+        atac[chrom] = _track(
+            streams[_STREAM_TRACKS],
+            length,
+            peaks["atac"],
+            config.atac_peak_sd,
+            config.atac_background,
+            config.track_resolution,
+        )
+        maps[chrom] = contact_map(
+            chrom_sites, 0, length, config.contact_bin_size, streams[_STREAM_CONTACTS], config.contact
+        )
         sequences[chrom] = codes
         sites.extend(chrom_sites)
 
@@ -472,8 +701,14 @@ def generate(config: SyntheticConfig, outdir: str | Path) -> SyntheticGenome:
         "motif": motif.matrix_id,
         "config": config.to_dict(),
         "counts": {chrom: config.counts(length) for chrom, length in chrom_sizes.items()},
-        "files": {"fasta": "genome.fa", "ctcf": "ctcf.bw", "atac": "atac.bw", "truth": "truth.bed",
-                  "contacts": "contacts/{chrom}.npy"},
+        "strata": {chrom: _strata_counts([s for s in sites if s.chrom == chrom]) for chrom in chrom_sizes},
+        "files": {
+            "fasta": "genome.fa",
+            "ctcf": "ctcf.bw",
+            "atac": "atac.bw",
+            "truth": "truth.bed",
+            "contacts": "contacts/{chrom}.npy",
+        },
         "contact_bin_size": config.contact_bin_size,
         "contact_transform": "log1p",
         "track_transforms": {"ctcf": "none", "atac": "log1p"},

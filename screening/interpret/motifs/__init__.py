@@ -14,8 +14,11 @@ matched to JASPAR (pyjaspar's bundled database) with TOMTOM. Nothing is download
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
+
+import numpy as np
 
 from screening.core.regions import Region, RegionError
 from screening.interpret.motifs.core import JasparMatch, Motif, MotifError, MotifResult, Seqlet
@@ -24,8 +27,20 @@ from screening.interpret.motifs.output import OUTPUTS, write_outputs
 from screening.interpret.motifs.source import ism_to_hypothetical, open_source
 
 __all__ = [
-    "DEFAULT_RELEASE", "METHODS", "OUTPUTS", "JasparDatabase", "JasparMatch", "Motif", "MotifError", "MotifResult",
-    "Seqlet", "find_motifs", "ism_to_hypothetical", "load_jaspar", "match_motifs", "motifs_from_store",
+    "DEFAULT_RELEASE",
+    "METHODS",
+    "OUTPUTS",
+    "JasparDatabase",
+    "JasparMatch",
+    "Motif",
+    "MotifError",
+    "MotifResult",
+    "Seqlet",
+    "find_motifs",
+    "ism_to_hypothetical",
+    "load_jaspar",
+    "match_motifs",
+    "motifs_from_store",
     "write_outputs",
 ]
 
@@ -35,7 +50,11 @@ METHODS = ("seqlets", "modisco")
 
 def _regions(results, analysis: str, regions: Iterable[str | Region] | None) -> list[Region]:
     if regions is None:
-        found = [results.resolve_region(chrom) for chrom in results.chromosomes if results._group(chrom, analysis) is not None]
+        found = [
+            results.resolve_region(chrom)
+            for chrom in results.chromosomes
+            if results._group(chrom, analysis) is not None
+        ]
         if not found:
             raise MotifError(f"analysis {analysis!r} has no results on any chromosome of this store")
         return found
@@ -46,6 +65,15 @@ def _regions(results, analysis: str, regions: Iterable[str | Region] | None) -> 
         except RegionError as err:
             raise MotifError(str(err)) from None
     return resolved
+
+
+def _shuffled(block, rng: np.random.Generator):
+    """``block`` with the contribution rows of its computed positions permuted (the control of
+    :func:`find_motifs`)."""
+    valid = np.flatnonzero(block.one_hot.sum(axis=1) > 0)
+    contrib = block.contrib.copy()
+    contrib[valid] = block.contrib[rng.permutation(valid)]
+    return replace(block, contrib=contrib)
 
 
 def find_motifs(
@@ -72,6 +100,7 @@ def find_motifs(
     n_jobs: int = 1,
     modisco_context: int = 50,
     database: JasparDatabase | None = None,
+    shuffle_seed: int | None = None,
 ) -> MotifResult:
     """Motifs in the per-base scores of ``analysis`` (an open :class:`~screening.store.reader.Results`).
 
@@ -98,6 +127,9 @@ def find_motifs(
     flank, cluster_p, min_seqlets, max_motifs, trim
         Clustering (``method="seqlets"``): bases kept around each seqlet for alignment, the TOMTOM p-value that
         joins a seqlet to a seed, the least seqlets of a motif, the most motifs, and the CWM trimming fraction.
+    shuffle_seed
+        A control (null) run: the contributions of the computed positions of each block are permuted (seeded)
+        while the sequence stays, so any motif found matches the sequence only by chance.
 
     Raises
     ------
@@ -115,11 +147,19 @@ def find_motifs(
 
     from screening.interpret.motifs.discover import SeqletCollector, cluster_seqlets, modisco_motifs
 
-    collector = SeqletCollector(threshold=threshold, min_len=min_seqlet_len, max_len=max_seqlet_len, flank=flank,
-                                max_seqlets=max_seqlets, context=modisco_context if method == "modisco" else 0)
+    collector = SeqletCollector(
+        threshold=threshold,
+        min_len=min_seqlet_len,
+        max_len=max_seqlet_len,
+        flank=flank,
+        max_seqlets=max_seqlets,
+        context=modisco_context if method == "modisco" else 0,
+    )
+    rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
     for region in resolved:
         for block in source.blocks(region, block_size, collector.margin):
-            collector.add(block)
+            collector.add(block if rng is None else _shuffled(block, rng))
+            del block  # freed before the next block is read
     if collector.n_positions == 0:
         raise MotifError(
             f"analysis {source.analysis!r} has no computed per-base scores ({source.score}) in "
@@ -130,18 +170,35 @@ def find_motifs(
         motifs, seqlets = modisco_motifs(anchors, one_hot, contrib, min_seqlets=min_seqlets, trim=trim)
     else:
         seqlets = collector.seqlets()
-        motifs = cluster_seqlets(seqlets, cluster_p=cluster_p, min_seqlets=min_seqlets, max_motifs=max_motifs,
-                                 trim=trim, n_jobs=n_jobs)
+        motifs = cluster_seqlets(
+            seqlets, cluster_p=cluster_p, min_seqlets=min_seqlets, max_motifs=max_motifs, trim=trim, n_jobs=n_jobs
+        )
     for motif, matches in zip(motifs, match_motifs([m.ppm for m in motifs], db, n_jobs=n_jobs)):
         motif.matches = matches
     index = {matrix_id: i for i, matrix_id in enumerate(db.ids)}
     jaspar = {m.best.matrix_id: (m.best.name, db.ppms[index[m.best.matrix_id]]) for m in motifs if m.best}
-    return MotifResult(motifs, seqlets, source.analysis, source.score, method, [str(r) for r in resolved],
-                       db.describe(), collector.n_positions, collector.n_called, jaspar)
+    return MotifResult(
+        motifs,
+        seqlets,
+        source.analysis,
+        source.score,
+        method,
+        [str(r) for r in resolved],
+        db.describe(),
+        collector.n_positions,
+        collector.n_called,
+        jaspar,
+    )
 
 
-def motifs_from_store(store: str | os.PathLike, outdir: str | os.PathLike, *, logos: bool = True,
-                      storage_options: dict | None = None, **options) -> tuple[MotifResult, dict[str, Path]]:
+def motifs_from_store(
+    store: str | os.PathLike,
+    outdir: str | os.PathLike,
+    *,
+    logos: bool = True,
+    storage_options: dict | None = None,
+    **options,
+) -> tuple[MotifResult, dict[str, Path]]:
     """Open ``store``, :func:`find_motifs` (``options``) and :func:`write_outputs` into ``outdir``.
 
     ``outdir`` is checked before anything is read and created only once the motifs are found, so a bad

@@ -18,8 +18,15 @@ __all__ = ["SeqletCollector", "cluster_seqlets", "modisco_motifs", "soft_ppm", "
 class SeqletCollector:
     """Calls seqlets block by block and keeps the ``max_seqlets`` strongest (a heap: memory stays bounded)."""
 
-    def __init__(self, threshold: float = 0.01, min_len: int = 4, max_len: int = 25, flank: int = 10,
-                 max_seqlets: int = 20_000, context: int = 0) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.01,
+        min_len: int = 4,
+        max_len: int = 25,
+        flank: int = 10,
+        max_seqlets: int = 20_000,
+        context: int = 0,
+    ) -> None:
         self.threshold, self.min_len, self.max_len, self.flank = threshold, min_len, max_len, flank
         self.max_seqlets, self.context = max_seqlets, context
         self._heap: list[tuple[float, int, Seqlet, tuple | None]] = []
@@ -35,25 +42,38 @@ class SeqletCollector:
     def add(self, block: Block) -> None:
         from tangermeme.seqlet import recursive_seqlets
 
-        self.n_positions += int(block.n_valid)
+        self.n_positions += block.n_owned  # each position once: the margins belong to the neighbours
         projected = block.projected.astype(np.float64)
         if not np.any(projected > 0) or np.ptp(projected) == 0:
             return
-        frame = recursive_seqlets(projected[None, :], threshold=self.threshold, min_seqlet_len=self.min_len,
-                                  max_seqlet_len=self.max_len)
-        for start, end, attribution, p_value in frame[["start", "end", "attribution", "p-value"]].itertuples(index=False):
+        frame = recursive_seqlets(
+            projected[None, :], threshold=self.threshold, min_seqlet_len=self.min_len, max_seqlet_len=self.max_len
+        )
+        for start, end, attribution, p_value in frame[["start", "end", "attribution", "p-value"]].itertuples(
+            index=False
+        ):
             g_start = block.start + int(start)
             if not block.own_start <= g_start < block.own_end:
                 continue  # a neighbouring block owns it
             self.n_called += 1
-            seqlet = Seqlet(block.chrom, g_start, block.start + int(end), float(attribution), float(p_value),
-                            _window(block.one_hot, int(start) - self.flank, int(end) + self.flank),
-                            _window(block.contrib, int(start) - self.flank, int(end) + self.flank), self.flank)
+            seqlet = Seqlet(
+                block.chrom,
+                g_start,
+                block.start + int(end),
+                float(attribution),
+                float(p_value),
+                _window(block.one_hot, int(start) - self.flank, int(end) + self.flank),
+                _window(block.contrib, int(start) - self.flank, int(end) + self.flank),
+                self.flank,
+            )
             wide = None
             if self.context:
                 centre = (int(start) + int(end)) // 2
                 lo = centre - self.context
-                wide = (_window(block.one_hot, lo, lo + 2 * self.context), _window(block.contrib, lo, lo + 2 * self.context))
+                wide = (
+                    _window(block.one_hot, lo, lo + 2 * self.context),
+                    _window(block.contrib, lo, lo + 2 * self.context),
+                )
             item = (seqlet.attribution, next(self._counter), seqlet, wide)
             if len(self._heap) < self.max_seqlets:
                 heapq.heappush(self._heap, item)
@@ -99,8 +119,14 @@ def soft_ppm(contrib: np.ndarray, beta: float = 2.0) -> np.ndarray:
     return np.asfortranarray((e / e.sum(axis=1, keepdims=True)).T)
 
 
-def cluster_seqlets(seqlets: list[Seqlet], cluster_p: float = 1e-5, min_seqlets: int = 5, max_motifs: int = 50,
-                    trim: float = 0.3, n_jobs: int = 1) -> list[Motif]:
+def cluster_seqlets(
+    seqlets: list[Seqlet],
+    cluster_p: float = 1e-5,
+    min_seqlets: int = 5,
+    max_motifs: int = 50,
+    trim: float = 0.3,
+    n_jobs: int = 1,
+) -> list[Motif]:
     """Group seqlets into motifs by TOMTOM similarity of their sequences.
 
     Seqlets are taken strongest first; each one not yet in a motif seeds one, joined by every free seqlet
@@ -112,22 +138,19 @@ def cluster_seqlets(seqlets: list[Seqlet], cluster_p: float = 1e-5, min_seqlets:
     """
     if len(seqlets) < max(min_seqlets, 2):
         return []
-    from memelite.tomtom import tomtom
-
     cores = [soft_ppm(s.contrib[s.flank : s.flank + s.length]) for s in seqlets]
-    n_nearest = min(len(cores), 512)
-    with warnings.catch_warnings():  # few seqlets: their p-values only rank similarity here, they are not reported
-        warnings.filterwarnings("ignore", message="tomtom was given")
-        p, _, offsets, _, strands, idxs = tomtom(cores, cores, n_nearest=n_nearest, n_jobs=n_jobs)
+    ptr, index, offset, strand = _similar(cores, cluster_p, n_jobs)
+    del cores
     free = np.ones(len(seqlets), bool)
     motifs: list[Motif] = []
     for seed in range(len(seqlets)):
         if not free[seed] or len(motifs) >= max_motifs:
             continue
         members = [(seed, 0, 0)]
-        for j, pj, off, strand in zip(idxs[seed].astype(int), p[seed], offsets[seed], strands[seed]):
-            if j != seed and free[j] and pj < cluster_p:
-                members.append((j, int(off), int(strand)))
+        lo, hi = int(ptr[seed]), int(ptr[seed + 1])
+        for j, off, on_minus in zip(index[lo:hi].tolist(), offset[lo:hi].tolist(), strand[lo:hi].tolist()):
+            if free[j]:
+                members.append((j, off, on_minus))
         if len(members) < min_seqlets:
             continue
         motif = _aligned_motif(f"motif_{len(motifs) + 1}", seqlets, members, trim)
@@ -137,6 +160,36 @@ def cluster_seqlets(seqlets: list[Seqlet], cluster_p: float = 1e-5, min_seqlets:
             free[j] = False
         motifs.append(motif)
     return motifs
+
+
+# Seqlets per TOMTOM call: its six (queries × 512) float64 results (~25 kB per query) stay ~25 MB, not
+# ~490 MB for 20,000 seqlets at once. Queries are scored independently against the same targets (the
+# background of each query column comes from the targets), so the split changes no value.
+_TOMTOM_QUERIES = 1_024
+
+
+def _similar(cores: list[np.ndarray], cluster_p: float, n_jobs: int) -> tuple[np.ndarray, ...]:
+    """For each seqlet, the other seqlets among its 512 nearest by TOMTOM (all seqlets as targets) with
+    ``p < cluster_p``, nearest first, in compressed rows: ``ptr`` (``n + 1``), ``index``, ``offset``,
+    ``strand`` (seqlet ``i``'s are ``[ptr[i], ptr[i + 1])``)."""
+    from memelite.tomtom import tomtom
+
+    n_nearest = min(len(cores), 512)
+    counts, index, offset, strand = [np.zeros(1, np.int64)], [], [], []
+    for a in range(0, len(cores), _TOMTOM_QUERIES):
+        with warnings.catch_warnings():  # few seqlets: their p-values only rank similarity, they are not reported
+            warnings.filterwarnings("ignore", message="tomtom was given")
+            p, _, offsets, _, strands, idxs = tomtom(
+                cores[a : a + _TOMTOM_QUERIES], cores, n_nearest=n_nearest, n_jobs=n_jobs
+            )
+        idxs = idxs.astype(np.int64)
+        keep = (p < cluster_p) & (idxs != np.arange(a, a + len(p))[:, None])
+        counts.append(keep.sum(axis=1))
+        index.append(idxs[keep])
+        offset.append(offsets[keep].astype(np.int64))
+        strand.append(strands[keep].astype(np.int8))
+        del p, offsets, strands, idxs, keep
+    return np.cumsum(np.concatenate(counts)), *(np.concatenate(x) for x in (index, offset, strand))
 
 
 def _aligned_motif(name: str, seqlets: list[Seqlet], members: list[tuple[int, int, int]], trim: float) -> Motif | None:
@@ -183,8 +236,9 @@ def _aligned_motif(name: str, seqlets: list[Seqlet], members: list[tuple[int, in
     return motif
 
 
-def modisco_motifs(seqlets: list[Seqlet], one_hot: np.ndarray, contrib: np.ndarray, min_seqlets: int = 20,
-                   trim: float = 0.3, **options) -> tuple[list[Motif], list[Seqlet]]:
+def modisco_motifs(
+    seqlets: list[Seqlet], one_hot: np.ndarray, contrib: np.ndarray, min_seqlets: int = 20, trim: float = 0.3, **options
+) -> tuple[list[Motif], list[Seqlet]]:
     """TF-MoDISco (modisco-lite) on windows centred on the called seqlets (``[n, 2·context, 4]``).
 
     TF-MoDISco calls its own seqlets in these windows and clusters them; the returned seqlets are TF-MoDISco's,
@@ -194,13 +248,21 @@ def modisco_motifs(seqlets: list[Seqlet], one_hot: np.ndarray, contrib: np.ndarr
         return [], []
     from modiscolite.tfmodisco import TFMoDISco
 
-    settings = dict(sliding_window_size=15, flank_size=5, min_metacluster_size=min_seqlets,
-                    final_min_cluster_size=min_seqlets, target_seqlet_fdr=0.05, max_seqlets_per_metacluster=20_000,
-                    n_leiden_runs=4, verbose=False)
+    settings = dict(
+        sliding_window_size=15,
+        flank_size=5,
+        min_metacluster_size=min_seqlets,
+        final_min_cluster_size=min_seqlets,
+        target_seqlet_fdr=0.05,
+        max_seqlets_per_metacluster=20_000,
+        n_leiden_runs=4,
+        verbose=False,
+    )
     settings.update(options)
     try:
-        patterns, _ = TFMoDISco(one_hot=one_hot.astype(np.float32), hypothetical_contribs=contrib.astype(np.float32),
-                                **settings)
+        patterns, _ = TFMoDISco(
+            one_hot=one_hot.astype(np.float32), hypothetical_contribs=contrib.astype(np.float32), **settings
+        )
     except (ValueError, IndexError) as err:
         raise MotifError(f"TF-MoDISco could not cluster the {len(seqlets)} seqlets: {err}") from err
     context = one_hot.shape[1] // 2
@@ -211,8 +273,12 @@ def modisco_motifs(seqlets: list[Seqlet], one_hot: np.ndarray, contrib: np.ndarr
         cwm = np.asarray(pattern.contrib_scores, np.float64).T
         cut = trim_columns(cwm, trim)
         ppm = np.asarray(pattern.sequence, np.float64).T[:, cut] + 1e-3
-        motif = Motif(name, ppm / ppm.sum(axis=0, keepdims=True), cwm[:, cut],
-                      np.asarray(pattern.hypothetical_contribs, np.float64).T[:, cut])
+        motif = Motif(
+            name,
+            ppm / ppm.sum(axis=0, keepdims=True),
+            cwm[:, cut],
+            np.asarray(pattern.hypothetical_contribs, np.float64).T[:, cut],
+        )
         for hit in pattern.seqlets:
             anchor = seqlets[int(hit.example_idx)]
             window_start = (anchor.start + anchor.end) // 2 - context
@@ -226,8 +292,20 @@ def modisco_motifs(seqlets: list[Seqlet], one_hot: np.ndarray, contrib: np.ndarr
             else:
                 m_start, m_end = start + cut.start, start + cut.stop
             attribution = float(np.sum(np.asarray(hit.contrib_scores)))
-            s = Seqlet(anchor.chrom, start, end, attribution, float("nan"), np.zeros((0, 4), np.float32),
-                       np.zeros((0, 4), np.float32), 0, name, strand, m_start, m_end)
+            s = Seqlet(
+                anchor.chrom,
+                start,
+                end,
+                attribution,
+                float("nan"),
+                np.zeros((0, 4), np.float32),
+                np.zeros((0, 4), np.float32),
+                0,
+                name,
+                strand,
+                m_start,
+                m_end,
+            )
             placed[key] = s
             motif.seqlets.append(s)
         motifs.append(motif)

@@ -32,7 +32,9 @@ class JasparDatabase:
         return f"{self.release} {self.collection}{group} ({len(self.ids)} matrices)"
 
 
-def load_jaspar(collection: str = "CORE", tax_group: str | None = "vertebrates", release: str = DEFAULT_RELEASE) -> JasparDatabase:
+def load_jaspar(
+    collection: str = "CORE", tax_group: str | None = "vertebrates", release: str = DEFAULT_RELEASE
+) -> JasparDatabase:
     """The latest version of every matrix of ``collection`` (and ``tax_group``; ``None``: all) in ``release``.
 
     Raises
@@ -49,7 +51,9 @@ def load_jaspar(collection: str = "CORE", tax_group: str | None = "vertebrates",
     if collection not in collections:
         raise MotifError(f"unknown JASPAR collection {collection!r}; {release} has {collections}")
     if tax_group is not None:
-        groups = sorted(row[0] for row in db.conn.execute("SELECT DISTINCT VAL FROM MATRIX_ANNOTATION WHERE TAG = 'tax_group'"))
+        groups = sorted(
+            row[0] for row in db.conn.execute("SELECT DISTINCT VAL FROM MATRIX_ANNOTATION WHERE TAG = 'tax_group'")
+        )
         if tax_group not in groups:
             raise MotifError(f"unknown JASPAR taxonomic group {tax_group!r}; {release} has {groups}")
     with warnings.catch_warnings():
@@ -80,7 +84,9 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def match_motifs(ppms: list[np.ndarray], database: JasparDatabase, n_best: int = 3, n_jobs: int = 1) -> list[list[JasparMatch]]:
+def match_motifs(
+    ppms: list[np.ndarray], database: JasparDatabase, n_best: int = 3, n_jobs: int = 1
+) -> list[list[JasparMatch]]:
     """TOMTOM (memelite, both strands) of every motif ``[4, w]`` against every matrix of ``database``.
 
     Returns each motif's ``n_best`` matches, best first, with p-values and Benjamini–Hochberg q-values
@@ -96,9 +102,17 @@ def match_motifs(ppms: list[np.ndarray], database: JasparDatabase, n_best: int =
     for row in range(len(queries)):
         q = benjamini_hochberg(p[row])
         best = np.argsort(p[row], kind="stable")[:n_best]
-        out.append([
-            JasparMatch(database.ids[t], database.names[t], float(p[row, t]), float(q[t]),
-                        "-" if strands[row, t] else "+", int(offsets[row, t]))
-            for t in best
-        ])
+        out.append(
+            [
+                JasparMatch(
+                    database.ids[t],
+                    database.names[t],
+                    float(p[row, t]),
+                    float(q[t]),
+                    "-" if strands[row, t] else "+",
+                    int(offsets[row, t]),
+                )
+                for t in best
+            ]
+        )
     return out

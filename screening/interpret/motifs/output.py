@@ -47,15 +47,29 @@ def motif_table(result: MotifResult, n_matches: int = 3) -> pd.DataFrame:
             row[f"match{i + 1}_q"] = match.q_value if match else np.nan
             row[f"match{i + 1}_orientation"] = match.orientation if match else ""
         rows.append(row)
-    columns = ["motif", "n_seqlets", "width"] + [f"match{i + 1}_{f}" for i in range(n_matches)
-                                                  for f in ("id", "name", "p", "q", "orientation")]
+    columns = ["motif", "n_seqlets", "width"] + [
+        f"match{i + 1}_{f}" for i in range(n_matches) for f in ("id", "name", "p", "q", "orientation")
+    ]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: The header of a MEME motif file (version 4, DNA, both strands, uniform background).
+MEME_HEADER = (
+    "MEME version 4",
+    "",
+    "ALPHABET= ACGT",
+    "",
+    "strands: + -",
+    "",
+    "Background letter frequencies",
+    "A 0.25 C 0.25 G 0.25 T 0.25",
+    "",
+)
 
 
 def meme_text(motifs: list[Motif]) -> str:
     """MEME motif format (version 4) of the motifs' PPMs."""
-    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "",
-             "Background letter frequencies", "A 0.25 C 0.25 G 0.25 T 0.25", ""]
+    lines = list(MEME_HEADER)
     for motif in motifs:
         best = motif.best
         label = f"{motif.name} {best.name}" if best else motif.name
@@ -81,8 +95,10 @@ def bed_text(result: MotifResult) -> str:
         score = int(np.clip(round(1000 * s.attribution / top), 0, 1000))
         m_start = "." if s.motif_start is None else str(s.motif_start)
         m_end = "." if s.motif_end is None else str(s.motif_end)
-        lines.append(f"{s.chrom}\t{s.start}\t{s.end}\t{s.motif or 'unclustered'}\t{score}\t{s.strand}\t"
-                     f"{s.attribution:.6g}\t{s.p_value:.3g}\t{m_start}\t{m_end}")
+        lines.append(
+            f"{s.chrom}\t{s.start}\t{s.end}\t{s.motif or 'unclustered'}\t{score}\t{s.strand}\t"
+            f"{s.attribution:.6g}\t{s.p_value:.3g}\t{m_start}\t{m_end}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -114,12 +130,19 @@ def write_logo(motif: Motif, jaspar: dict, path: Path) -> Path:
     left = min(0, -offset)  # JASPAR column j is drawn under motif column j - offset
     right = max(motif.width, (ref_ppm.shape[1] - offset) if ref_ppm is not None else motif.width)
     fig, axes = plt.subplots(n_rows, 1, figsize=(max(4.0, 0.35 * (right - left) + 1.5), 1.6 * n_rows), squeeze=False)
-    panels = [(pd.DataFrame(motif.cwm.T, columns=list("ACGT")), f"{motif.name}: contribution (CWM), {motif.n_seqlets} seqlets", 0),
-              (_information(motif.ppm), f"{motif.name}: information (PPM)", 0)]
+    panels = [
+        (
+            pd.DataFrame(motif.cwm.T, columns=list("ACGT")),
+            f"{motif.name}: contribution (CWM), {motif.n_seqlets} seqlets",
+            0,
+        ),
+        (_information(motif.ppm), f"{motif.name}: information (PPM)", 0),
+    ]
     if ref_ppm is not None:
         strand = " (reverse complement)" if best.orientation == "-" else ""
-        panels.append((_information(ref_ppm),
-                       f"JASPAR {best.matrix_id} {best.name}{strand}: q = {best.q_value:.2g}", -offset))
+        panels.append(
+            (_information(ref_ppm), f"JASPAR {best.matrix_id} {best.name}{strand}: q = {best.q_value:.2g}", -offset)
+        )
     for ax, (frame, title, shift) in zip(axes[:, 0], panels):
         frame = frame.copy()
         frame.index = frame.index + shift
@@ -128,28 +151,22 @@ def write_logo(motif: Motif, jaspar: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    from screening.report.plot import save_figure
+
+    save_figure(fig, path, dpi=100)
     return path
 
 
 def report_html(result: MotifResult, table: pd.DataFrame, logos: dict[str, str]) -> str:
     esc = html.escape
-    head = (f"<p>Store analysis <b>{esc(result.analysis)}</b>, score <b>{esc(result.score)}</b>, method "
-            f"<b>{esc(result.method)}</b>; regions: {esc(', '.join(result.regions))}.<br>"
-            f"{result.n_positions:,} positions read, {result.n_seqlets_called:,} seqlets called, "
-            f"{len(result.seqlets):,} kept; {len(result.motifs)} motifs. Matched with TOMTOM (memelite) against "
-            f"{esc(result.database)}; q-values are Benjamini–Hochberg over the database's matrices for each motif.<br>"
-            "Coordinates are 0-based, half-open (seqlets.bed).</p>")
+    head = (
+        f"<p>Store analysis <b>{esc(result.analysis)}</b>, score <b>{esc(result.score)}</b>, method "
+        f"<b>{esc(result.method)}</b>; regions: {esc(', '.join(result.regions))}.<br>"
+        f"{result.n_positions:,} positions read, {result.n_seqlets_called:,} seqlets called, "
+        f"{len(result.seqlets):,} kept; {len(result.motifs)} motifs. Matched with TOMTOM (memelite) against "
+        f"{esc(result.database)}; q-values are Benjamini–Hochberg over the database's matrices for each motif.<br>"
+        "Coordinates are 0-based, half-open (seqlets.bed).</p>"
+    )
     rows = []
     for _, row in table.iterrows():
         picture = logos.get(row["motif"])
@@ -157,15 +174,23 @@ def report_html(result: MotifResult, table: pd.DataFrame, logos: dict[str, str])
         matches = "<br>".join(
             f"{esc(str(row[f'match{i}_id']))} {esc(str(row[f'match{i}_name']))} ({esc(str(row[f'match{i}_orientation']))}) "
             f"p={row[f'match{i}_p']:.2g} q={row[f'match{i}_q']:.2g}"
-            for i in (1, 2, 3) if row.get(f"match{i}_id")
+            for i in (1, 2, 3)
+            if row.get(f"match{i}_id")
         )
-        rows.append(f"<tr><td>{esc(row['motif'])}</td><td>{row['n_seqlets']}</td><td>{row['width']}</td>"
-                    f"<td>{matches}</td><td>{img}</td></tr>")
-    body = ("<table border=1 cellpadding=4><tr><th>motif</th><th>seqlets</th><th>width</th>"
-            "<th>best JASPAR matches (orientation)</th><th>logos</th></tr>" + "".join(rows) + "</table>"
-            if rows else "<p><b>No motif was found</b>: no group of seqlets was large enough.</p>")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>screening motifs</title></head><body>"
-            f"<h1>Motifs</h1>{head}{body}</body></html>\n")
+        rows.append(
+            f"<tr><td>{esc(row['motif'])}</td><td>{row['n_seqlets']}</td><td>{row['width']}</td>"
+            f"<td>{matches}</td><td>{img}</td></tr>"
+        )
+    body = (
+        "<table border=1 cellpadding=4><tr><th>motif</th><th>seqlets</th><th>width</th>"
+        "<th>best JASPAR matches (orientation)</th><th>logos</th></tr>" + "".join(rows) + "</table>"
+        if rows
+        else "<p><b>No motif was found</b>: no group of seqlets was large enough.</p>"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>screening motifs</title></head><body>"
+        f"<h1>Motifs</h1>{head}{body}</body></html>\n"
+    )
 
 
 def write_outputs(result: MotifResult, outdir: str | os.PathLike, logos: bool = True) -> dict[str, Path]:

@@ -23,11 +23,13 @@ import numpy as np
 
 from screening.core.regions import Region
 from screening.interpret.motifs.core import MotifError
+from screening.maps.score import SCORES
 
 __all__ = ["Block", "PerBaseSource", "ism_to_hypothetical", "open_source"]
 
-_EFFECT_SIZES = ("impact_mean_abs", "impact_abs_mean", "scd", "mse")
-_CORRELATIONS = ("pearson", "spearman")
+# The registry says how each score reads (Score.direction).
+_EFFECT_SIZES = tuple(name for name, s in SCORES.items() if s.direction == "distance")  # impact_*, scd, mse, *_mse
+_CORRELATIONS = tuple(name for name, s in SCORES.items() if s.direction == "similarity")  # pearson, spearman, ssi, scc
 
 
 def ism_to_hypothetical(scores: np.ndarray, ref: np.ndarray, score: str = "") -> np.ndarray:
@@ -67,6 +69,12 @@ class Block:
     n_valid: int
 
     @property
+    def n_owned(self) -> int:
+        """Computed positions in ``[own_start, own_end)`` (the margins are counted by the neighbours)."""
+        owned = self.one_hot[self.own_start - self.start : self.own_end - self.start]
+        return int(np.count_nonzero(owned.any(axis=1)))
+
+    @property
     def projected(self) -> np.ndarray:
         """Contribution of the observed base at each position ``float32 [L]``."""
         return (self.one_hot * self.contrib).sum(axis=1)
@@ -88,13 +96,14 @@ class PerBaseSource:
             block = self._read(region.chrom, lo, hi, own, own_end)
             if block is not None:
                 yield block
+            del block  # not held while the next block is read
 
     def _read(self, chrom: str, lo: int, hi: int, own: int, own_end: int) -> Block | None:
         ds = self.results.query(Region(chrom, lo, hi), analysis=self.analysis)
         if ds.sizes["perturbation"] == 0:
             return None
         positions = np.asarray(ds["start"].values, np.int64)
-        values = np.asarray(ds[self.score].values, np.float32)
+        values = self._scores(ds, chrom)
         if values.ndim != 2 or values.shape[1] != 4:
             raise MotifError(f"score {self.score!r} of analysis {self.analysis!r} is not per base ([position, 4])")
         ref = self._reference(ds, chrom, lo, hi, positions)
@@ -113,13 +122,50 @@ class PerBaseSource:
         contrib[at] = hyp[valid]
         return Block(chrom, lo, own, own_end, one_hot, contrib, int(valid.sum()))
 
+    def _scores(self, ds, chrom: str) -> np.ndarray:
+        """The score rows of ``ds`` (NaN where their unit is not done) in one output of 16 bytes per position,
+        read from the zarr array one stored chunk at a time. (The query's dask graph reads whole store units,
+        2–3 for a block that straddles unit boundaries, each into its own NaN-filled buffer, then masks and
+        concatenates them; zarr decodes the chunks of one read concurrently: either way several times the
+        output at once.)"""
+        array = self._array(chrom)
+        idx = np.asarray(ds["perturbation"].values, np.int64)
+        if array is None or array.ndim != 2 or int(idx[-1]) - int(idx[0]) + 1 != len(idx):
+            return np.asarray(ds[self.score].values, np.float32)
+        first, done = int(idx[0]), np.asarray(ds["done"].values, bool)
+        out = np.full((len(idx), *array.shape[1:]), np.nan, np.float32)  # units not done stay NaN, unread
+        step = int(array.chunks[0])
+        if done.all():
+            runs = [(first, first + len(idx))]
+        else:
+            edges = np.flatnonzero(np.diff(np.concatenate([[False], done, [False]]).astype(np.int8))) + first
+            runs = list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+        for lo, end in runs:  # runs of done rows
+            while lo < end:  # one stored chunk at a time
+                hi = min(end, (lo // step + 1) * step)
+                self._read_into(array, lo, hi, out[lo - first : hi - first], chrom)
+                lo = hi
+        return out
+
+    def _read_into(self, array, lo: int, hi: int, out: np.ndarray, chrom: str) -> None:
+        """``out[:] = array[lo:hi]`` (rows of one stored chunk) without an intermediate array; an undecodable
+        chunk raises the reader's :class:`~screening.store.layout.DamagedChunkError` naming it."""
+        from screening.store.layout import read_checked
+
+        try:
+            array.get_basic_selection((slice(lo, hi),), out=_nd_buffer(out))
+        except Exception:  # noqa: BLE001  read again the reader's way: it names a damaged chunk
+            out[:] = read_checked(array, slice(lo, hi), str(self.results.path), f"{chrom}/{self.analysis}/{self.score}")
+
+    def _array(self, chrom: str):
+        """The score's stored array, or None (then the query's lazy variable is read instead)."""
+        return self.results.score_array(chrom, self.analysis, self.score)
+
     def _reference(self, ds, chrom: str, lo: int, hi: int, positions: np.ndarray) -> np.ndarray:
         """Reference base codes (A0 C1 G2 T3, 4 = other) of ``positions``: the store's ``ref_base`` label, else
         the genome FASTA."""
         if "ref_base" in ds.coords:
-            letters = np.asarray(ds["ref_base"].values).astype("U1")
-            table = {"A": 0, "C": 1, "G": 2, "T": 3}
-            return np.array([table.get(b.upper(), 4) for b in letters], np.int64)
+            return _label_codes(np.asarray(ds["ref_base"].values))
         genome = self._open_genome()
         codes = np.asarray(genome.fetch(chrom, lo, hi), np.int64)
         inside = (positions >= lo) & (positions < hi)
@@ -142,6 +188,27 @@ class PerBaseSource:
             except (OSError, ValueError) as err:
                 raise MotifError(f"cannot read the reference genome {path}: {err}; give one (--genome)") from err
         return self._genome
+
+
+def _nd_buffer(out: np.ndarray):
+    """``out`` as the buffer zarr reads into (``get_basic_selection(out=...)``)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype().nd_buffer.from_numpy_array(out)
+
+
+_CODE_OF_BYTE = np.full(256, 4, np.int64)  # a letter's byte -> A0 C1 G2 T3, anything else 4
+for _code, _letters in enumerate((b"Aa", b"Cc", b"Gg", b"Tt")):
+    _CODE_OF_BYTE[np.frombuffer(_letters, np.uint8)] = _code
+
+
+def _label_codes(letters: np.ndarray) -> np.ndarray:
+    """Base codes of ``ref_base`` labels (first letter, any case; others and empty labels 4), vectorised: each
+    label's first character (a UCS-4 code point, or a byte) through a 256-entry table."""
+    if letters.dtype.kind == "S":
+        return _CODE_OF_BYTE[np.ascontiguousarray(letters.astype("S1")).view(np.uint8)]
+    points = np.ascontiguousarray(letters.astype("U1")).view(np.uint32)
+    return np.where(points < 256, _CODE_OF_BYTE[np.minimum(points, 255)], 4)
 
 
 def open_source(results, analysis: str | None, score: str | None, genome=None) -> PerBaseSource:

@@ -1,0 +1,180 @@
+"""The method benchmark (screening.demo.benchmark): metrics, the randomisation check, config errors, a toy run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from screening.cli import main
+from screening.demo.benchmark import (
+    BenchmarkError,
+    benchmark_methods,
+    consistency,
+    discrimination,
+    parse_benchmark_config,
+    randomisation_check,
+    randomised_checkpoints,
+    rank_correlation,
+)
+from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig, save_corigami_checkpoint
+
+TINY = CorigamiConfig(
+    mid_hidden=8,
+    stem_width=8,
+    kernel_size=11,
+    block_widths=(8,) + (4,) * 7,
+    n_layers=1,
+    n_heads=2,
+    ff_hidden=8,
+    dropout=0.0,
+    decoder_hidden=4,
+    decoder_blocks=2,
+    window_length=8192,
+)
+
+TOY_GENOME = {
+    "seed": 3,
+    "chromosomes": [["chrA", 150_000]],
+    "sites_per_mb": 100,
+    "decoy_peaks_per_mb": 30,
+    "motif_only_per_mb": 30,
+    "min_spacing": 1500,
+    "weak_fraction": 0.3,
+    "redundant_fraction": 0.3,
+    "orientation_rule": True,
+    "gc_stretches_per_mb": 20,
+    "contact": {"min_pair_weight": 0.02},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bench-model") / "model.pt"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_corigami_checkpoint(path, ConvTransModel(TINY))
+    return path
+
+
+def test_discrimination_per_stratum():
+    # a method that finds standard sites, misses weak ones and is fooled by decoy peaks
+    strata = np.array(["standard"] * 4 + ["weak"] * 4 + ["decoy_peak"] * 4 + ["background"] * 8, dtype=object)
+    labels = np.isin(strata, ["standard", "weak"])
+    scores = np.r_[[0.9] * 4, [0.1] * 4, [0.95] * 4, [0.1] * 8]
+    rows = {r["stratum"]: r for r in discrimination(scores, labels, strata)}
+    assert rows["standard"]["auroc"] == pytest.approx(8 / 12 + 0.0)  # above background, below decoys
+    assert rows["weak"]["auroc"] == pytest.approx(8 * 0.5 / 12)  # ties with background, below decoys
+    assert rows["decoy_peak"]["auroc"] == 0.0  # every decoy above every functional site
+    assert np.isnan(rows["redundant"]["auroc"]) and rows["redundant"]["n_positive"] == 0
+    assert rows["all"]["n"] == 20 and rows["all"]["n_positive"] == 8
+
+
+def test_rank_correlation_and_consistency():
+    a = np.arange(10.0)
+    assert rank_correlation(a, a**3) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(rank_correlation(a, np.ones(10)))
+    assert consistency({"x": a, "y": a * 2, "z": a + 1}) == pytest.approx(1.0)
+    assert np.isnan(consistency({"x": a}))
+
+
+def _gradient_map(checkpoint: Path, codes: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """A model-dependent "method": |d sum(map) / d input| at each base's reference channel."""
+    adapter = CorigamiAdapter.from_checkpoint(checkpoint)
+    x = adapter.build_input(codes[None], tracks[None]).detach().requires_grad_(True)
+    adapter.forward(x).sum().backward()
+    return x.grad.abs().sum(dim=1)[0].numpy()
+
+
+def _gc_map(checkpoint: Path, codes: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """A deliberately model-independent "method": local GC content, whatever the model."""
+    gc = np.isin(codes, (1, 2)).astype(float)
+    return np.convolve(gc, np.ones(9) / 9, mode="same")
+
+
+def test_randomisation_check_flags_a_model_independent_method(checkpoint, tmp_path):
+    levels = ["decoder", "attn", "encoder"]
+    randomised = randomised_checkpoints(checkpoint, levels, seed=0, outdir=tmp_path)
+    assert list(randomised) == levels and all(p.is_file() for p in randomised.values())
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, TINY.window_length).astype(np.uint8)
+    tracks = rng.gamma(2.0, 0.5, (2, TINY.window_length)).astype(np.float32)
+    for method, expect_flag in ((_gc_map, True), (_gradient_map, False)):
+        original = method(checkpoint, codes, tracks)
+        maps = {level: method(path, codes, tracks) for level, path in randomised.items()}
+        check = randomisation_check(original, maps, threshold=0.5)
+        assert check["flagged"] is expect_flag, (method.__name__, check)
+    # a constant map has no ranking to lose: flagged as well
+    assert randomisation_check(np.ones(50), {"encoder": np.ones(50)})["flagged"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ["deletion", "telepathy"]}, "telepathy"),
+        ({"models": [{"name": "a", "checkpoint": "x.pt"}, {"name": "a", "checkpoint": "y.pt"}]}, "unique"),
+        ({"randomisation": {"models": ["nope"]}}, "randomisation.models"),
+        ({"per_stratum": 0}, "per_stratum"),
+        ({"cost_model": "nope"}, "cost_model"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_configs_name_the_field(change, message):
+    raw = {"genome": {"dir": "g"}, "models": [{"name": "a", "checkpoint": "a.pt"}], **change}
+    with pytest.raises(BenchmarkError, match=message):
+        parse_benchmark_config(raw)
+
+
+def test_cli_refuses_missing_checkpoint_before_writing(tmp_path, capsys):
+    config = tmp_path / "bench.yaml"
+    config.write_text("genome: {dir: g}\nmodels: [{name: a, checkpoint: missing.pt}]\n")
+    assert main(["benchmark-methods", str(config), str(tmp_path / "out")]) == 2
+    assert "missing.pt" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_toy_benchmark_end_to_end(checkpoint, tmp_path, ray_session):
+    began = time.perf_counter()
+    config = parse_benchmark_config(
+        {
+            "genome": {"dir": str(tmp_path / "genome"), "synthetic": TOY_GENOME},
+            "models": [{"name": "toy", "checkpoint": str(checkpoint)}],
+            "per_stratum": 1,
+            "flank": 4,
+            "methods": ["mask", "saliency"],
+            "time_methods": False,
+            "attribution": {"n_steps": 2, "target_window": 3},
+            "randomisation": {"levels": ["encoder"]},
+            "min_information": 0.5,
+        }
+    )
+    result = benchmark_methods(config, tmp_path / "out", _run_screen(), log=None)
+    out = tmp_path / "out"
+    assert list(result.summary["method"]) == ["mask", "saliency", "saliency+corr"]
+    long = pd.read_csv(out / "results.tsv", sep="\t")
+    assert set(long["level"]) == {"base", "element"} and {"all", "weak", "decoy_peak", "gc_stretch"} <= set(
+        long["stratum"]
+    )
+    overall = long[(long["stratum"] == "all") & (long["level"] == "base")]
+    assert overall["auroc"].between(0, 1).all() and (overall["n_positive"] > 0).all()
+    summary = pd.read_csv(out / "summary.tsv", sep="\t")
+    assert {"consistency", "similarity_encoder", "flagged", "completeness_error", "ms_per_base"} <= set(summary.columns)
+    assert summary["similarity_encoder"].notna().all()
+    # passes follow the sizes: 2 per tile of the mask, one forward and one backward per window of saliency
+    mask, saliency = summary.set_index("method").loc["mask"], summary.set_index("method").loc["saliency"]
+    assert mask["forward"] > 0 and mask["backward"] == 0 and mask["forward"] % 2 == 0
+    assert saliency["forward"] == saliency["backward"] > 0
+    assert "information" in (out / "summary.md").read_text() or "bits" in (out / "summary.md").read_text()
+    assert (out / "specs" / "toy" / "all_methods.yaml").is_file() and (out / "specs" / "toy_rand_encoder").is_dir()
+    assert all(path.is_file() for path in result.files.values())
+    assert time.perf_counter() - began < 120  # the screens themselves; well under a minute on an idle machine
+
+
+def _run_screen():
+    from workers.driver import run_screen
+
+    return run_screen
