@@ -75,6 +75,15 @@ def write_toy_genome(directory: Path, sizes: dict[str, int] | None = None, seed:
     return paths
 
 
+def tiny_corigami_config():
+    """A C.Origami small enough to train in seconds: 8 encoder blocks (512 bp bins, so an 8,192 bp window is a
+    16-bin map); kernel 11 and 8 channels in the first layers leave room for the built-in motif channels."""
+    from screening.models.corigami import CorigamiConfig
+
+    return CorigamiConfig(mid_hidden=8, stem_width=8, kernel_size=11, block_widths=(8,) + (4,) * 7, n_layers=1,
+                          n_heads=2, ff_hidden=8, dropout=0.0, decoder_hidden=4, decoder_blocks=2, window_length=8192)
+
+
 def group_layout(start, scores, chunk_size: int, chrom_length: int, width: int = 1, analysis: str = "del",
                  kind: str = "deletion", **changes):
     """A :class:`~screening.store.layout.GroupLayout` on chr1: intervals ``[start, start + width)``, windows at 0

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import tiny_corigami_config
+
 from screening.cli import main
 from screening.demo.benchmark import (
     BenchmarkError,
@@ -21,21 +23,9 @@ from screening.demo.benchmark import (
     randomised_checkpoints,
     rank_correlation,
 )
-from screening.models.corigami import ConvTransModel, CorigamiAdapter, CorigamiConfig, save_corigami_checkpoint
+from screening.models.corigami import ConvTransModel, CorigamiAdapter, save_corigami_checkpoint
 
-TINY = CorigamiConfig(
-    mid_hidden=8,
-    stem_width=8,
-    kernel_size=11,
-    block_widths=(8,) + (4,) * 7,
-    n_layers=1,
-    n_heads=2,
-    ff_hidden=8,
-    dropout=0.0,
-    decoder_hidden=4,
-    decoder_blocks=2,
-    window_length=8192,
-)
+TINY = tiny_corigami_config()
 
 TOY_GENOME = {
     "seed": 3,

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_corigami_config
+
 from screening.models.corigami import (
     ConvTransModel,
     CorigamiAdapter,
@@ -36,21 +38,7 @@ from screening.demo.training import (
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "screening" / "data" / "demo_model"
 
-# 8 encoder blocks: 512 bp bins, so an 8,192 bp window is a 16-bin map; kernel 11 and 8 channels
-# in the first layers leave room for the built-in motif channels
-TINY_MODEL = CorigamiConfig(
-    mid_hidden=8,
-    stem_width=8,
-    kernel_size=11,
-    block_widths=(8,) + (4,) * 7,
-    n_layers=1,
-    n_heads=2,
-    ff_hidden=8,
-    dropout=0.0,
-    decoder_hidden=4,
-    decoder_blocks=2,
-    window_length=8192,
-)
+TINY_MODEL = tiny_corigami_config()
 TINY_TRAIN = TrainConfig(steps=25, batch_size=2, lr=1e-2, warmup_steps=1, shift_bp=64, threads=1, log_every=5)
 
 

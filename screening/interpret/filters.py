@@ -582,36 +582,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _write_logo(f: FilterSummary, jaspar: dict, path: Path) -> Path:
-    import logomaker
+    from screening.interpret.motifs.output import _information, jaspar_panel, write_logo_panels
 
-    from screening.interpret.motifs.output import _information
-    from screening.report.plot import plt
-
-    best = f.best
-    reference = jaspar.get(best.matrix_id) if best else None
     panels = [(_information(f.ppm), f"filter {f.index}: {f.n_sites:,} sites, {f.information:.1f} bits", 0)]
-    if reference is not None:
-        ref = reference[1][::-1, ::-1] if best.orientation == "-" else reference[1]
-        strand = " (reverse complement)" if best.orientation == "-" else ""
-        panels.append(
-            (_information(ref), f"JASPAR {best.matrix_id} {best.name}{strand}: q = {best.q_value:.2g}", -best.offset)
-        )
-    left = min(shift for *_, shift in panels)
-    right = max(frame.shape[0] + shift for frame, _, shift in panels)
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(max(4.0, 0.35 * (right - left) + 1.5), 1.6 * len(panels)), squeeze=False
-    )
-    for ax, (frame, title, shift) in zip(axes[:, 0], panels):
-        frame = frame.copy()
-        frame.index = frame.index + shift
-        logomaker.Logo(frame, ax=ax, color_scheme="classic")
-        ax.set_xlim(left - 0.5, right - 0.5)
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    from screening.report.plot import save_figure
-
-    return save_figure(fig, path, dpi=100)
+    reference = jaspar_panel(f.best, jaspar)
+    return write_logo_panels(panels + ([reference] if reference is not None else []), path)
 
 
 CAVEATS = (

@@ -114,35 +114,28 @@ def _information(ppm: np.ndarray) -> pd.DataFrame:
     return logomaker.transform_matrix(counts, from_type="probability", to_type="information")
 
 
-def write_logo(motif: Motif, jaspar: dict, path: Path) -> Path:
-    """The motif's CWM and PPM logos above the JASPAR logo of its best match (oriented and aligned as TOMTOM
-    aligned them)."""
-    import logomaker
-    from screening.report.plot import plt
+def jaspar_panel(best, jaspar: dict) -> tuple[pd.DataFrame, str, int] | None:
+    """The logo panel ``(information frame, title, shift)`` of a match's JASPAR matrix, oriented and shifted as
+    TOMTOM aligned it (JASPAR column j under query column j - offset); None without a match in ``jaspar``."""
+    reference = jaspar.get(best.matrix_id) if best is not None else None
+    if reference is None:
+        return None
+    ppm = reference[1][::-1, ::-1] if best.orientation == "-" else reference[1]
+    strand = " (reverse complement)" if best.orientation == "-" else ""
+    return _information(ppm), f"JASPAR {best.matrix_id} {best.name}{strand}: q = {best.q_value:.2g}", -best.offset
 
-    best = motif.best
-    reference = jaspar.get(best.matrix_id) if best else None
-    n_rows = 3 if reference is not None else 2
-    offset = best.offset if best else 0
-    ref_ppm = None
-    if reference is not None:
-        ref_ppm = reference[1][::-1, ::-1] if best.orientation == "-" else reference[1]
-    left = min(0, -offset)  # JASPAR column j is drawn under motif column j - offset
-    right = max(motif.width, (ref_ppm.shape[1] - offset) if ref_ppm is not None else motif.width)
-    fig, axes = plt.subplots(n_rows, 1, figsize=(max(4.0, 0.35 * (right - left) + 1.5), 1.6 * n_rows), squeeze=False)
-    panels = [
-        (
-            pd.DataFrame(motif.cwm.T, columns=list("ACGT")),
-            f"{motif.name}: contribution (CWM), {motif.n_seqlets} seqlets",
-            0,
-        ),
-        (_information(motif.ppm), f"{motif.name}: information (PPM)", 0),
-    ]
-    if ref_ppm is not None:
-        strand = " (reverse complement)" if best.orientation == "-" else ""
-        panels.append(
-            (_information(ref_ppm), f"JASPAR {best.matrix_id} {best.name}{strand}: q = {best.q_value:.2g}", -offset)
-        )
+
+def write_logo_panels(panels: list[tuple[pd.DataFrame, str, int]], path: Path) -> Path:
+    """Logos stacked one per row, each ``(frame [width, ACGT], title, shift)`` drawn from column ``shift`` on."""
+    import logomaker
+
+    from screening.report.plot import plt, save_figure
+
+    left = min(shift for *_, shift in panels)
+    right = max(frame.shape[0] + shift for frame, _, shift in panels)
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(max(4.0, 0.35 * (right - left) + 1.5), 1.6 * len(panels)), squeeze=False
+    )
     for ax, (frame, title, shift) in zip(axes[:, 0], panels):
         frame = frame.copy()
         frame.index = frame.index + shift
@@ -151,10 +144,22 @@ def write_logo(motif: Motif, jaspar: dict, path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    from screening.report.plot import save_figure
+    return save_figure(fig, path, dpi=100)
 
-    save_figure(fig, path, dpi=100)
-    return path
+
+def write_logo(motif: Motif, jaspar: dict, path: Path) -> Path:
+    """The motif's CWM and PPM logos above the JASPAR logo of its best match (oriented and aligned as TOMTOM
+    aligned them)."""
+    panels = [
+        (
+            pd.DataFrame(motif.cwm.T, columns=list("ACGT")),
+            f"{motif.name}: contribution (CWM), {motif.n_seqlets} seqlets",
+            0,
+        ),
+        (_information(motif.ppm), f"{motif.name}: information (PPM)", 0),
+    ]
+    reference = jaspar_panel(motif.best, jaspar)
+    return write_logo_panels(panels + ([reference] if reference is not None else []), path)
 
 
 def report_html(result: MotifResult, table: pd.DataFrame, logos: dict[str, str]) -> str:
