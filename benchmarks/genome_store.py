@@ -344,25 +344,18 @@ def service_queries(store: str, region: str, warm_runs: int = 5) -> dict:
     from screening.service.config import ServiceConfig
     from screening.store import reader as reader_mod
 
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import FakeRemote
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from starlette.testclient import TestClient
 
     job, token = "0" * 32, "bench-token"
 
-    class Remote:
-        def __init__(self, answer) -> None:
-            self.answer = answer
-
-        def remote(self, *args):
-            async def call():
-                return self.answer(*args)
-
-            return call()
-
     class Manager:  # the job-manager actor's two calls a query makes
-        store_of = Remote(lambda job_id: store if job_id == job else None)
-        ping = Remote(lambda: "pong")
+        store_of = FakeRemote(lambda job_id: store if job_id == job else None)
+        ping = FakeRemote(lambda: "pong")
 
     opens = []
     real_open = reader_mod.open_results

@@ -75,6 +75,20 @@ def write_toy_genome(directory: Path, sizes: dict[str, int] | None = None, seed:
     return paths
 
 
+class FakeRemote:
+    """``actor.method.remote(*args)`` of a Ray actor handle, answered by a plain function (for the service's job
+    manager in tests that run the API without Ray)."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    def remote(self, *args):
+        async def call():
+            return self.answer(*args)
+
+        return call()
+
+
 def tiny_corigami_config():
     """A C.Origami small enough to train in seconds: 8 encoder blocks (512 bp bins, so an 8,192 bp window is a
     16-bin map); kernel 11 and 8 channels in the first layers leave room for the built-in motif channels."""

@@ -20,6 +20,8 @@ from screening.service.api import create_api
 from screening.service.auth import TokenStore
 from screening.service.config import ServiceConfig
 from screening.store.layout import GroupLayout
+
+from helpers import FakeRemote
 from screening.store.writer import create_store
 
 TOKEN = "t1"
@@ -56,19 +58,6 @@ def _store(path) -> None:
             store.write_chunk(lay.chrom, lay.analysis, k, scores)
 
 
-class _Remote:
-    """``actor.method.remote(*args)`` of a Ray actor handle, answered by a plain function."""
-
-    def __init__(self, answer) -> None:
-        self.answer = answer
-
-    def remote(self, *args):
-        async def call():
-            return self.answer(*args)
-
-        return call()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(Screen handle on the in-process service, path of its store)."""
@@ -81,8 +70,8 @@ def served(tmp_path_factory):
     _store(path)
 
     class Manager:
-        store_of = _Remote(lambda job_id: str(path) if job_id == SCREEN_ID else None)
-        ping = _Remote(lambda: "pong")
+        store_of = FakeRemote(lambda job_id: str(path) if job_id == SCREEN_ID else None)
+        ping = FakeRemote(lambda: "pong")
 
     config = ServiceConfig.from_args({"store_roots": [str(root)]}, environ={"SCREENING_API_TOKENS": TOKEN})
     app = create_api(config, Manager(), TokenStore((), None, env_tokens=TOKEN))

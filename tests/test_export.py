@@ -17,6 +17,8 @@ from screening.core.regions import RegionError
 from screening.store.reader import ResultsError, open_results
 from screening.store.writer import GroupLayout, create_store
 
+from helpers import group_layout
+
 SCORES = ["insulation", "dist"]
 
 
@@ -401,23 +403,11 @@ def test_streamed_bigwig_equals_one_block(tmp_path, monkeypatch, rows, region):
 def test_per_base_scores_export_one_track(tmp_path):
     """[position, 4] arrays export the value at the reference base (attribution × input)."""
     from screening.store.export import to_bedgraph
-    from screening.store.writer import GroupLayout, create_store
+    from screening.store.writer import create_store
 
     positions = np.arange(10, 14, dtype=np.int64)
-    layout = GroupLayout(
-        chrom="chr1",
-        chrom_length=100,
-        analysis="sal",
-        kind="attribution",
-        params={},
-        start=positions,
-        end=positions + 1,
-        window_start=positions * 0,
-        scores=["attribution"],
-        chunk_size=4,
-        extra_dims={"base": 4},
-        labels={"ref_base": np.array(list("ACGT"))},
-    )
+    layout = group_layout(positions, ["attribution"], 4, 100, analysis="sal", kind="attribution",
+                          extra_dims={"base": 4}, labels={"ref_base": np.array(list("ACGT"))})
     store = create_store(tmp_path / "a.zarr", {"name": "a"}, "h", {}, [layout])
     values = np.arange(16, dtype=np.float32).reshape(4, 4)
     store.write_chunk("chr1", "sal", 0, {"attribution": values})

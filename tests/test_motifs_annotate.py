@@ -13,7 +13,7 @@ from screening.interpret.motifs.annotate import annotate_hits, select_motifs, su
 from screening.interpret.motifs.hits_io import hits_bed, hits_long
 from screening.perturb.edits import dinucleotide_shuffle
 from screening.perturb.motif import load_ctcf
-from screening.store.layout import GroupLayout
+from helpers import group_layout
 from screening.store.writer import create_store
 
 LENGTH = 20_000
@@ -137,33 +137,10 @@ def deletion_store(tmp_path_factory, genome):
     letters = np.frombuffer(b"ACGT", np.uint8)[genome.codes].tobytes().decode()
     fasta.write_text(">chr1\n" + "\n".join(letters[i : i + 60] for i in range(0, LENGTH, 60)) + "\n")
     starts = np.arange(1_000, 17_000, 2_000, dtype=np.int64)
-    deletion = GroupLayout(
-        chrom="chr1",
-        chrom_length=LENGTH,
-        analysis="del",
-        kind="deletion",
-        params={},
-        start=starts,
-        end=starts + 2_000,
-        window_start=starts * 0,
-        scores=["impact_mean_abs"],
-        chunk_size=8,
-    )
+    deletion = group_layout(starts, ["impact_mean_abs"], 8, LENGTH, width=2_000)
     positions = np.arange(3_000, 3_040, dtype=np.int64)
-    attribution = GroupLayout(
-        chrom="chr1",
-        chrom_length=LENGTH,
-        analysis="attr",
-        kind="attribution",
-        params={},
-        start=positions,
-        end=positions + 1,
-        window_start=positions * 0,
-        scores=["attribution"],
-        chunk_size=40,
-        extra_dims={"base": 4},
-        score_dims={"attribution": ["base"]},
-    )
+    attribution = group_layout(positions, ["attribution"], 40, LENGTH, analysis="attr", kind="attribution",
+                               extra_dims={"base": 4}, score_dims={"attribution": ["base"]})
     spec = {"name": "toy", "genome": {"fasta": str(fasta)}}
     store = create_store(root / "del.zarr", spec, "h", {}, [deletion, attribution])
     scores = np.linspace(1.0, 0.1, len(starts)).astype(np.float32)

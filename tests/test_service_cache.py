@@ -12,6 +12,8 @@ pytest.importorskip("fastapi")
 from screening.service.api import ResultsCache  # noqa: E402
 from screening.store.layout import StoreNotFoundError  # noqa: E402
 from screening.store.reader import open_results  # noqa: E402
+
+from helpers import FakeRemote  # noqa: E402
 from screening.store.writer import GroupLayout, create_store  # noqa: E402
 
 
@@ -121,19 +123,9 @@ def test_queries_through_the_api_keep_one_open_store(tmp_path, monkeypatch):
         opens.append(path)
         return real_open(path, *args, **kwargs)
 
-    class Remote:
-        def __init__(self, answer) -> None:
-            self.answer = answer
-
-        def remote(self, *args):
-            async def call():
-                return self.answer(*args)
-
-            return call()
-
     class Manager:
-        store_of = Remote(lambda job_id: store if job_id == "f" * 32 else None)
-        ping = Remote(lambda: "pong")
+        store_of = FakeRemote(lambda job_id: store if job_id == "f" * 32 else None)
+        ping = FakeRemote(lambda: "pong")
 
     monkeypatch.setattr(reader_mod, "open_results", counting_open)  # create_api imports it when it builds the app
     monkeypatch.setattr(api_mod, "ResultsCache", lambda opener: ResultsCache(opener, ttl_s=30, clock=clock))

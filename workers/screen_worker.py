@@ -22,7 +22,7 @@ from screening.perturb.kinds import kind_of
 from screening.plan import UnitPayload, WorkUnit
 from screening.prepare import load_configured_model, open_inputs
 from screening.spec import ScreenSpec
-from screening.store.writer import BlockWriter, ResultStore, UnitRecord
+from screening.store.writer import ResultStore, UnitRecord
 
 __all__ = ["ScreenWorker", "UnitReport", "run_in_process"]
 
@@ -106,10 +106,10 @@ def run_in_process(
     """Compute units one after another in this process and write them as the driver would.
 
     For tests and benchmarks without Ray: in a format 3 store the units' records go through one
-    :class:`~screening.store.writer.BlockWriter` (flushed at the end); earlier formats write themselves.
+    :class:`~screening.store.writer.BlockWriter` (``ResultStore.block_writer``, flushed at the end); earlier formats write themselves.
     ``after_each(report)`` is called after every unit.
     """
-    writer = BlockWriter(worker.store) if worker.store.format_version >= 3 else None
+    writer = worker.store.block_writer() if worker.store.format_version >= 3 else None
     reports = []
     for unit, payload in units:
         report = worker.run(unit, payload)
