@@ -30,11 +30,16 @@ With ``--service``, the service's HTTP API (``create_api``, in-process through S
 client, a stand-in for the job-manager actor: no Ray) answers a 1 Mb query (Arrow) in the middle of
 the first chromosome: ``service_cold_1mb_s`` (the first, through a fresh handle cache: the store is
 opened), ``service_warm_1mb_s`` (median of 5 more), ``service_opens`` (store opens over all 6:
-1 when the handle cache holds the store under use).
+1 when the handle cache holds the store under use); with ``--s3`` also the requests of the cold and
+of the last warm query (``service_cold_1mb_requests``, ``service_warm_1mb_requests``).
 
 With ``--s3``, the store is built and read on moto's S3 server on loopback (tests/moto_s3.py; moto
 and s3fs must be installed) instead of a local folder, and every step also records the S3 requests
 s3fs made (``<step>_requests``, by operation in ``requests``).
+
+With ``--irregular N`` (instead of the tiled runs), :func:`irregular_queries`: ``N`` variant-like
+perturbations (irregular coordinates, stored, not computed) on chr1, cold and warm queries of 1 kb and
+1 Mb (with ``--s3``: on moto, requests counted), and the objects of the coordinate arrays.
 
 Usage::
 
@@ -42,6 +47,7 @@ Usage::
     python benchmarks/genome_store.py --chromosomes 5 --done 0.5
     python benchmarks/genome_store.py --chromosomes 1 5 --done 1 --export --service --json benchmarks/results/genome_store_export.json
     python benchmarks/genome_store.py --chromosomes 1 --s3 --json benchmarks/results/genome_store_s3.json
+    python benchmarks/genome_store.py --irregular 1000000 --s3
 """
 
 from __future__ import annotations
@@ -287,7 +293,7 @@ def run(
     if export:
         row.update(export_peak(str(path), workdir / "bench.bw"))
     if service:
-        row.update(service_queries(str(path), f"{chroms[0]}:{middle}-{middle + 1_000_000}"))
+        row.update(service_queries(str(path), f"{chroms[0]}:{middle}-{middle + 1_000_000}", requests=requests))
     return row
 
 
@@ -333,9 +339,10 @@ print(json.dumps({{"export_s": time.perf_counter() - began, "export_peak_rss_mb"
     return row
 
 
-def service_queries(store: str, region: str, warm_runs: int = 5) -> dict:
+def service_queries(store: str, region: str, warm_runs: int = 5, requests: Requests | None = None) -> dict:
     """A cold, then ``warm_runs`` warm queries of ``region`` (Arrow) through the service's HTTP API,
-    in-process (Starlette's test client), and how often the store was opened meanwhile."""
+    in-process (Starlette's test client), and how often the store was opened meanwhile; with
+    ``requests``, the S3 requests of the cold query and of the last warm one."""
     import statistics
     import warnings
 
@@ -370,19 +377,90 @@ def service_queries(store: str, region: str, warm_runs: int = 5) -> dict:
     try:
         app = create_api(config, Manager(), TokenStore((), None, env_tokens=token))
         with TestClient(app, base_url="http://testserver", headers={"Authorization": f"Bearer {token}"}) as client:
+            calls: list[dict] = []
 
             def query() -> float:
+                if requests is not None:
+                    requests.calls.clear()
                 began = time.perf_counter()
                 answer = client.get(f"/screens/{job}/results", params={"region": region, "format": "arrow"})
                 seconds = time.perf_counter() - began
                 answer.raise_for_status()
+                if requests is not None:
+                    calls.append(dict(requests.calls))
                 return seconds
 
             cold = query()
             warm = [query() for _ in range(warm_runs)]
     finally:
         reader_mod.open_results = real_open
-    return {"service_cold_1mb_s": cold, "service_warm_1mb_s": statistics.median(warm), "service_opens": len(opens)}
+    row = {"service_cold_1mb_s": cold, "service_warm_1mb_s": statistics.median(warm), "service_opens": len(opens)}
+    if calls:
+        row["requests_service"] = {"cold": calls[0], "warm": calls[-1]}
+        row["service_cold_1mb_requests"] = sum(calls[0].values())
+        row["service_warm_1mb_requests"] = sum(calls[-1].values())
+    return row
+
+
+def irregular_queries(n: int, workdir: Path, store_url: str | None = None, requests: Requests | None = None) -> dict:
+    """Irregular coordinates (variant-like) on chr1: ``n`` perturbations at sorted random positions, 90 %
+    1 bp wide, the rest 2-49 bp, labels ``id``/``ref``/``alt``/``variant_kind``, ``chunk_size`` 16,
+    every other unit written. Times a cold query (fresh ``Results``, after one query of another
+    region in the same process, so first-use costs are not counted) of 1 kb and 1 Mb in the middle,
+    then a warm one elsewhere, the S3 requests of the cold ones, and the coordinate objects."""
+    from screening.store.reader import Results
+    from screening.store.writer import GroupLayout, create_store
+
+    length = HG38["chr1"]
+    rng = np.random.default_rng(0)
+    start = np.sort(rng.integers(1_100_000, length - 1_100_000, n))
+    end = start + np.where(rng.random(n) < 0.9, 1, rng.integers(2, 50, n))
+    labels = {
+        "id": np.char.add("rs", start.astype(str)),
+        "ref": np.full(n, "A"),
+        "alt": np.full(n, "G"),
+        "variant_kind": np.full(n, "snv"),
+    }
+    layout = GroupLayout(
+        chrom="chr1",
+        chrom_length=length,
+        analysis="var",
+        kind="variants",
+        params={},
+        start=start,
+        end=end,
+        window_start=start - 1_048_576,
+        scores=["insulation", "dist"],
+        chunk_size=16,
+        labels=labels,
+    )
+    path = store_url or workdir / "irregular.zarr"
+    store, create_s = _time(lambda: create_store(path, {"name": "irregular"}, "e" * 64, {}, [layout]))
+    blocks = store.block_writer(flush_s=3600.0)
+    for k in range(0, layout.n_chunks, 2):
+        rows = layout.chunk_slice(k)
+        values = {s: rng.standard_normal(rows.stop - rows.start).astype(np.float32) for s in layout.scores}
+        blocks.add(store.unit_record("chr1", "var", k, values))
+    blocks.flush()
+    row: dict = {"irregular": n, "irregular_units": layout.n_chunks, "irregular_create_s": create_s}
+    Results(path).to_dataframe("chr1:1,200,000-1,201,000")  # first-use costs (imports, dask), not the store's
+    middle = length // 2
+    for label, width in (("1kb", 1_000), ("1mb", 1_000_000)):
+        if requests is not None:
+            requests.calls.clear()
+        results = Results(path)
+        frame, row[f"irregular_cold_{label}_s"] = _time(lambda: results.to_dataframe(f"chr1:{middle}-{middle + width}"))
+        row[f"irregular_{label}_rows"] = len(frame)
+        if requests is not None:
+            row[f"irregular_cold_{label}_requests"] = dict(requests.calls)
+        elsewhere = f"chr1:{middle + 5_000_000}-{middle + 5_000_000 + width}"
+        _, row[f"irregular_warm_{label}_s"] = _time(lambda: results.to_dataframe(elsewhere))
+    if store_url is None:
+        group = Path(path) / "chr1" / "var"
+        row["irregular_coordinate_objects"] = {
+            name: sum(1 for f in (group / name / "c").rglob("*") if f.is_file()) for name in ("start", "end", "id")
+        }
+    return row
 
 
 def run_s3(
@@ -444,13 +522,20 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export", action="store_true", help="also export a bigWig: time and peak memory")
     parser.add_argument("--service", action="store_true", help="also query 1 Mb through the service's HTTP API")
     parser.add_argument("--s3", action="store_true", help="build the store on moto's S3 server; count requests")
+    parser.add_argument(
+        "--irregular",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N variant-like (irregular) perturbations on chr1, cold and warm queries",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     rows = []
-    for count in options.chromosomes:
+    for count in [] if options.irregular else options.chromosomes:
         chroms = list(HG38)[:count]
         with tempfile.TemporaryDirectory(dir=options.workdir, prefix="genome-store-") as tmp:
             extra = {"export": options.export, "service": options.service}
@@ -461,6 +546,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "top_hits"}
         print(json.dumps(shown), flush=True)
+    if options.irregular:
+        with tempfile.TemporaryDirectory(dir=options.workdir, prefix="genome-store-") as tmp:
+            if options.s3:
+                sys.path.insert(0, str(ROOT / "tests"))
+                from moto_s3 import s3_server
+
+                with s3_server(buckets=("bench",)), Requests() as requests:
+                    row = irregular_queries(options.irregular, Path(tmp), "s3://bench/irregular.zarr", requests)
+                row["storage"] = "moto S3 server (loopback)"
+            else:
+                row = irregular_queries(options.irregular, Path(tmp))
+        rows.append(row)
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     if options.json:
         options.json.parent.mkdir(parents=True, exist_ok=True)
         options.json.write_text(json.dumps({"environment": environment(), "rows": rows}, indent=2, default=str))

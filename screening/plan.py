@@ -97,12 +97,12 @@ class ScreenPlan:
         out: dict[str, list[tuple[int, int]]] = {}
         partners: dict[str, list[int]] = {}  # a rearrangement's reference windows, on every partner's chromosome
         for placed in (r for group in self.rearrangements.values() for r in group):
-            for partner in placed.partners:
+            for partner in (p for at in placed.placements for p in at.partners):  # every shift's
                 partners.setdefault(partner.chrom, []).append(partner.window_start)
         for chrom in dict.fromkeys([*(layout.chrom for layout in self.layouts), *partners]):
             starts = np.unique(np.concatenate([
                 *(lay.window_start + shift for lay in self.layouts if lay.chrom == chrom
-                  for shift in (lay.params.get("shifts") or [0])),
+                  for shift in ((lay.params.get("shifts") or [0]) if lay.kind != "rearrangement" else [0])),
                 np.array(partners.get(chrom, []), np.int64),
             ]))
             if not len(starts):
@@ -437,18 +437,20 @@ def _merge(parts: list[_Candidates]) -> _Candidates:
 
 
 def partner_scores(perturbation) -> list[str]:
-    """Stored score names of a rearrangement analysis: ``<score>_p<k>`` for each score and partner ``k``."""
-    return [f"{name}_p{k}" for name in perturbation.scores for k in range(perturbation.max_partners)]
+    """Stored score names of a rearrangement analysis: ``<score>_p<k>`` for each stored score (with
+    ``keep_placements``, each placement's too) and partner ``k``."""
+    return [f"{name}_p{k}" for name in perturbation.stored_scores for k in range(perturbation.max_partners)]
 
 
 def _rearrangements(spec: ScreenSpec, perturbation, window: int, chrom_sizes, genome, skipped) -> list:
     """The analysis's rearrangements: its segments, or its VCF's breakend pairs (``window`` bp each side)."""
-    from screening.perturb.rearrange import Rearrangement, Segment, junction_segments
+    from screening.perturb.rearrange import Inserted, Rearrangement, Segment, junction_segments
 
     index = next(i for i, p in enumerate(spec.perturbations) if p is perturbation)
     if perturbation.rearrangements is not None:
         return [
-            Rearrangement(entry.name, tuple(Segment(s.chrom, s.start, s.end, s.strand) for s in entry.segments),
+            Rearrangement(entry.name, tuple(Inserted(s.sequence) if s.inserted
+                                            else Segment(s.chrom, s.start, s.end, s.strand) for s in entry.segments),
                           f"perturbations.{index}.rearrangements.{j}")
             for j, entry in enumerate(perturbation.rearrangements)
         ]
@@ -463,8 +465,8 @@ def _rearrangements(spec: ScreenSpec, perturbation, window: int, chrom_sizes, ge
     for junction in result.junctions:
         source = f"{perturbation.vcf}:{junction.line}, mate {junction.mate_id} line {junction.mate_line}"
         try:
-            out.append(Rearrangement(junction.id, junction_segments(junction.left, junction.right, window, chrom_sizes),
-                                     source))
+            out.append(Rearrangement(junction.id, junction_segments(junction.left, junction.right, window, chrom_sizes,
+                                                                    junction.inserted), source))
         except ValueError as err:  # a junction at a chromosome's very end: nothing on one side
             out.append(f"breakend {junction.id} ({source}): {err}")
     return out
@@ -487,7 +489,7 @@ def _rearrangement_candidates(spec: ScreenSpec, perturbation, window: int, chrom
             problems.append((None, rearrangement))
             continue
         try:
-            done = place(rearrangement, window, chrom_sizes)
+            done = place(rearrangement, window, chrom_sizes, sorted({s for s, _ in perturbation.placements}))
         except RearrangementError as err:
             problems.append((rearrangement, str(err)))
             continue
@@ -804,7 +806,10 @@ def _check_fit(spec: ScreenSpec, perturbation, chrom: str, candidates: _Candidat
 
 
 def _shifts(perturbation) -> list[int]:
-    """The shifts of an analysis's windows (``[0]``: one placement)."""
+    """The shifts of an analysis's windows (``[0]``: one placement; a rearrangement's shifted windows are placed and
+    checked per partner by :func:`screening.perturb.rearrange.place`)."""
+    if kind_of(perturbation).placement == "rearrangement":
+        return [0]
     return sorted({shift for shift, _ in getattr(perturbation, "placements", ((0, False),))})
 
 

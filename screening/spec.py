@@ -563,18 +563,35 @@ class VariantsSpec(_PerturbationBase):
 
 
 class SegmentSpec(_Strict):
-    """One segment of a rearrangement: ``chrom:[start, end)`` (0-based, half-open) read on ``strand``."""
+    """One segment of a rearrangement: ``chrom:[start, end)`` (0-based, half-open) read on ``strand``, or
+    ``sequence``: literal inserted bases (A, C, G, T, N; they belong to no partner locus, their tracks are 0)."""
 
-    chrom: str
-    start: Annotated[StrictInt, Field(ge=0)]
-    end: Annotated[StrictInt, Field(gt=0)]
+    chrom: str | None = None
+    start: Annotated[StrictInt, Field(ge=0)] | None = None
+    end: Annotated[StrictInt, Field(gt=0)] | None = None
     strand: Literal["+", "-"] = "+"
+    sequence: str | None = None
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _one_form(self):
+        # by value, not by the fields set: a dumped spec (sent to the workers) lists every field
+        genomic = {name for name in ("chrom", "start", "end") if getattr(self, name) is not None}
+        if self.sequence is not None:
+            if genomic or self.strand != "+":
+                given = sorted(genomic | ({"strand"} if self.strand != "+" else set()))
+                raise ValueError(f"segment: give either 'sequence' (inserted bases, as read along the rearrangement) "
+                                 f"or 'chrom', 'start', 'end' (and 'strand'), not both (got sequence and {given})")
+            return self
+        if self.chrom is None or self.start is None or self.end is None:
+            raise ValueError("segment: give 'chrom', 'start' and 'end' (and 'strand'), or 'sequence' (inserted bases)")
         if self.end <= self.start:
             raise ValueError(f"segment {self.chrom}:{self.start}-{self.end}: end must be greater than start")
         return self
+
+    @property
+    def inserted(self) -> bool:
+        """Whether the segment is literal inserted sequence."""
+        return self.sequence is not None
 
 
 class RearrangementEntry(_Strict):
@@ -583,12 +600,32 @@ class RearrangementEntry(_Strict):
     name: str
     segments: Annotated[list[SegmentSpec], Field(min_length=1)]
 
+    @model_validator(mode="after")
+    def _sequences(self):
+        for i, segment in enumerate(self.segments):
+            if segment.sequence is None:
+                continue
+            where = f"rearrangement {self.name!r}, segment {i}"
+            if not segment.sequence:
+                raise ValueError(f"{where}: the inserted sequence is empty; give at least one base (A, C, G, T, N)")
+            bad = sorted(set(segment.sequence.upper()) - set("ACGTN"))
+            if bad:
+                shown = segment.sequence if len(segment.sequence) <= 40 else segment.sequence[:40] + "..."
+                raise ValueError(f"{where}: the inserted sequence {shown!r} holds {''.join(bad)!r}; only A, C, G, T "
+                                 "and N (either case) are bases")
+        if all(segment.inserted for segment in self.segments):
+            raise ValueError(f"rearrangement {self.name!r}: every segment is inserted sequence; a rearrangement needs "
+                             "genomic segments (its partner loci) around the inserted bases")
+        return self
+
 
 class RearrangementSpec(_PerturbationBase):
     """Rearrangements (translocations, inversions with flanking deletions, segmental moves): each an ordered
-    list of segments that fills a model window centred on its junctions, or the junctions of a VCF's breakend
-    (``BND``) mate pairs. The rearranged map is scored against the reference map of each contributing locus
-    (partner): scores are stored per partner as ``<score>_p<k>`` (see ``docs/rearrangements.md``)."""
+    list of segments (genomic intervals, or literal inserted ``sequence``) that fills a model window centred on
+    its junctions, or the junctions of a VCF's breakend (``BND``) mate pairs. The rearranged map is scored against
+    the reference map of each contributing locus (partner): scores are stored per partner as ``<score>_p<k>``;
+    with ``shifts``/``strand_average`` each is the mean over the placements, per partner; ``keep_maps`` keeps the
+    rearranged map minus each partner's reference (see ``docs/rearrangements.md``)."""
 
     kind: Literal["rearrangement"] = "rearrangement"
     rearrangements: list[RearrangementEntry] | None = None
@@ -607,13 +644,10 @@ class RearrangementSpec(_PerturbationBase):
                 raise ValueError("rearrangements: list at least one")
             if len(set(names)) != len(names):
                 raise ValueError(f"rearrangement names must be unique, got {names}")
-        if self.roi is not None:
-            raise ValueError("roi: a rearranged map has no single reference frame for a map block; drop roi")
-        if self.keep_maps:
-            raise ValueError("keep_maps: not supported for rearrangements (one map, several references)")
-        if len(self.placements) > 1:
-            raise ValueError("shifts and strand_average: not supported for rearrangements (the window is centred on "
-                             "the junctions)")
+        if self.roi is not None or any(name.startswith("roi_mean_delta") for name in self.scores):
+            raise ValueError("roi (and roi_mean_delta): not for rearrangements: roi_mean_delta reads one block of genomic rows x columns "
+                             "in the map, but a rearranged map is compared with several partner windows, each its own "
+                             "frame, and the junction-spanning bins have no reference at all; drop roi")
         if self.regions:
             raise ValueError("regions: a rearrangement's segments say where it is; drop regions")
         return self
@@ -753,7 +787,8 @@ class ExecutionSpec(_Strict):
         "bf16/fp16 request there falls back with a warning). Not fp32: part of the spec hash (results differ)",
     )
     overlap: bool = Field(
-        True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one runs"
+        True, description="build the next batch's inputs (perturbation, one-hot, host-to-device copy) while the current one "
+        "runs; GPU workers only (on a CPU the model uses the same cores, so inputs are built inline)"
     )
     channels_last: bool = Field(
         False, description="run the model's 2-D convolutions in channels-last (NHWC) memory format (faster with cuDNN "

@@ -15,6 +15,7 @@ from helpers import tiny_corigami_config
 from screening.cli import main
 from screening.demo.benchmark import (
     BenchmarkError,
+    MotifsEntry,
     benchmark_methods,
     consistency,
     discrimination,
@@ -23,6 +24,8 @@ from screening.demo.benchmark import (
     randomised_checkpoints,
     rank_correlation,
 )
+from screening.demo.benchmark.run import matching_motifs, seqlet_scores
+from screening.interpret.motifs import JasparMatch, Motif, Seqlet
 from screening.models.corigami import ConvTransModel, CorigamiAdapter, save_corigami_checkpoint
 
 TINY = tiny_corigami_config()
@@ -101,6 +104,48 @@ def test_randomisation_check_flags_a_model_independent_method(checkpoint, tmp_pa
         assert check["flagged"] is expect_flag, (method.__name__, check)
     # a constant map has no ranking to lose: flagged as well
     assert randomisation_check(np.ones(50), {"encoder": np.ones(50)})["flagged"]
+    # a map that becomes constant lost its whole ranking (a motif pipeline finding nothing): similarity 0
+    lost = randomisation_check(np.arange(50.0), {"encoder": np.zeros(50)})
+    assert lost["similarity_final"] == 0.0 and not lost["flagged"]
+
+
+def _seqlet(chrom, start, end, attribution, motif_start=None, motif_end=None):
+    zeros = np.zeros((end - start, 4))
+    return Seqlet(chrom, start, end, attribution, 1e-3, zeros, zeros, motif_start=motif_start, motif_end=motif_end)
+
+
+def test_motif_pipeline_scores_only_matching_motifs():
+    table = pd.DataFrame({"chrom": ["c1"] * 10 + ["c2"] * 5, "pos": np.r_[100:110, 50:55]})
+    ctcf = Motif(
+        "motif_1",
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        seqlets=[_seqlet("c1", 101, 104, 2.0), _seqlet("c1", 103, 106, 3.0, 102, 107)],
+        matches=[JasparMatch("MA0139.2", "CTCF", 1e-6, 1e-4, "+", 0)],
+    )
+    weak = Motif(
+        "motif_2",
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        seqlets=[_seqlet("c2", 50, 53, 9.0)],
+        matches=[JasparMatch("MA0139.2", "CTCF", 0.01, 0.2, "+", 0)],
+    )
+    other = Motif(
+        "motif_3",
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        np.zeros((4, 5)),
+        seqlets=[_seqlet("c2", 52, 55, 5.0)],
+        matches=[JasparMatch("MA0079.5", "SP1", 1e-8, 1e-6, "+", 0)],
+    )
+    settings = MotifsEntry(match=["ctcf"], q_value=0.05)
+    matched = matching_motifs([ctcf, weak, other], settings)
+    assert matched == [ctcf]  # weak: q above the cut-off; other: not CTCF
+    scores = seqlet_scores(matched, table)
+    # the second seqlet scores its motif's aligned columns [102, 107), the first its own span [101, 104)
+    assert scores.tolist() == [0, 2, 3, 3, 3, 3, 3, 0, 0, 0] + [0] * 5
 
 
 @pytest.mark.parametrize(
@@ -112,6 +157,8 @@ def test_randomisation_check_flags_a_model_independent_method(checkpoint, tmp_pa
         ({"per_stratum": 0}, "per_stratum"),
         ({"cost_model": "nope"}, "cost_model"),
         ({"surprise": 1}, "surprise"),
+        ({"methods": ["deletion", "motifs_ism"]}, "list ism too"),
+        ({"motifs": {"q_value": 0}}, "motifs.q_value"),
     ],
 )
 def test_bad_configs_name_the_field(change, message):
@@ -135,7 +182,7 @@ def test_toy_benchmark_end_to_end(checkpoint, tmp_path, ray_session):
             "models": [{"name": "toy", "checkpoint": str(checkpoint)}],
             "per_stratum": 1,
             "flank": 4,
-            "methods": ["mask", "saliency"],
+            "methods": ["mask", "saliency", "motifs_saliency"],
             "time_methods": False,
             "attribution": {"n_steps": 2, "target_window": 3},
             "randomisation": {"levels": ["encoder"]},
@@ -144,7 +191,11 @@ def test_toy_benchmark_end_to_end(checkpoint, tmp_path, ray_session):
     )
     result = benchmark_methods(config, tmp_path / "out", _run_screen(), log=None)
     out = tmp_path / "out"
-    assert list(result.summary["method"]) == ["mask", "saliency", "saliency+corr"]
+    assert list(result.summary["method"]) == ["mask", "saliency", "saliency+corr", "motifs_saliency"]
+    # the motif pipeline reads the saliency store: same passes, no screen of its own
+    motifs = result.summary.set_index("method").loc["motifs_saliency"]
+    assert motifs["forward"] == result.summary.set_index("method").loc["saliency", "forward"]
+    assert not (out / "specs" / "toy" / "motifs_saliency.yaml").exists()
     long = pd.read_csv(out / "results.tsv", sep="\t")
     assert set(long["level"]) == {"base", "element"} and {"all", "weak", "decoy_peak", "gc_stretch"} <= set(
         long["stratum"]
@@ -153,7 +204,9 @@ def test_toy_benchmark_end_to_end(checkpoint, tmp_path, ray_session):
     assert overall["auroc"].between(0, 1).all() and (overall["n_positive"] > 0).all()
     summary = pd.read_csv(out / "summary.tsv", sep="\t")
     assert {"consistency", "similarity_encoder", "flagged", "completeness_error", "ms_per_base"} <= set(summary.columns)
-    assert summary["similarity_encoder"].notna().all()
+    # the untrained toy model has no CTCF motif for the pipeline to find: a constant map, flagged
+    screened = summary[summary["method"] != "motifs_saliency"]
+    assert screened["similarity_encoder"].notna().all()
     # passes follow the sizes: 2 per tile of the mask, one forward and one backward per window of saliency
     mask, saliency = summary.set_index("method").loc["mask"], summary.set_index("method").loc["saliency"]
     assert mask["forward"] > 0 and mask["backward"] == 0 and mask["forward"] % 2 == 0

@@ -71,9 +71,11 @@ def test_bad_placement_settings_are_refused(changes, message):
         spec_of({"kind": "deletion", "width": 20, "step": 20, **changes})
 
 
-def test_rearrangements_refuse_shifts():
-    with pytest.raises(SpecError, match="not supported for rearrangements"):
-        spec_of({"kind": "rearrangement", "vcf": "/x.vcf", "shifts": [-10, 10]}, regions=())
+def test_rearrangements_take_shifts_but_not_keep_maps_with_them():
+    spec = spec_of({"kind": "rearrangement", "vcf": "/x.vcf", "shifts": [-10, 10], "strand_average": True}, regions=())
+    assert len(spec.perturbations[0].placements) == 4  # scored in tests/test_rearrange.py
+    with pytest.raises(SpecError, match="keep_maps with shifts or strand_average"):
+        spec_of({"kind": "rearrangement", "vcf": "/x.vcf", "shifts": [-10, 10], "keep_maps": 1}, regions=())
 
 
 def test_the_plan_checks_every_placement(toy):

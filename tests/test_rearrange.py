@@ -10,14 +10,21 @@ import yaml
 
 from helpers import TOY_CONFIG, toy_spec_dict
 from screening.cli import main
-from screening.compute.engine import perturbed_items, rearranged_span, run_unit
-from screening.core.encode import reverse_complement
+from screening.compute.engine import Span, load_span, perturbed_items, rearranged_span, run_unit, stack_spans
+from screening.core.encode import encode, reverse_complement
 from screening.io.genome import Genome
-from screening.io.vcf import VcfError
+from screening.io.vcf import VcfError, read_breakends
 from screening.maps.align import BinAlignment, pieces_index
 from screening.maps.score import score_maps
 from screening.models.base import WindowGeometry
-from screening.perturb.rearrange import Rearrangement, RearrangementError, Segment, junction_segments, place
+from screening.perturb.rearrange import (
+    Inserted,
+    Rearrangement,
+    RearrangementError,
+    Segment,
+    junction_segments,
+    place,
+)
 from screening.plan import plan_screen
 from screening.spec import SpecError, parse_spec
 
@@ -281,7 +288,41 @@ def test_more_partners_than_max_partners_are_refused():
             },
             "strand",
         ),
-        ({"kind": "rearrangement", "vcf": "/x.vcf", "keep_maps": 2}, "keep_maps"),
+        ({"kind": "rearrangement", "vcf": "/x.vcf", "keep_maps": 2, "shifts": [-8, 8]}, "keep_maps with shifts"),
+        ({"kind": "rearrangement", "vcf": "/x.vcf", "roi": {"rows": "chr1:0-10", "cols": "chr1:0-10"}}, "roi"),
+        (
+            {
+                "kind": "rearrangement",
+                "rearrangements": [
+                    {"name": "a", "segments": [{"sequence": "ACGX"}, {"chrom": "chr1", "start": 0, "end": 5}]}
+                ],
+            },
+            r"rearrangement 'a', segment 0: the inserted sequence 'ACGX' holds 'X'",
+        ),
+        (
+            {
+                "kind": "rearrangement",
+                "rearrangements": [
+                    {"name": "a", "segments": [{"sequence": ""}, {"chrom": "chr1", "start": 0, "end": 5}]}
+                ],
+            },
+            r"rearrangement 'a', segment 0: the inserted sequence is empty",
+        ),
+        (
+            {
+                "kind": "rearrangement",
+                "rearrangements": [{"name": "a", "segments": [{"sequence": "AC", "chrom": "chr1"}]}],
+            },
+            r"either 'sequence' .* or 'chrom', 'start', 'end'",
+        ),
+        (
+            {"kind": "rearrangement", "rearrangements": [{"name": "a", "segments": [{"chrom": "chr1", "start": 0}]}]},
+            r"give 'chrom', 'start' and 'end'",
+        ),
+        (
+            {"kind": "rearrangement", "rearrangements": [{"name": "a", "segments": [{"sequence": "ACGT"}]}]},
+            r"rearrangement 'a': every segment is inserted sequence",
+        ),
         ({"kind": "variants", "vcf": "/x.vcf", "haplotype": 1}, "haplotype needs 'sample'"),
     ],
 )
@@ -327,6 +368,16 @@ def test_translocation_and_haplotype_screen_end_to_end(ray_session, toy_paths, t
             "name": "bnd",
             "vcf": str(bnd_vcf(tmp_path / "b.vcf", genome)),
             "scores": ["impact_mean_abs", "mse_aligned"],
+            "keep_maps": 1,
+        },
+        {
+            "kind": "rearrangement",
+            "name": "averaged",
+            "rearrangements": [WITH_INSERTION],
+            "scores": ["mse_aligned"],
+            "shifts": [-32, 0, 32],
+            "strand_average": True,
+            "keep_placements": True,
         },
         {
             "kind": "variants",
@@ -342,6 +393,12 @@ def test_translocation_and_haplotype_screen_end_to_end(ray_session, toy_paths, t
     bnd = results.query("chr1", analysis="bnd").compute()
     assert bnd["name"].values.tolist() == ["bnd_a"] and bnd["partner_p1"].values.tolist() == ["chr2:943-1455"]
     assert np.isfinite([bnd[f"mse_aligned_p{k}"].values[0] for k in (0, 1)]).all()
+    kept = results.top_maps("chr1", analysis="bnd")
+    assert kept.shape == (1, 16, 16) and kept["start"].values.tolist() == [1_744]
+    assert np.isnan(kept.values[0, :8, 8:]).all() and np.isfinite(kept.values[0, :8, :8]).all()
+    averaged = results.query("chr1", analysis="averaged").compute()
+    assert averaged["segments"].values.tolist() == ["chr1:2276-2500:+,ins:64bp,chr2:1000-1224:+"]
+    assert np.isfinite(averaged["mse_aligned_p1"].values).all() and "mse_aligned_at-32_rc_p1" in averaged
     hap = results.query("chr1", analysis="hap").compute()
     assert hap["haplotype"].values.tolist() == [1, 1, 2] and hap["n_joint"].values.tolist() == [2, 2, 1]
     capsys.readouterr()
@@ -431,3 +488,305 @@ def test_one_haplotype_only_and_overlaps_refused_or_skipped(toy, tmp_path):
     assert plan.layouts[0].labels["id"].tolist() == ["v1", "v2", "v4", "v3"]  # v4 stays on haplotype 2
     assert plan.layouts[0].labels["haplotype"].tolist() == [1, 1, 2, 2]
     assert plan.skipped["haplotypes_S1"]["count"] == 1
+
+
+# --- inserted sequence -----------------------------------------------------------------------------------
+
+INSERTED = "ACGTTGCA" * 8  # 64 bp: two bins of the toy model
+WITH_INSERTION = {
+    "name": "t_ins",
+    "segments": [
+        {"chrom": "chr1", "start": 1_500, "end": 2_500},
+        {"sequence": INSERTED.lower()},  # either case
+        {"chrom": "chr2", "start": 1_000, "end": 2_000},
+    ],
+}
+
+
+def test_inserted_sequence_is_a_piece_of_no_partner():
+    rearrangement = Rearrangement(
+        "i", (Segment("chr1", 1_500, 2_500), Inserted(INSERTED), Segment("chr2", 1_000, 2_000))
+    )
+    placed = place(rearrangement, WINDOW, SIZES)
+    # the window is centred midway between the junctions on either side of the 64 inserted bases
+    assert [(p.lo, p.hi, p.chrom, p.ref_lo, p.ref_hi, p.sequence) for p in placed.pieces] == [
+        (0, 224, "chr1", 2_276, 2_500, ""),
+        (224, 288, "", 0, 64, INSERTED),
+        (288, 512, "chr2", 1_000, 1_224, ""),
+    ]
+    assert [(p.chrom, p.window_start, p.pieces) for p in placed.partners] == [
+        ("chr1", 2_276, ((0, 224, 0, 224, "+"),)),
+        ("chr2", 712, ((288, 512, 288, 512, "+"),)),
+    ]
+    assert placed.description == "chr1:2276-2500:+,ins:64bp,chr2:1000-1224:+"
+    short = place(
+        Rearrangement("s", (Segment("chr1", 1_000, 2_000), Inserted("acgn"), Segment("chr2", 0, 1_000))), WINDOW, SIZES
+    )
+    assert short.description.split(",")[1] == "ins:ACGN"
+    # no bin of either partner pairs with the inserted bins 7 and 8
+    for partner in placed.partners:
+        assert not {7, 8} & set(pieces_index(partner.pieces, 32, 16).tolist())
+
+
+@pytest.mark.parametrize("sequence, message", [("", "empty"), ("ACXG", "letters 'X' are not A, C, G, T or N")])
+def test_bad_inserted_sequence_is_refused(sequence, message):
+    with pytest.raises(RearrangementError, match=message):
+        Inserted(sequence)
+
+
+def test_a_window_of_inserted_sequence_only_is_refused():
+    lonely = Rearrangement(
+        "only", (Segment("chr1", 0, 1_000), Inserted("A" * 2_000), Segment("chr2", 0, 1_000)), "here"
+    )
+    with pytest.raises(RearrangementError, match=r"'only' \(here\): its model window holds inserted sequence only"):
+        place(lonely, WINDOW, SIZES)
+
+
+def test_junction_segments_put_inserted_bases_between_the_sides():
+    assert junction_segments(("chr1", 1_000, "+"), ("chr2", 500, "-"), 300, SIZES, "TTG") == (
+        Segment("chr1", 700, 1_000),
+        Inserted("TTG"),
+        Segment("chr2", 200, 500, "-"),
+    )
+
+
+def test_inserted_bases_are_read_in_the_window_with_zero_tracks_and_masked_for_every_partner(toy, one_thread):
+    adapter, genome, tracks = toy
+    spec = spec_of({"kind": "rearrangement", "scores": SCORES, "rearrangements": [WITH_INSERTION]})
+    plan = plan_screen(spec, [], SIZES, adapter.geometry, genome)
+    [layout] = plan.layouts
+    assert layout.labels["segments"].tolist() == ["chr1:2276-2500:+,ins:64bp,chr2:1000-1224:+"]
+    payload = plan.payload(plan.units[0])
+    placed = payload["rearrangements"][0]
+    span = rearranged_span(genome, tracks, placed)
+    assert span.codes.tolist() == [
+        *genome.fetch("chr1", 2_276, 2_500),
+        *encode(INSERTED),
+        *genome.fetch("chr2", 1_000, 1_224),
+    ]
+    assert (span.tracks[:, 224:288] == 0).all() and np.allclose(
+        span.tracks[:, :224], tracks.fetch("chr1", 2_276, 2_500)
+    )
+    values = run_unit(adapter, genome, tracks, spec.perturbations[0], "chr1", payload).values
+    expected = _direct_scores(adapter, genome, tracks, placed, SCORES)
+    for name, value in expected.items():
+        assert values[name][0] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+
+
+def _direct_scores(adapter, genome, tracks, placed, scores, reverse=False, maps=None, position=8) -> dict[str, float]:
+    """Each partner's scores computed by hand: the rearranged and reference inputs predicted (on the reverse
+    strand: reverse complemented, the maps flipped back), scored with the numpy scores on the pieces' bins."""
+    if maps is None:
+        maps = _direct_maps(adapter, genome, tracks, placed, reverse)
+    out = {}
+    for k, partner in enumerate(placed.partners):
+        index = pieces_index(partner.pieces, 32, 16)
+        bins = np.flatnonzero(index >= 0)
+        expected = score_maps(
+            maps[k + 1][None],
+            maps[0][None],
+            scores,
+            [BinAlignment(bins, index[bins], 16)],
+            {"position": np.array([position]), "window": 3},
+        )
+        out.update({f"{name}_p{k}": float(expected[name][0]) for name in scores})
+    return out
+
+
+def _direct_maps(adapter, genome, tracks, placed, reverse=False) -> np.ndarray:
+    spans = [rearranged_span(genome, tracks, placed)]
+    spans += [load_span(genome, tracks, p.chrom, p.window_start, p.window_start + WINDOW) for p in placed.partners]
+    if reverse:
+        spans = [Span(reverse_complement(s.codes), s.tracks[:, ::-1].copy()) for s in spans]
+    maps = adapter.predict(*stack_spans(spans))
+    return maps[:, ::-1, ::-1] if reverse else maps
+
+
+def _ins_vcf(path: Path, genome: Genome, first_alt: str, mate_alt: str) -> Path:
+    return bnd_vcf(
+        path,
+        genome,
+        [
+            f"chr1\t2000\tbnd_a\t{_base(genome, 'chr1', 2000)}\t{first_alt}\t.\tPASS\tSVTYPE=BND;MATEID=bnd_b",
+            f"chr2\t1200\tbnd_b\t{_base(genome, 'chr2', 1200)}\t{mate_alt}\t.\tPASS\tSVTYPE=BND;MATEID=bnd_a",
+        ],
+    )
+
+
+def test_breakends_that_insert_bases_read_them_along_the_junction(toy, tmp_path):
+    adapter, genome, _ = toy
+    t, p = _base(genome, "chr1", 2000), _base(genome, "chr2", 1200)
+    # t[p[ and its mate ]p]t, both reading chr1 then chr2 forwards: the same inserted bases
+    forward = _ins_vcf(tmp_path / "f.vcf", genome, f"{t}ttg[chr2:1200[", f"]chr1:2000]TTG{p}")
+    [junction] = read_breakends(forward, genome).junctions
+    assert (junction.left, junction.right, junction.inserted) == (("chr1", 2_000, "+"), ("chr2", 1_199, "+"), "TTG")
+    spec = spec_of({"kind": "rearrangement", "vcf": str(forward)})
+    [layout] = plan_screen(spec, [], SIZES, adapter.geometry, genome).layouts
+    assert layout.labels["segments"].tolist() == ["chr1:1745-2000:+,ins:TTG,chr2:1199-1453:+"]
+    # t]p] and its mate p]t]: each reads the other strand, so the mate writes the bases reverse complemented
+    flipped = _ins_vcf(tmp_path / "r.vcf", genome, f"{t}AAC]chr2:1200]", f"{p}GTT]chr1:2000]")
+    [junction] = read_breakends(flipped, genome).junctions
+    assert (junction.left, junction.right, junction.inserted) == (("chr1", 2_000, "+"), ("chr2", 1_200, "-"), "AAC")
+    # [p[t: the reverse complement of chr2 from p, the inserted bases, then chr1 from t
+    before = _ins_vcf(tmp_path / "b.vcf", genome, f"[chr2:1200[GG{t}", f"[chr1:2000[CC{p}")
+    [junction] = read_breakends(before, genome).junctions
+    assert (junction.left, junction.right, junction.inserted) == (("chr2", 1_199, "-"), ("chr1", 1_999, "+"), "GG")
+
+
+@pytest.mark.parametrize(
+    "alts, message",
+    [
+        (
+            ("{t}AAC]chr2:1200]", "{p}AAC]chr1:2000]"),
+            r"bnd_a and its mate bnd_b \(line 4\) insert different bases.*'AAC' vs 'GTT'",
+        ),
+        (("{t}TTG[chr2:1200[", "]chr1:2000]{p}"), "insert different bases"),
+        (("G{t}[chr2:1200[", "]chr1:2000]G{p}"), "its first base 'G' is not the REF base"),
+        (("{t}T[chr2:1200[A", "]chr1:2000]T{p}"), "REF base on exactly one side"),
+        (("{t}TXG[chr2:1200[", "]chr1:2000]TXG{p}"), "is not breakend notation"),
+    ],
+)
+def test_malformed_or_mismatched_insertions_at_a_junction_are_refused_naming_the_record(toy, tmp_path, alts, message):
+    _, genome, _ = toy
+    t, p = _base(genome, "chr1", 2000), _base(genome, "chr2", 1200)
+    if "G{t}[" in alts[0] and t == "G":  # the first base must differ from REF
+        alts = ("C{t}[chr2:1200[", "]chr1:2000]C{p}")
+        message = message.replace("'G'", "'C'")
+    vcf = _ins_vcf(tmp_path / "m.vcf", genome, alts[0].format(t=t), alts[1].format(p=p))
+    with pytest.raises(VcfError, match=r"m.vcf:3 breakend .*bnd_a") as err:
+        read_breakends(vcf, genome)
+    assert err.match(message)
+    assert read_breakends(vcf, genome, policy="skip").skipped  # listed with invalid_policy: skip
+
+
+def test_a_bad_inserted_sequence_or_breakend_exits_2(toy_paths, tmp_path, capsys):
+    genome = Genome(toy_paths["fasta"])
+    t, p = _base(genome, "chr1", 2000), _base(genome, "chr2", 1200)
+    vcf = _ins_vcf(tmp_path / "m.vcf", genome, f"{t}AAC]chr2:1200]", f"{p}AAC]chr1:2000]")
+    bad_sequence = {
+        **WITH_INSERTION,
+        "segments": [*WITH_INSERTION["segments"][:1], {"sequence": "ACGU"}, *WITH_INSERTION["segments"][2:]],
+    }
+    for perturbation, named in (
+        ({"kind": "rearrangement", "vcf": str(vcf)}, "bnd_a"),
+        ({"kind": "rearrangement", "rearrangements": [bad_sequence]}, "rearrangement 't_ins', segment 1"),
+    ):
+        raw = toy_spec_dict(toy_paths, tmp_path / "out.zarr", regions=[], perturbations=[perturbation])
+        assert main(["validate", str(_spec_file(tmp_path, raw))]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("screening: error:") and named in err and "Traceback" not in err
+
+
+# --- shifts and strand averaging -------------------------------------------------------------------------
+
+
+def test_shifted_placements_keep_the_partners_with_their_own_reference_windows():
+    translocation = Rearrangement("t1", (Segment("chr1", 1_000, 2_000), Segment("chr2", 500, 1_500)))
+    placed = place(translocation, WINDOW, SIZES, [-64, 0, 64])
+    assert [s for s, _ in placed.shifted] == [-64, 64] and placed.at(0) is placed
+    moved = placed.at(64)
+    assert moved.description == "chr1:1808-2000:+,chr2:500-820:+"
+    assert [(p.chrom, p.window_start, p.pieces) for p in moved.partners] == [
+        ("chr1", 1_808, ((0, 192, 0, 192, "+"),)),
+        ("chr2", 308, ((192, 512, 192, 512, "+"),)),
+    ]
+    with pytest.raises(KeyError):
+        placed.at(32)
+    with pytest.raises(RearrangementError, match=r"'t1': .*shifted by \+800 bp \(shifts\).*choose smaller shifts"):
+        place(translocation, WINDOW, SIZES, [0, 800])
+    # a shift that moves a short segment out of the window changes the partners: refused
+    three = Rearrangement(
+        "three", (Segment("chr1", 1_000, 2_000), Segment("chr2", 1_000, 1_100), Segment("chr1", 4_000, 5_000))
+    )
+    assert len(place(three, WINDOW, SIZES).partners) == 3
+    with pytest.raises(RearrangementError, match=r"'three': shifted by \+300 bp \(shifts\), its window's partner loci"):
+        place(three, WINDOW, SIZES, [0, 300])
+
+
+def test_shift_and_strand_averaging_of_a_translocation(toy, one_thread):
+    adapter, genome, tracks = toy
+    scores = ["mse", "mse_aligned", "insulation_delta"]
+    averaged = {
+        "kind": "rearrangement",
+        "scores": scores,
+        "rearrangements": [TRANSLOCATION, WITH_INSERTION],
+        "shifts": [-64, 0, 64],
+        "strand_average": True,
+        "keep_placements": True,
+        "insulation_window": 3,  # bins: the toy map has 16
+    }
+    spec = spec_of(averaged)
+    plan = plan_screen(spec, [], SIZES, adapter.geometry, genome)
+    [layout] = plan.layouts
+    stored = spec.perturbations[0].stored_scores
+    assert layout.scores == [f"{name}_p{k}" for name in stored for k in (0, 1)]
+    assert "mse_aligned_at-64_rc_p1" in layout.scores
+    payload = plan.payload(plan.units[0])
+    # the probed windows hold every placement's reference windows
+    starts = {(p.chrom, p.window_start) for r in payload["rearrangements"] for at in r.placements for p in at.partners}
+    windows = plan.windows(WINDOW)
+    assert all(any(lo <= start and start + WINDOW <= hi for lo, hi in windows[chrom]) for chrom, start in starts)
+    values = run_unit(adapter, genome, tracks, spec.perturbations[0], "chr1", payload).values
+    assert set(values) == set(layout.scores)
+    # one placement alone is the plain screen; a shifted reverse-strand one is the hand computation
+    plain = spec_of(
+        {
+            "kind": "rearrangement",
+            "scores": scores,
+            "insulation_window": 3,
+            "rearrangements": [TRANSLOCATION, WITH_INSERTION],
+        }
+    )
+    plain_plan = plan_screen(plain, [], SIZES, adapter.geometry, genome)
+    single = run_unit(
+        adapter, genome, tracks, plain.perturbations[0], "chr1", plain_plan.payload(plain_plan.units[0])
+    ).values
+    for name, value in single.items():
+        assert values[name.replace("_p", "_at+0_p")] == pytest.approx(value, rel=1e-5, abs=1e-9)
+    for row, placed in enumerate(payload["rearrangements"]):
+        # insulation is read at the junctions' midpoint: 64 bp (2 bins) left of the shifted window's centre
+        expected = _direct_scores(adapter, genome, tracks, placed.at(64), scores, reverse=True, position=6)
+        for name, value in expected.items():
+            assert values[name.replace("_p", "_at+64_rc_p")][row] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+    # the stored score is the mean over the six placements, per partner
+    for name in (f"{s}_p{k}" for s in scores for k in (0, 1)):
+        kept = np.stack(
+            [values[n] for n in layout.scores if n.startswith(name.split("_p")[0] + "_at") and n.endswith(name[-3:])]
+        )
+        assert kept.shape[0] == 6
+        assert np.allclose(values[name], kept.mean(axis=0), rtol=1e-5)
+
+
+# --- keep_maps ------------------------------------------------------------------------------------------
+
+
+def test_keep_maps_keeps_the_rearranged_map_minus_each_partners_reference(toy, one_thread):
+    adapter, genome, tracks = toy
+    spec = spec_of(
+        {
+            "kind": "rearrangement",
+            "scores": ["mse_aligned"],
+            "keep_maps": 1,
+            "rearrangements": [TRANSLOCATION, WITH_INSERTION],
+        }
+    )
+    plan = plan_screen(spec, [], SIZES, adapter.geometry, genome)
+    [layout] = plan.layouts
+    assert layout.top_maps == (1, 16)
+    payload = plan.payload(plan.units[0])
+    result = run_unit(adapter, genome, tracks, spec.perturbations[0], "chr1", payload)
+    strongest = np.nanmax(np.stack([result.values["mse_aligned_p0"], result.values["mse_aligned_p1"]]), axis=0)
+    [kept] = result.top_index.tolist()
+    assert kept == int(np.argmax(strongest))
+    placed = payload["rearrangements"][kept]
+    maps = _direct_maps(adapter, genome, tracks, placed)
+    [delta] = result.top_delta
+    expected = np.full((16, 16), np.nan)
+    for k, partner in enumerate(placed.partners):
+        index = pieces_index(partner.pieces, 32, 16)
+        ref_bins = np.flatnonzero(index >= 0)
+        rows = index[ref_bins]
+        expected[np.ix_(rows, rows)] = maps[0][np.ix_(rows, rows)] - maps[k + 1][np.ix_(ref_bins, ref_bins)]
+    assert np.array_equal(np.isnan(delta), np.isnan(expected))
+    assert np.allclose(delta[~np.isnan(delta)], expected[~np.isnan(expected)], rtol=1e-4, atol=1e-6)
+    assert np.isnan(delta[:8, 8:]).all()  # contacts joining the two partners have no reference

@@ -26,7 +26,7 @@ import torch
 
 from screening.compute.assemble import EditedInput, InputAssembler
 from screening.compute.prefetch import predict_batches, prefetch
-from screening.core.encode import reverse_complement
+from screening.core.encode import encode, reverse_complement
 from screening.io.genome import Genome
 from screening.io.tracks import TrackError, TrackSet
 from screening.maps.align import AlignmentCache, centre_bin, pieces_index
@@ -481,7 +481,7 @@ def run_unit(
         Inputs per forward pass (references and perturbed windows together).
     """
     if kind_of(spec).placement == "rearrangement":
-        return UnitResult(run_rearrangements(adapter, genome, tracks, spec, payload, batch_size))
+        return _rearrangement_unit(adapter, genome, tracks, spec, payload, batch_size)
     placements = getattr(spec, "placements", ((0, False),))
     if placements != ((0, False),):
         return UnitResult(_run_placements(adapter, genome, tracks, spec, chrom, payload, batch_size, placements))
@@ -500,16 +500,19 @@ def _run_placements(
         shifted: UnitPayload = {**payload, "window_start": payload["window_start"] + shift}  # type: ignore[typeddict-item]
         per_placement[(shift, reverse)] = _run_once(adapter, genome, tracks, spec, chrom, shifted, batch_size,
                                                     reverse).values
-    out = {}
-    for name in spec.scores:
-        stacked = np.stack([values[name] for values in per_placement.values()])
-        finite = np.isfinite(stacked)
-        total = np.where(finite, stacked, 0).sum(axis=0, dtype=np.float64)
-        count = finite.sum(axis=0)
-        out[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
+    out = {name: _placement_mean([values[name] for values in per_placement.values()]) for name in spec.scores}
     for placement, names in getattr(spec, "placement_scores", {}).items():
         out.update({stored: per_placement[placement][name] for stored, name in zip(names, spec.scores)})
     return out
+
+
+def _placement_mean(values: list[np.ndarray]) -> np.ndarray:
+    """The mean over placements of one score, NaN placements left out (NaN only where every placement is)."""
+    stacked = np.stack(values)
+    finite = np.isfinite(stacked)
+    total = np.where(finite, stacked, 0).sum(axis=0, dtype=np.float64)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).astype(np.float32)
 
 
 def _run_once(
@@ -546,14 +549,22 @@ def _run_once(
 
 def rearranged_span(genome: Genome, tracks: TrackSet | None, placed: PlacedRearrangement) -> Span:
     """The model input of a rearrangement: its pieces read in order, ``-`` pieces reverse complemented (their
-    tracks reversed, as :func:`~screening.perturb.edits.invert` does)."""
+    tracks reversed, as :func:`~screening.perturb.edits.invert` does), inserted bases encoded with tracks of 0
+    (no signal measured there, as for the inserted bases of an indel)."""
     codes, values = [], []
+    n_tracks = len(tracks.names) if tracks is not None and len(tracks.names) else 0
     for piece in placed.pieces:
+        if piece.inserted:
+            codes.append(encode(piece.sequence))
+            values.append(np.zeros((n_tracks, len(piece.sequence)), np.float32) if n_tracks else None)
+            continue
         span = load_span(genome, tracks, piece.chrom, piece.ref_lo, piece.ref_hi)
         piece_codes, piece_tracks = invert(span.codes, span.tracks) if piece.strand == "-" else (span.codes, span.tracks)
         codes.append(piece_codes)
         values.append(piece_tracks)
-    return Span(np.concatenate(codes), None if values[0] is None else np.concatenate(values, axis=1))
+    if values[0] is None:
+        return Span(np.concatenate(codes), None)
+    return Span(np.concatenate(codes), np.concatenate([v.astype(np.float32, copy=False) for v in values], axis=1))
 
 
 def run_rearrangements(
@@ -561,22 +572,60 @@ def run_rearrangements(
 ) -> dict[str, np.ndarray]:
     """Scores of a unit of rearrangements, each against the reference map of every partner locus.
 
-    Each rearranged window is predicted once, each partner's reference window once per unit; partner ``k``'s
-    scores are stored as ``<score>_p<k>`` (NaN where a rearrangement has fewer partners). Aligned scores compare
-    the bins of the partner's pieces only (:func:`screening.maps.align.pieces_index`).
+    Each rearranged window is predicted once per placement, each partner's reference window once per unit and
+    placement; partner ``k``'s scores are stored as ``<score>_p<k>`` (NaN where a rearrangement has fewer partners).
+    Aligned scores compare the bins of the partner's pieces only (:func:`screening.maps.align.pieces_index`).
+    With ``shifts`` / ``strand_average``, each score is the mean over the placements, per partner (a NaN placement
+    left out), and with ``keep_placements`` each placement's is stored too, as ``<score>_at<shift>[_rc]_p<k>``.
 
     Raises
     ------
     NonFiniteMapError
         Naming the rearrangement or the reference window whose map is not finite.
     """
-    geometry, window = adapter.geometry, adapter.geometry.window_length
+    return _rearrangement_unit(adapter, genome, tracks, spec, payload, batch_size).values
+
+
+def _rearrangement_unit(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, payload: UnitPayload, batch_size: int,
+) -> UnitResult:
+    """:func:`run_rearrangements`, with the kept Δ maps of ``keep_maps`` (:func:`_rearranged_delta`)."""
     placed_list: list[PlacedRearrangement] = payload["rearrangements"]
+    placements = getattr(spec, "placements", ((0, False),))
+    keeper = _TopMaps(spec.keep_maps) if spec.keep_maps else None  # the spec allows it with one placement only
+    per_placement = {
+        (shift, reverse): _rearrangement_pass(adapter, genome, tracks, spec, [r.at(shift) for r in placed_list],
+                                              shift, reverse, batch_size, keeper)
+        for shift, reverse in placements
+    }
+    if len(placements) == 1:
+        values = per_placement[placements[0]]
+    else:
+        values = {name: _placement_mean([v[name] for v in per_placement.values()]) for name in per_placement[placements[0]]}
+        for placement, names in getattr(spec, "placement_scores", {}).items():
+            for stored, name in zip(names, spec.scores):
+                values.update({f"{stored}_p{k}": per_placement[placement][f"{name}_p{k}"] for k in range(spec.max_partners)})
+    if keeper is None:
+        return UnitResult(values)
+    return UnitResult(values, *keeper.result())
+
+
+def _rearrangement_pass(
+    adapter: ModelAdapter, genome: Genome, tracks: TrackSet | None, spec: Any, placed_list: list[PlacedRearrangement],
+    shift: int, reverse: bool, batch_size: int, keeper: "_TopMaps | None" = None,
+) -> dict[str, np.ndarray]:
+    """``<score>_p<k>`` of the rearrangements in one placement (their windows as given, moved ``shift`` bp from
+    the junctions' midpoint, forward or ``reverse`` strand); offers each one's Δ map to ``keeper``, ranked by its
+    first score's largest value over partners."""
+    geometry, window = adapter.geometry, adapter.geometry.window_length
     out = {f"{name}_p{k}": np.full(len(placed_list), np.nan, np.float32)
            for name in spec.scores for k in range(spec.max_partners)}
-    assembler = _assembler(adapter, buffers=1) if adapter.position_encoding() is not None else None
+    assembler = None
+    if not reverse and adapter.position_encoding() is not None:
+        assembler = _assembler(adapter, buffers=1)
     references: dict[tuple[str, int], torch.Tensor] = {}
-    position = centre_bin(window // 2, 0, geometry.bin_size, geometry.map_offset)  # the junctions' midpoint
+    # the junctions' midpoint: the window's centre, less the shift (maps of the reverse strand are flipped back)
+    position = centre_bin(window // 2 - shift, 0, geometry.bin_size, geometry.map_offset)
     step = max(1, batch_size // 2)
     for lo in range(0, len(placed_list), step):
         group = placed_list[lo : lo + step]
@@ -585,7 +634,10 @@ def run_rearrangements(
         spans = [rearranged_span(genome, tracks, r) for r in group]
         spans += [load_span(genome, tracks, chrom, start, start + window) for chrom, start in keys]
         inputs = [EditedInput(s.codes, s.tracks, window, 0, np.zeros(0, np.uint8), None, window) for s in spans]
-        maps = _predict_inputs(adapter, assembler, inputs, batch_size)
+        if reverse:
+            maps = _predict_reversed(adapter, inputs, batch_size)
+        else:
+            maps = _predict_inputs(adapter, assembler, inputs, batch_size)
         _check_rearranged(maps, group, keys, window)
         references.update({key: maps[len(group) + i].clone() for i, key in enumerate(keys)})
         pairs = [(i, k, partner) for i, r in enumerate(group) for k, partner in enumerate(r.partners)]
@@ -598,7 +650,32 @@ def run_rearrangements(
         for name, values in scores.items():
             for (i, k, _), value in zip(pairs, values.cpu().numpy().tolist()):
                 out[f"{name}_p{k}"][lo + i] = value
+        if keeper is not None:
+            first = np.stack([out[f"{spec.scores[0]}_p{k}"][lo : lo + len(group)] for k in range(spec.max_partners)])
+            strongest = np.where(np.isnan(first), -np.inf, first).max(axis=0)
+            strongest[np.isneginf(strongest)] = np.nan  # no partner scored: never kept
+            deltas = _rearranged_delta(maps[: len(group)], reference, index, [i for i, _, _ in pairs])
+            keeper.offer(strongest, np.arange(lo, lo + len(group)), deltas)
     return out
+
+
+def _rearranged_delta(perturbed: torch.Tensor, reference: torch.Tensor, index: np.ndarray, owner: list[int]) -> torch.Tensor:
+    """Δ maps of rearrangements in their own (rearranged) bin frame, ``[G, n, n]``: where both bins of a pair belong
+    to one partner's pieces, the rearranged map minus that partner's reference map at the aligned bins; NaN
+    elsewhere (inserted bases, bins straddling a junction or a piece's end, pairs joining two partners).
+
+    ``reference`` and ``index`` (reference bin → rearranged bin, −1 unaligned) hold one row per (rearrangement,
+    partner) pair, ``owner`` each pair's rearrangement (row of ``perturbed``)."""
+    delta = torch.full_like(perturbed, float("nan"))
+    for row, (i, aligned) in enumerate(zip(owner, index)):
+        ref_bins = np.flatnonzero(aligned >= 0)
+        if not len(ref_bins):
+            continue
+        rows = torch.as_tensor(aligned[ref_bins], device=perturbed.device)
+        ref = torch.as_tensor(ref_bins, device=perturbed.device)
+        delta[i][rows[:, None], rows[None, :]] = (perturbed[i][rows[:, None], rows[None, :]]
+                                                 - reference[row][ref[:, None], ref[None, :]])
+    return delta
 
 
 def _check_rearranged(maps: torch.Tensor, group: list[PlacedRearrangement], keys: list[tuple[str, int]], window: int) -> None:

@@ -660,6 +660,9 @@ class Junction:
         there (VCF 4.3, section 5.4: ``t[p[``, ``t]p]``, ``]p]t``, ``[p[t``).
     alt
         The first record's ``ALT``.
+    inserted
+        Bases the junction inserts between ``left`` and ``right``, read along the junction (``tAAA[p[``,
+        ``]p]AAAt``, ...: ``"AAA"``; upper case), ``""`` when none.
     """
 
     id: str
@@ -671,6 +674,7 @@ class Junction:
     left: Side
     right: Side
     alt: str
+    inserted: str = ""
 
 
 @dataclass
@@ -694,24 +698,26 @@ def _reversed(left: Side, right: Side) -> tuple[Side, Side]:
     return (right[0], right[1], _flip(right[2])), (left[0], left[1], _flip(left[2]))
 
 
-def _bracket_sides(chrom: str, pos: int, ref: str, alt: str) -> tuple[Side, Side, str, int]:
-    """``(left, right, mate chrom, mate 1-based POS)`` of a bracketed BND ALT allele.
+def _bracket_sides(chrom: str, pos: int, ref: str, alt: str) -> tuple[Side, Side, str, int, str]:
+    """``(left, right, mate chrom, mate 1-based POS, inserted bases)`` of a bracketed BND ALT allele.
 
     ``t[p[``: t, then the sequence from p onwards; ``t]p]``: t, then the reverse complement of the sequence
     up to p; ``]p]t``: the sequence up to p, then t onwards; ``[p[t``: the reverse complement of the sequence
-    from p onwards, then t onwards.
+    from p onwards, then t onwards. Bases between t and the brackets (``tAAA[p[``, ``]p]AAAt``) are inserted at
+    the junction, as written (on the record's strand, which is the junction's reading direction in every form).
     """
     match = _BRACKET.match(alt)
     if match is None or match["open"] != match["close"]:
-        raise _Problem(f"ALT {alt!r} is not breakend notation t[p[, t]p], ]p]t or [p[t")
-    pre, post, bracket = match["pre"], match["post"], match["open"]
+        raise _Problem(f"ALT {alt!r} is not breakend notation t[p[, t]p], ]p]t or [p[t (inserted bases, A/C/G/T/N, "
+                       "go between t and the brackets)")
+    pre, post, bracket = match["pre"].upper(), match["post"].upper(), match["open"]
     if bool(pre) == bool(post):
         raise _Problem(f"ALT {alt!r} needs the REF base on exactly one side of the brackets")
-    base = pre or post
-    if len(base) > 1:
-        raise _Problem(f"ALT {alt!r} inserts sequence at the junction ({base[1:] if pre else base[:-1]!r}): not supported")
-    if base.upper() != ref[:1].upper():
-        raise _Problem(f"ALT {alt!r}: its base {base!r} is not the REF base {ref[:1]!r}")
+    base, inserted = (pre[0], pre[1:]) if pre else (post[-1], post[:-1])
+    if base != ref[:1].upper():
+        place = "first" if pre else "last"
+        raise _Problem(f"ALT {alt!r}: its {place} base {base!r} is not the REF base {ref[:1]!r} (in {alt!r} the REF "
+                       f"base comes {place}; inserted bases sit between it and the brackets)")
     mate_chrom, mate_pos = match["chrom"], int(match["pos"])
     x, y = pos - 1, mate_pos - 1  # 0-based positions of t and p
     if pre and bracket == "[":
@@ -722,7 +728,14 @@ def _bracket_sides(chrom: str, pos: int, ref: str, alt: str) -> tuple[Side, Side
         sides = (mate_chrom, y + 1, "+"), (chrom, x, "+")
     else:
         sides = (mate_chrom, y, "-"), (chrom, x, "+")
-    return sides[0], sides[1], mate_chrom, mate_pos
+    return sides[0], sides[1], mate_chrom, mate_pos, inserted
+
+
+_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+
+
+def _reverse_complement(bases: str) -> str:
+    return bases.translate(_COMPLEMENT)[::-1]
 
 
 @dataclass
@@ -737,6 +750,7 @@ class _Breakend:
     left: Side
     right: Side
     mate: tuple[str, int]
+    inserted: str = ""
 
 
 def _breakend(fields: list[str], where: str, line: int, genome: Genome | None) -> _Breakend | SkippedVariant | None:
@@ -752,7 +766,7 @@ def _breakend(fields: list[str], where: str, line: int, genome: Genome | None) -
     alt = alts[0]
     if alt.startswith(".") or alt.endswith("."):
         return SkippedVariant(line, aid, f"single breakend {alt!r}: its partner is unknown, nothing to join")
-    left, right, mate_chrom, mate_pos = _bracket_sides(chrom, pos, ref, alt)
+    left, right, mate_chrom, mate_pos, inserted = _bracket_sides(chrom, pos, ref, alt)
     if genome is not None:
         for name, position in ((chrom, pos), (mate_chrom, mate_pos)):
             if name not in genome:
@@ -763,7 +777,7 @@ def _breakend(fields: list[str], where: str, line: int, genome: Genome | None) -
         if found != ref[:1].upper():
             raise _Problem(f"{aid}: REF {ref!r} does not match the genome ({found!r})")
     mate_id = info.get("MATEID") or None
-    return _Breakend(line, where, aid, chrom, pos, alt, mate_id, left, right, (mate_chrom, mate_pos))
+    return _Breakend(line, where, aid, chrom, pos, alt, mate_id, left, right, (mate_chrom, mate_pos), inserted)
 
 
 def _mate_problem(first: _Breakend, mates: dict[str, _Breakend]) -> str | None:
@@ -777,8 +791,15 @@ def _mate_problem(first: _Breakend, mates: dict[str, _Breakend]) -> str | None:
     if first.mate != (mate.chrom, mate.pos) or mate.mate != (first.chrom, first.pos):
         return (f"and its mate {mate.id} (line {mate.line}) do not point at each other: {first.alt!r} at "
                 f"{first.chrom}:{first.pos}, {mate.alt!r} at {mate.chrom}:{mate.pos}")
-    if (mate.left, mate.right) not in ((first.left, first.right), _reversed(first.left, first.right)):
+    same, flipped = (first.left, first.right), _reversed(first.left, first.right)
+    if (mate.left, mate.right) not in (same, flipped):
         return f"and its mate {mate.id} (line {mate.line}) describe different joins ({first.alt!r} vs {mate.alt!r})"
+    # read from the other strand, the mate writes the inserted bases reverse complemented
+    if not ((mate.left, mate.right) == same and mate.inserted == first.inserted
+            or (mate.left, mate.right) == flipped and mate.inserted == _reverse_complement(first.inserted)):
+        return (f"and its mate {mate.id} (line {mate.line}) insert different bases at the junction ({first.alt!r} vs "
+                f"{mate.alt!r}: read along the junction, {first.inserted or 'none'!r} vs "
+                f"{(mate.inserted if (mate.left, mate.right) == same else _reverse_complement(mate.inserted)) or 'none'!r})")
     return None
 
 
@@ -787,7 +808,8 @@ def read_breakends(
 ) -> BreakendResult:
     """Read the junctions of a VCF's breakend (``BND``) records, one per mate pair.
 
-    Records with a bracketed ``ALT`` (``t[p[``, ``t]p]``, ``]p]t``, ``[p[t``) or ``INFO SVTYPE=BND`` are read;
+    Records with a bracketed ``ALT`` (``t[p[``, ``t]p]``, ``]p]t``, ``[p[t``, with any bases inserted at the
+    junction between ``t`` and the brackets: :attr:`Junction.inserted`) or ``INFO SVTYPE=BND`` are read;
     other records are not breakends and are passed over. Mates are paired by ``ID`` and ``INFO MATEID``
     (each must name the other, point at the other's position, and describe the same join, possibly from the
     other strand); the junction is read from the first of the two in the file.
@@ -806,7 +828,7 @@ def read_breakends(
     VcfError
         On a missing file or malformed line syntax (always), and with ``policy="fail"`` naming every breakend
         that cannot be used: malformed bracket notation, an unpaired breakend (no ``MATEID``, or a mate that is
-        missing or does not point back), inserted sequence at the junction (not supported), a multi-allelic
+        missing or does not point back, or inserts other bases at the junction), a multi-allelic
         breakend record, or a genome mismatch. With ``policy="skip"`` those are listed in ``skipped``. Single
         breakends (``.A``, ``A.``) are always skipped and listed: they have no partner to join.
     """
@@ -842,7 +864,7 @@ def read_breakends(
         mate = by_id[str(first.mate_id)]
         paired |= {first.id, mate.id}
         junctions.append(Junction(first.id, mate.id, first.chrom, first.pos, first.line, mate.line, first.left,
-                                  first.right, first.alt))
+                                  first.right, first.alt, first.inserted))
     problems.sort()
     skipped += [SkippedVariant(line, vid, text) for line, vid, text in problems]
     skipped.sort(key=lambda s: s.line)

@@ -26,12 +26,43 @@ from screening.core.errors import ScreeningError
 from screening.store.location import Location
 
 __all__ = [
-    "ATTRS_KEY", "BLOCK_BYTES", "BLOCK_UNITS", "BUILDING_KEY", "CHUNK_DIM", "COORDS", "COORD_CHUNK", "COORD_SHARD",
-    "DIGEST", "DIM", "DONE", "FORMAT_VERSION", "HIT_INDEX", "HIT_K", "HIT_VALUE",
-    "READABLE_VERSIONS", "RESERVED_NAMES", "SHARD_CHUNKS", "TOP_DELTA", "TOP_INDEX", "block_units", "coords_from", "inner_units", "regular_coords",
+    "ATTRS_KEY",
+    "BLOCK_BYTES",
+    "BLOCK_UNITS",
+    "BUILDING_KEY",
+    "CHUNK_DIM",
+    "COORDS",
+    "COORD_CHUNK",
+    "COORD_SHARD",
+    "DIGEST",
+    "DIM",
+    "DONE",
+    "FORMAT_VERSION",
+    "HIT_INDEX",
+    "HIT_K",
+    "HIT_VALUE",
+    "READABLE_VERSIONS",
+    "RESERVED_NAMES",
+    "SHARD_CHUNKS",
+    "TOP_DELTA",
+    "TOP_INDEX",
+    "block_units",
+    "coord_index",
+    "coords_from",
+    "indexed_chunks",
+    "inner_units",
+    "regular_coords",
     "regular_overlap",
-    "DamagedChunkError", "GroupLayout", "StoreError", "StoreNotFoundError",
-    "as_location", "check_format", "read_checked", "read_store_attrs", "stored_chunks", "zarr_store",
+    "DamagedChunkError",
+    "GroupLayout",
+    "StoreError",
+    "StoreNotFoundError",
+    "as_location",
+    "check_format",
+    "read_checked",
+    "read_store_attrs",
+    "stored_chunks",
+    "zarr_store",
 ]
 
 # 3: units grouped in blocks (one score shard, one flag/digest chunk and one top-k summary per block,
@@ -97,8 +128,14 @@ def _is_damage(err: BaseException) -> bool:
     return isinstance(err, Exception) and not isinstance(err, (OSError, StoreError))
 
 
-def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Callable[[int], str] | None = None,
-                 unit: int | None = None) -> np.ndarray:
+def read_checked(
+    array: zarr.Array,
+    key: Any,
+    store: str,
+    name: str,
+    span: Callable[[int], str] | None = None,
+    unit: int | None = None,
+) -> np.ndarray:
     """``array[key]``; a chunk that cannot be decoded raises :class:`DamagedChunkError` naming the
     store, the array and the chunk (along the first dimension, which every array is chunked along).
 
@@ -130,7 +167,9 @@ def read_checked(array: zarr.Array, key: Any, store: str, name: str, span: Calla
             except Exception as inner:  # noqa: BLE001
                 if not _is_damage(inner):
                     raise
-                raise DamagedChunkError(store, name, k, f"{type(inner).__name__}: {inner}", span(k) if span else "") from inner
+                raise DamagedChunkError(
+                    store, name, k, f"{type(inner).__name__}: {inner}", span(k) if span else ""
+                ) from inner
         raise DamagedChunkError(store, name, start // size, f"{type(err).__name__}: {err}") from err
 
 
@@ -147,7 +186,7 @@ def stored_chunks(array: zarr.Array) -> set[int]:
     async def listing() -> list[str]:
         return [key async for key in array.store_path.store.list_prefix(prefix)]
 
-    return {keys[key[len(prefix):]] for key in sync(listing()) if key[len(prefix):] in keys}
+    return {keys[key[len(prefix) :]] for key in sync(listing()) if key[len(prefix) :] in keys}
 
 
 # --------------------------------------------------------------------------- layout
@@ -331,6 +370,21 @@ def regular_overlap(regular: Mapping[str, int], start: int, end: int) -> tuple[i
     hi = min(n, max(0, -(-(end - s0) // step)))  # rows with s0 + k·step < end
     lo = min(n, max(0, (start - s0 - width) // step + 1))  # rows with s0 + k·step + width > start
     return lo, max(lo, hi)
+
+
+def coord_index(start: np.ndarray, end: np.ndarray, rows: int) -> dict[str, Any]:
+    """``{"rows", "start", "end"}``: per chunk of ``rows`` coordinates, its first ``start`` and its
+    largest ``end``. Format 3 groups of irregular coordinates record it (a few numbers per 131,072
+    perturbations), so a query reads only the coordinate chunks that can overlap its region."""
+    bounds = np.arange(0, len(start), rows)
+    return {"rows": int(rows), "start": start[bounds].tolist(), "end": np.maximum.reduceat(end, bounds).tolist()}
+
+
+def indexed_chunks(index: Mapping[str, Any], start: int, end: int) -> np.ndarray:
+    """Chunks (ascending) of a :func:`coord_index` that may hold a row overlapping ``[start, end)``:
+    first start before ``end`` and largest end after ``start``."""
+    first, last = np.asarray(index["start"], np.int64), np.asarray(index["end"], np.int64)
+    return np.flatnonzero((first < end) & (last > start))
 
 
 def inner_units(block: int) -> int:

@@ -82,7 +82,7 @@ class Location:
             self.url = text.rstrip("/")
             self.storage_options = resolve_storage_options(self.url, storage_options)
         else:
-            text = text[len("file://"):] if text.startswith("file://") else text
+            text = text[len("file://") :] if text.startswith("file://") else text
             self.url = str(Path(text).expanduser().absolute())
             self.storage_options = {}
         self._fs = None
@@ -105,7 +105,7 @@ class Location:
         if self._fs is None:
             import fsspec
 
-            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            self._fs, self._root = fsspec.core.url_to_fs(self.url, **self._options())
         return self._fs
 
     @property
@@ -120,7 +120,17 @@ class Location:
 
         if not self.remote:
             return LocalStore(self.local_path, read_only=read_only)
-        return FsspecStore.from_url(self.url, storage_options=self.storage_options, read_only=read_only)
+        return FsspecStore.from_url(self.url, storage_options=self._options(), read_only=read_only)
+
+    def _options(self) -> dict[str, Any]:
+        """The filesystem's options: :attr:`storage_options`, and for S3 one GET per whole-object read."""
+        options = dict(self.storage_options)
+        if self.url.split("://", 1)[0] in {"s3", "s3a"}:
+            # s3fs asks an object's size (a HEAD) before every whole-object GET, to split objects larger
+            # than its block size (50 MB) into concurrent ranged GETs; a store's objects are far smaller
+            # (shards of about 4 MiB), so that HEAD doubled the requests of every read.
+            options.setdefault("max_concurrency", 1)
+        return options
 
     def read_json(self, name: str) -> Any | None:
         """The JSON object ``<location>/<name>``, or ``None`` when it does not exist (remote only)."""

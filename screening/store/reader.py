@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
+import zarr.errors
 
 from screening.core.errors import ScreeningError
 from screening.core.regions import Region, RegionError, parse_region, validate_region
+from screening.store.location import Location
 from screening.store.layout import (
     COORDS,
     DIM,
@@ -29,9 +31,11 @@ from screening.store.layout import (
     DamagedChunkError,
     StoreError,
     StoreNotFoundError,
+    _screening_attrs,
     as_location,
     check_format,
     coords_from,
+    indexed_chunks,
     regular_overlap,
     read_checked,
     read_store_attrs,
@@ -41,7 +45,12 @@ from screening.store.layout import (
 
 # StoreError / StoreNotFoundError / DamagedChunkError are re-exported: open_results and queries raise them.
 __all__ = [
-    "DamagedChunkError", "Results", "ResultsError", "StoreError", "StoreNotFoundError", "dataset_to_frame",
+    "DamagedChunkError",
+    "Results",
+    "ResultsError",
+    "StoreError",
+    "StoreNotFoundError",
+    "dataset_to_frame",
     "open_results",
 ]
 
@@ -91,6 +100,25 @@ def _done_units(group: zarr.Group) -> np.ndarray:
         return np.concatenate(done).astype(np.int64)
 
 
+def _remote_root_group(location: Location) -> zarr.Group | None:
+    """The root group of a remote store, opened with one GET (its consolidated ``zarr.json`` holds every
+    node's metadata and the root attributes), or ``None`` when it cannot be opened: then
+    :func:`read_store_attrs` tells why (nothing there, another kind of object, an unreachable endpoint).
+    Opening a store for a query thus costs one S3 client and one GET instead of two of each.
+
+    Raises
+    ------
+    StoreError
+        If the object store cannot be read (refused credentials, an unreachable endpoint), naming the URL.
+    """
+    try:
+        return zarr.open_group(zarr_store(location, read_only=True), mode="r", zarr_format=3)
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.BaseZarrError):
+        return None  # nothing there, or not a zarr group: read_store_attrs says which
+    except Exception as err:  # noqa: BLE001  fsspec backends raise many types (see layout._remote)
+        raise StoreError(f"{location}: cannot read the object store: {type(err).__name__}: {err}") from err
+
+
 def open_results(path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Results:
     """Open a result store for queries.
 
@@ -127,7 +155,11 @@ class Results:
 
     def __init__(self, path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
         local = as_location(path, storage_options)
-        attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing
+        root = _remote_root_group(local) if local.remote else None
+        attrs = _screening_attrs(root.attrs.asdict()) if root is not None else None
+        if attrs is None:
+            root = None
+            attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing (names the cause)
         if attrs is None:
             raise StoreError(f"{local} is not a screening result store")
         check_format(attrs, local)
@@ -135,7 +167,7 @@ class Results:
         self.path = str(local)
         self.storage_options = dict(local.storage_options)
         self._attrs = attrs
-        self._root: zarr.Group | None = None
+        self._root: zarr.Group | None = root
         self._coords: OrderedDict[tuple[str, str], tuple[np.ndarray, np.ndarray, bool]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -306,18 +338,53 @@ class Results:
 
         return span
 
-    def _overlapping(self, chrom: str, analysis: str, group: zarr.Group, region: Region) -> np.ndarray:
-        """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``."""
+    def _overlapping(
+        self, chrom: str, analysis: str, group: zarr.Group, region: Region
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Indices (ascending) of the perturbations whose ``[start, end)`` overlaps ``region``, and their
+        ``start``/``end`` where these were read to find them (``{}`` for regular groups)."""
         assert region.end is not None  # resolved by resolve_region
-        regular = _meta(group).get("regular")
+        meta = _meta(group)
+        regular = meta.get("regular")
         if regular is not None:  # format 3, tiled kinds: by arithmetic, no chromosome-long array
-            return np.arange(*regular_overlap(regular, region.start, region.end))
+            return np.arange(*regular_overlap(regular, region.start, region.end)), {}
+        index = meta.get("coord_index")
+        # format 3, irregular: only the coordinate chunks it may overlap (unless read whole already)
+        if index is not None and (chrom, analysis) not in self._coords:
+            return self._indexed_overlap(chrom, analysis, group, index, region)
         start, end, end_sorted = self._start_end(chrom, analysis, group)
         hi = int(np.searchsorted(start, region.end, side="left"))  # start < region.end
         if end_sorted:
             lo = int(np.searchsorted(end, region.start, side="right"))  # end > region.start
-            return np.arange(lo, max(lo, hi))
-        return np.flatnonzero(end[:hi] > region.start)
+            idx = np.arange(lo, max(lo, hi))
+        else:
+            idx = np.flatnonzero(end[:hi] > region.start)
+        return idx, {"start": start[idx], "end": end[idx]}
+
+    def _indexed_overlap(
+        self, chrom: str, analysis: str, group: zarr.Group, index: dict[str, Any], region: Region
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`_overlapping` of an irregular group from its ``coord_index``: only the coordinate chunks
+        whose first start and largest end allow an overlap are read (a run of them in one read)."""
+        assert region.end is not None  # resolved by resolve_region
+        rows, n = int(index["rows"]), int(_meta(group)["n"])
+        chunks = indexed_chunks(index, region.start, region.end)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        i = 0
+        while i < len(chunks):
+            j = i + 1
+            while j < len(chunks) and chunks[j] == chunks[j - 1] + 1:
+                j += 1
+            lo, hi = int(chunks[i]) * rows, min(n, (int(chunks[j - 1]) + 1) * rows)
+            start, end = (self._read(group, name, slice(lo, hi), chrom, analysis) for name in ("start", "end"))
+            hit = np.flatnonzero((start < region.end) & (end > region.start))
+            found.append((lo + hit, start[hit], end[hit]))
+            i = j
+        if not found:
+            empty = np.zeros(0, np.int64)
+            return empty, {"start": empty, "end": empty}
+        idx, start, end = (np.concatenate(parts) for parts in zip(*found))
+        return idx.astype(np.int64), {"start": start, "end": end}
 
     def query(self, region: str | Region, analysis: str | None = None) -> xr.Dataset:
         """The perturbations overlapping ``region``, with lazy scores.
@@ -347,10 +414,11 @@ class Results:
             return _empty_dataset(self.scores(analysis), attrs)
         meta = _meta(group)
         attrs.update(kind=meta["kind"], params=meta["params"])
-        idx = self._overlapping(region.chrom, analysis, group, region)
-        where = _Where(self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group),
-                       int(meta["chunk_size"]))
-        return _dataset(group, idx, attrs, where)
+        idx, known = self._overlapping(region.chrom, analysis, group, region)
+        where = _Where(
+            self.path, f"{region.chrom}/{analysis}", self._span(region.chrom, analysis, group), int(meta["chunk_size"])
+        )
+        return _dataset(group, idx, attrs, where, known)
 
     def spec_kind(self, analysis: str) -> str:
         """The perturbation kind of an analysis, from the stored spec."""
@@ -386,8 +454,13 @@ class Results:
         coords = {"start": ("top", start[row[hit]]), "end": ("top", end[row[hit]])}
         if per_base:
             coords["base"] = ("top", np.array(list("ACGT"))[index[hit] % 4])
-        return xr.DataArray(maps, dims=("top", "row", "col"), coords=coords, name="delta",
-                            attrs={"analysis": analysis, "chrom": region.chrom})
+        return xr.DataArray(
+            maps,
+            dims=("top", "row", "col"),
+            coords=coords,
+            name="delta",
+            attrs={"analysis": analysis, "chrom": region.chrom},
+        )
 
     def _top_delta(self, group: zarr.Group, hit: np.ndarray, chrom: str, analysis: str) -> np.ndarray:
         delta = _array(group, "top_delta")
@@ -412,7 +485,9 @@ class Results:
         analysis = self.resolve_analysis(analysis)
         self.check_score(score, analysis)
         if chrom not in self.chromosomes:
-            raise RegionError(f"chromosome {chrom!r} has no results in this store (it holds {', '.join(self.chromosomes)})")
+            raise RegionError(
+                f"chromosome {chrom!r} has no results in this store (it holds {', '.join(self.chromosomes)})"
+            )
         group = self._group(chrom, analysis)
         meta = _meta(group) if group is not None else {}
         extra_dims = dict(meta.get("extra_dims", {}))
@@ -447,8 +522,17 @@ class Results:
             best_pos, best_val = pos[chosen], val[chosen]
         return self._top_table(group, chrom, best_pos, best_val, width, dims, extra_dims, labels, score)
 
-    def _summary_top(self, group: zarr.Group, score: str, n: int, done: np.ndarray, chunk_size: int, width: int,
-                     chrom: str, analysis: str) -> tuple[np.ndarray, np.ndarray]:
+    def _summary_top(
+        self,
+        group: zarr.Group,
+        score: str,
+        n: int,
+        done: np.ndarray,
+        chunk_size: int,
+        width: int,
+        chrom: str,
+        analysis: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The chromosome's top ``n`` from the blocks' stored top-k summaries (format 3, ``n`` ≤ k):
         the global top ``n`` is among the blocks' top k, ties included (a value left out of a block's
         top k follows k at least as large and earlier ones of its block)."""
@@ -464,20 +548,33 @@ class Results:
         chosen = _top_n(val, n)
         return pos[chosen], val[chosen]
 
-    def _top_table(self, group: zarr.Group, chrom: str, best_pos: np.ndarray, best_val: np.ndarray, width: int,
-                   dims: list[str], extra_dims: dict[str, int], labels: list[str], score: str) -> pd.DataFrame:
+    def _top_table(
+        self,
+        group: zarr.Group,
+        chrom: str,
+        best_pos: np.ndarray,
+        best_val: np.ndarray,
+        width: int,
+        dims: list[str],
+        extra_dims: dict[str, int],
+        labels: list[str],
+        score: str,
+    ) -> pd.DataFrame:
         """:meth:`nlargest`'s table of the chosen positions (``row·width + column``) and values."""
         rows = best_pos // width
         coords = {}
         for name in ("start", "end", *labels):
-            coords[name] = (np.asarray(_array(group, name).get_coordinate_selection(rows)) if len(rows)
-                            else np.zeros(0, np.int64))
+            coords[name] = (
+                np.asarray(_array(group, name).get_coordinate_selection(rows)) if len(rows) else np.zeros(0, np.int64)
+            )
         if dims:
             names = np.array(list("ACGT")) if extra_dims.get("base") == 4 else np.arange(width)
             coords[dims[0]] = names[best_pos % width]
         return _top_frame(chrom, rows, coords, dims, score, best_val, labels)
 
-    def _read_rows(self, array: zarr.Array, rows: np.ndarray, units: np.ndarray, where: _Where, name: str) -> np.ndarray:
+    def _read_rows(
+        self, array: zarr.Array, rows: np.ndarray, units: np.ndarray, where: _Where, name: str
+    ) -> np.ndarray:
         """Rows of a score array (only the chunks holding them are read); a damaged chunk is named."""
         try:
             return np.asarray(array.get_orthogonal_selection((rows, *[slice(None)] * (array.ndim - 1))))
@@ -499,8 +596,15 @@ def _top_n(values: np.ndarray, n: int) -> np.ndarray:
     return series.dropna().nlargest(n).index.to_numpy(dtype=np.int64)
 
 
-def _top_frame(chrom: str, rows: np.ndarray, coords: dict[str, np.ndarray], dims: list[str], score: str,
-               values: np.ndarray, labels: Sequence[str] = ()) -> pd.DataFrame:
+def _top_frame(
+    chrom: str,
+    rows: np.ndarray,
+    coords: dict[str, np.ndarray],
+    dims: list[str],
+    score: str,
+    values: np.ndarray,
+    labels: Sequence[str] = (),
+) -> pd.DataFrame:
     """:meth:`Results.nlargest`'s table: the columns :func:`dataset_to_frame` gives these rows."""
     empty = np.zeros(0, np.int64)
     frame = {"start": coords.get("start", empty), "end": coords.get("end", empty)}
@@ -536,6 +640,7 @@ def dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
         }
     )
 
+
 class _Where:
     """Where a query reads from (store, ``chrom/analysis``, chunk → genomic range), for error messages."""
 
@@ -549,11 +654,17 @@ class _Where:
 
 class _CheckedArray:
     """Rows ``[offset, offset + length)`` of a zarr array as dask sees them: each block read names the
-    chunk it cannot decode, and chunks whose unit is not done are not read at all (NaN: a dead
-    worker may have left them half-written). A block may span many units (a whole-chromosome query
-    is a few large blocks, not one task per unit)."""
+    chunk it cannot decode, and rows of units that are not done are NaN. Formats 1-2 (one chunk per
+    unit): chunks of units that are not done are not read at all (a dead worker may have left them
+    half-written). Format 3 (score shards of inner chunks of several units, each shard written whole
+    by the driver, so always decodable): every inner chunk holding a done unit is read, a run of them
+    in one read (on an object store: the shard's index and one ranged GET per inner chunk, instead
+    of both per run of done units). A block may span many units (a whole-chromosome query is a few
+    large blocks, not one task per unit)."""
 
-    def __init__(self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool], offset: int, length: int) -> None:
+    def __init__(
+        self, array: zarr.Array, name: str, where: _Where, done: dict[int, bool], offset: int, length: int
+    ) -> None:
         self.array, self.name, self.where, self.done = array, name, where, done
         self.offset = offset
         self.shape, self.dtype, self.ndim = (length, *array.shape[1:]), array.dtype, array.ndim
@@ -564,22 +675,37 @@ class _CheckedArray:
         rest = key[1:]
         shape = (stop - start, *(len(range(*k.indices(n))) for k, n in zip(rest, self.shape[1:])))
         out = np.full(shape, np.nan, self.dtype)
-        size, lo = self.where.unit or self.array.chunks[0], self.offset + start
-        k, k_end = lo // size, -(-(self.offset + stop) // size)
-        while k < k_end:  # runs of done units, one read each
-            if not self.done.get(k, True):
-                k += 1
+        size, lo, hi = self.where.unit or self.array.chunks[0], self.offset + start, self.offset + stop
+        # Read granules: whole inner chunks of a format 3 shard (a multiple of the unit), else units.
+        grain = self.array.chunks[0] if self.array.shards is not None and self.array.chunks[0] % size == 0 else size
+        per = grain // size
+
+        def wanted(g: int) -> bool:  # a granule holding a done unit of [lo, hi)
+            return any(
+                self.done.get(k, True) for k in range(max(g * per, lo // size), min((g + 1) * per, -(-hi // size)))
+            )
+
+        g, g_end = lo // grain, -(-hi // grain)
+        while g < g_end:  # runs of wanted granules, one read each
+            if not wanted(g):
+                g += 1
                 continue
-            run = k
-            while run < k_end and self.done.get(run, True):
+            run = g
+            while run < g_end and wanted(run):
                 run += 1
-            a, b = max(lo, k * size), min(self.offset + stop, run * size)
+            a, b = max(lo, g * grain), min(hi, run * grain)
             out[a - lo : b - lo] = self.where.read(self.array, self.name, (slice(a, b), *rest))
-            k = run
+            g = run
+        for k in range(lo // size, -(-hi // size)):  # a granule's units that are not done: NaN
+            if not self.done.get(k, True):
+                out[max(0, k * size - lo) : max(0, min(hi, (k + 1) * size) - lo)] = np.nan
         return out
 
 
-def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where) -> xr.Dataset:
+def _dataset(
+    group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _Where, known: dict[str, np.ndarray] | None = None
+) -> xr.Dataset:
+    """The query result of rows ``idx``; ``known``: coordinates of these rows already read."""
     meta = _meta(group)
     chunk_size = int(meta["chunk_size"])
     lo, hi = (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, 0)
@@ -591,6 +717,9 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _
     coords: dict[str, Any] = {DIM: idx.astype(np.int64)}
     computed = dict(zip(("start", "end"), coords_from(meta["regular"], lo, hi))) if meta.get("regular") else {}
     for name in (*COORDS, *meta.get("labels", [])):
+        if known and name in known:  # read to find the rows (irregular start/end)
+            coords[name] = (DIM, known[name])
+            continue
         if name in computed:  # format 3, tiled kinds: computed (the query's rows only), not read
             values = computed[name]
         else:
@@ -610,8 +739,12 @@ def _dataset(group: zarr.Group, idx: np.ndarray, attrs: dict[str, Any], where: _
         width = int(np.prod(array.shape[1:], dtype=np.int64))
         rows = chunk_size * max(1, _DASK_ROWS // (chunk_size * max(1, width)))
         lazy = da.from_array(
-            _CheckedArray(array, score, where, chunk_done, first, last - first), chunks=(rows, *array.shape[1:]),
-            lock=False, fancy=False, meta=np.empty((0,) * array.ndim, array.dtype), name=f"screening-{uuid.uuid4().hex}",
+            _CheckedArray(array, score, where, chunk_done, first, last - first),
+            chunks=(rows, *array.shape[1:]),
+            lock=False,
+            fancy=False,
+            meta=np.empty((0,) * array.ndim, array.dtype),
+            name=f"screening-{uuid.uuid4().hex}",
         )[lo - first : hi - first]
         if not contiguous:
             lazy = lazy[idx - lo]
@@ -627,4 +760,3 @@ def _empty_dataset(scores: list[str], attrs: dict[str, Any]) -> xr.Dataset:
     data_vars: dict[str, Any] = {s: (DIM, da.zeros(0, dtype=np.float32, chunks=1)) for s in scores}
     data_vars["done"] = (DIM, np.zeros(0, dtype=bool))
     return xr.Dataset(data_vars, coords=coords, attrs={**attrs, "kind": None, "params": {}})
-

@@ -61,6 +61,7 @@ from screening.store.layout import (
     as_location,
     block_units,
     check_format,
+    coord_index,
     inner_units,
     regular_coords,
     read_checked,
@@ -144,7 +145,9 @@ def _remote_state(location: Location) -> str:
 # --------------------------------------------------------------------------- creation
 
 
-def _build(target: Path | Location | Store, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]) -> None:
+def _build(
+    target: Path | Location | Store, spec: dict, spec_sha256: str, provenance: dict, layouts: list[GroupLayout]
+) -> None:
     chromosomes: dict[str, int] = {}
     analyses: list[str] = []
     for layout in layouts:
@@ -208,6 +211,8 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         regular = regular_coords(layout.start, layout.end)
         if regular is not None:  # tiled kinds: readers compute start/end instead of reading them
             attrs["regular"] = regular
+        elif layout.n:  # irregular (variants …): a query reads only the coordinate chunks it overlaps
+            attrs["coord_index"] = coord_index(layout.start, layout.end, _coord_chunk(layout))
     attrs = _jsonable(attrs, f"params of {layout.chrom}/{layout.analysis}")
     group = root[layout.chrom].create_group(layout.analysis, attributes=attrs)
     checksums = FORMAT_VERSION >= 2  # a format 1 store (tests of old stores) has neither
@@ -218,16 +223,26 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
     coord_chunks = (_coord_chunk(layout),)
     for name in COORDS:
         arr = group.create_array(
-            name, shape=(layout.n,), chunks=coord_chunks, dtype="int64", fill_value=0,
-            dimension_names=[DIM], **codecs,
+            name,
+            shape=(layout.n,),
+            chunks=coord_chunks,
+            dtype="int64",
+            fill_value=0,
+            dimension_names=[DIM],
+            **codecs,
         )
         if layout.n:
             arr[:] = getattr(layout, name)
     for name, values in layout.labels.items():
         text = values.dtype.kind in "USO"
         arr = group.create_array(
-            name, shape=(layout.n,), chunks=coord_chunks,
-            dtype=str if text else values.dtype, fill_value="" if text else 0, dimension_names=[DIM], **codecs,
+            name,
+            shape=(layout.n,),
+            chunks=coord_chunks,
+            dtype=str if text else values.dtype,
+            fill_value="" if text else 0,
+            dimension_names=[DIM],
+            **codecs,
         )
         if layout.n:
             arr[:] = values.astype(str) if text else values
@@ -243,33 +258,71 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
         rows = layout.chunk_size * (inner_units(block) if grouped else 1)
         sharding = {"shards": (layout.chunk_size * block, *extra), "attributes": score_attrs} if grouped else {}
         group.create_array(
-            score, shape=(layout.n, *extra), chunks=(rows, *extra), dtype="float32",
-            fill_value=np.nan, dimension_names=[DIM, *dims], **codecs, **sharding,
+            score,
+            shape=(layout.n, *extra),
+            chunks=(rows, *extra),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=[DIM, *dims],
+            **codecs,
+            **sharding,
         )
     keep, n_bins = layout.top_maps
     if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
         rows = layout.n_chunks * keep
-        group.create_array(TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1,
-                           dimension_names=["top"], **codecs)
-        group.create_array(TOP_DELTA, shape=(rows, n_bins, n_bins), chunks=(keep, n_bins, n_bins), dtype="float32",
-                           fill_value=np.nan, dimension_names=["top", "row", "col"], **codecs)
+        group.create_array(
+            TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1, dimension_names=["top"], **codecs
+        )
+        group.create_array(
+            TOP_DELTA,
+            shape=(rows, n_bins, n_bins),
+            chunks=(keep, n_bins, n_bins),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=["top", "row", "col"],
+            **codecs,
+        )
     # Format 3: one chunk of flags (and digests) per block, written by the driver alone; earlier
     # formats: one chunk per flag, so that each unit (worker) writes its own.
     group.create_array(
-        DONE, shape=(layout.n_chunks,), chunks=(block,), dtype="uint8", fill_value=0, dimension_names=[CHUNK_DIM],
+        DONE,
+        shape=(layout.n_chunks,),
+        chunks=(block,),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=[CHUNK_DIM],
         **codecs,
     )
     if checksums:  # each unit's digest, next to its flag (see ResultStore.verify)
         group.create_array(
-            DIGEST, shape=(layout.n_chunks,), chunks=(block,), dtype="uint32", fill_value=0,
-            dimension_names=[CHUNK_DIM], **codecs,
+            DIGEST,
+            shape=(layout.n_chunks,),
+            chunks=(block,),
+            dtype="uint32",
+            fill_value=0,
+            dimension_names=[CHUNK_DIM],
+            **codecs,
         )
     if grouped:  # each block's HIT_K largest values per score, written with its flags
         rows, width = -(-layout.n_chunks // block) * HIT_K, len(layout.scores)
-        group.create_array(HIT_INDEX, shape=(rows, width), chunks=(HIT_K, width), dtype="int64", fill_value=-1,
-                           dimension_names=["hit", "score"], **codecs)
-        group.create_array(HIT_VALUE, shape=(rows, width), chunks=(HIT_K, width), dtype="float32",
-                           fill_value=np.nan, dimension_names=["hit", "score"], **codecs)
+        group.create_array(
+            HIT_INDEX,
+            shape=(rows, width),
+            chunks=(HIT_K, width),
+            dtype="int64",
+            fill_value=-1,
+            dimension_names=["hit", "score"],
+            **codecs,
+        )
+        group.create_array(
+            HIT_VALUE,
+            shape=(rows, width),
+            chunks=(HIT_K, width),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=["hit", "score"],
+            **codecs,
+        )
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -290,8 +343,11 @@ def _upload(location: Location, spec: dict, spec_sha256: str, provenance: dict, 
         keys = [key async for key in memory.list()]
         blobs = {key: await memory.get(key, prototype) for key in keys}
         root = blobs.pop("zarr.json")
-        marker = {"zarr_format": 3, "node_type": "group",
-                  "attributes": {BUILDING_KEY: {"started": _now(), "id": uuid.uuid4().hex}}}
+        marker = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": {BUILDING_KEY: {"started": _now(), "id": uuid.uuid4().hex}},
+        }
         await remote.set("zarr.json", prototype.buffer.from_bytes(json.dumps(marker).encode()))
         pending = list(blobs.items())
         for i in range(0, len(pending), 64):  # bounded concurrency
@@ -453,8 +509,7 @@ def open_or_create_store(
     state = _state(local)
     if state == "foreign":
         raise StoreError(
-            f"{local} exists and is not a screening result store; refusing to touch it "
-            "(choose another output path)"
+            f"{local} exists and is not a screening result store; refusing to touch it (choose another output path)"
         )
     if state in {"absent", "empty", "partial"}:  # partial: a remote build that died; rebuilt
         return _create(local, spec, spec_sha256, provenance, layouts, replace=False), False
@@ -579,7 +634,9 @@ class BlockWriter:
         """Fold one finished unit into its block; writes the block when complete or when a flush is due."""
         group = self.store._group(record.chrom, record.analysis)
         if not group.grouped:
-            raise StoreError(f"{self.store.path} is a format {self.store.format_version} store: its units write themselves")
+            raise StoreError(
+                f"{self.store.path} is a format {self.store.format_version} store: its units write themselves"
+            )
         b = record.k // group.block
         key = (record.chrom, record.analysis, b)
         block = self._open.get(key) or self._load(group, key)
@@ -872,7 +929,8 @@ class ResultStore:
                 if regular == regular_coords(lay.start, lay.end):
                     continue  # the same regular coordinates: nothing to read
             if stored != (lay.n, lay.chunk_size, lay.scores) or not (
-                np.array_equal(self._coord(lay, "start"), lay.start) and np.array_equal(self._coord(lay, "end"), lay.end)
+                np.array_equal(self._coord(lay, "start"), lay.start)
+                and np.array_equal(self._coord(lay, "end"), lay.end)
             ):
                 raise StoreError(
                     f"{self.path}: group {lay.chrom}/{lay.analysis} does not match this run's layout "
@@ -892,7 +950,12 @@ class ResultStore:
         return int(self._static_attrs["format_version"])
 
     def unit_record(
-        self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        chrom: str,
+        analysis: str,
+        k: int,
+        values: Mapping[str, np.ndarray],
+        top: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> UnitRecord:
         """A worker's part of writing unit ``k`` of a format 3 store: check its values, write its kept
         maps (``top_index``/``top_delta`` chunks, its own objects) and return what the driver's
@@ -938,7 +1001,12 @@ class ResultStore:
         return BlockWriter(self, FLUSH_S if flush_s is None else flush_s)
 
     def write_chunk(
-        self, chrom: str, analysis: str, k: int, values: Mapping[str, np.ndarray], top: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        chrom: str,
+        analysis: str,
+        k: int,
+        values: Mapping[str, np.ndarray],
+        top: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Write every score of chunk ``k`` (and its kept maps), its digest, then its ``chunk_done`` flag.
 

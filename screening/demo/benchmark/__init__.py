@@ -9,6 +9,7 @@ from screening.demo.benchmark.config import (
     METHODS,
     BenchmarkConfig,
     BenchmarkError,
+    MotifsEntry,
     load_benchmark_config,
     parse_benchmark_config,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "BenchmarkConfig",
     "BenchmarkError",
     "BenchmarkResult",
+    "MotifsEntry",
     "benchmark_methods",
     "consistency",
     "discrimination",

@@ -22,7 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from screening.core.errors import ScreeningError
 
-__all__ = ["METHODS", "BenchmarkError", "BenchmarkConfig", "ModelEntry", "load_benchmark_config", "method_spec"]
+__all__ = [
+    "METHODS",
+    "BenchmarkError",
+    "BenchmarkConfig",
+    "ModelEntry",
+    "MotifsEntry",
+    "load_benchmark_config",
+    "method_spec",
+]
 
 
 class BenchmarkError(ScreeningError, ValueError):
@@ -30,7 +38,10 @@ class BenchmarkError(ScreeningError, ValueError):
 
 
 #: Every method: its perturbation kind and the settings that make it that method. Gradient
-#: methods are read twice, raw and with the gradient correction (``+corr``).
+#: methods are read twice, raw and with the gradient correction (``+corr``). A ``motifs`` method is
+#: the motif pipeline (``screening motifs``: seqlets, clustering, JASPAR) run on the store of its
+#: ``source`` method: it screens nothing itself, and scores only the bases of the seqlets whose
+#: motif matches one of ``motifs.match`` (see :class:`MotifsEntry`).
 METHODS: dict[str, dict[str, Any]] = {
     "deletion": {"kind": "deletion", "padding": "zero"},
     "mask": {"kind": "mask"},
@@ -44,6 +55,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "ig_shuffle": {"kind": "attribution", "method": "integrated_gradients", "baseline": "shuffle"},
     "deeplift": {"kind": "attribution", "method": "deeplift", "baseline": "zeros"},
     "deeplift_shap": {"kind": "attribution", "method": "deeplift_shap", "baseline": "shuffle"},
+    "motifs_ism": {"kind": "motifs", "source": "ism"},
+    "motifs_saliency": {"kind": "motifs", "source": "saliency"},
+    "motifs_ig_shuffle": {"kind": "motifs", "source": "ig_shuffle"},
 }
 
 
@@ -90,6 +104,22 @@ class RandomisationEntry(_Strict):
     seed: int = 0
 
 
+class MotifsEntry(_Strict):
+    """The motif pipeline of the ``motifs_*`` methods (:func:`screening.interpret.motifs.find_motifs`).
+
+    A base scores the attribution of the strongest seqlet over it whose motif's best JASPAR match is
+    named in ``match`` with TOMTOM ``q <= q_value`` (the motif's aligned columns on the genome); every
+    other base scores 0.
+    """
+
+    match: list[str] = Field(["CTCF", "CTCFL"], min_length=1)
+    q_value: float = Field(0.05, gt=0, le=1)
+    collection: str = "CORE"
+    tax_group: str | None = "vertebrates"
+    threshold: float = Field(0.01, gt=0, lt=1)
+    min_seqlets: int = Field(3, ge=1)
+
+
 class BenchmarkConfig(_Strict):
     """What :func:`screening.demo.benchmark.benchmark_methods` runs (see the module docstring)."""
 
@@ -103,6 +133,7 @@ class BenchmarkConfig(_Strict):
     tiles: TilesEntry = TilesEntry()
     attribution: AttributionEntry = AttributionEntry()
     randomisation: RandomisationEntry | None = RandomisationEntry()
+    motifs: MotifsEntry = MotifsEntry()
     min_information: float | None = Field(None, ge=0, le=2)
     cost_model: str | None = Field(
         None,
@@ -121,6 +152,10 @@ class BenchmarkConfig(_Strict):
         unknown = [m for m in value if m not in METHODS]
         if unknown or not value:
             raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+        orphans = [m for m in value if METHODS[m]["kind"] == "motifs" and METHODS[m]["source"] not in value]
+        if orphans:
+            sources = sorted({METHODS[m]["source"] for m in orphans})
+            raise ValueError(f"{orphans} read the store of {sources}: list {' and '.join(sources)} too")
         return value
 
     @field_validator("models")
@@ -186,7 +221,10 @@ def parse_benchmark_config(raw: Any, source: str | Path = "config") -> Benchmark
 
 
 def method_spec(name: str, config: BenchmarkConfig, regions: list[str]) -> dict[str, Any]:
-    """The screen's perturbation entry of one method over ``regions``."""
+    """The screen's perturbation entry of one method over ``regions`` (not for ``motifs`` methods: they
+    read their source's store)."""
+    if METHODS[name]["kind"] == "motifs":
+        raise BenchmarkError(f"{name} screens nothing itself: it reads the store of {METHODS[name]['source']}")
     entry = {"name": name, **METHODS[name], "regions": regions}
     if entry["kind"] == "attribution":
         att = config.attribution

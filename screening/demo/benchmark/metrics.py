@@ -156,10 +156,21 @@ def randomisation_check(original: np.ndarray, randomised: Mapping[str, np.ndarra
         ``similarity_<level>`` per level, ``similarity_final`` and ``flagged``.
     """
     out: dict[str, object] = {
-        f"similarity_{level}": rank_correlation(original, values) for level, values in randomised.items()
+        f"similarity_{level}": _similarity(original, values) for level, values in randomised.items()
     }
-    final = rank_correlation(original, list(randomised.values())[-1]) if randomised else float("nan")
+    final = _similarity(original, list(randomised.values())[-1]) if randomised else float("nan")
     out["similarity_final"] = final
-    # a constant map carries no ranking at all: NaN similarity, and nothing it could lose, so flag it too
+    # a constant original map carries no ranking at all (NaN): nothing it could lose, so flag it too
     out["flagged"] = bool(not np.isfinite(final) or abs(final) >= threshold) if randomised else False
     return out
+
+
+def _similarity(original: np.ndarray, randomised: np.ndarray) -> float:
+    """Spearman similarity; 0 when the randomised map is constant and the original is not (it lost its
+    whole ranking, as a motif pipeline that finds nothing on a random model should)."""
+    value = rank_correlation(original, randomised)
+    finite = np.isfinite(randomised)
+    if not np.isfinite(value) and finite.sum() >= 3 and np.ptp(np.asarray(randomised, float)[finite]) == 0:
+        finite_original = np.asarray(original, float)[np.isfinite(original)]
+        return 0.0 if finite_original.size and np.ptp(finite_original) > 0 else value
+    return value

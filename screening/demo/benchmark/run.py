@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from screening.demo.benchmark.config import METHODS, BenchmarkConfig, BenchmarkError, method_spec
+from screening.demo.benchmark.config import METHODS, BenchmarkConfig, BenchmarkError, MotifsEntry, method_spec
 from screening.demo.benchmark.metrics import (
     NEGATIVE_STRATA,
     POSITIVE_STRATA,
@@ -42,7 +42,14 @@ from screening.demo.benchmark.metrics import (
 from screening.demo.synthetic import Site, SyntheticConfig, SyntheticGenome, generate, graded_config, stratum_of
 from screening.interpret.evaluate import low_information_positions
 
-__all__ = ["BenchmarkResult", "benchmark_methods", "randomised_checkpoints", "select_regions"]
+__all__ = [
+    "BenchmarkResult",
+    "benchmark_methods",
+    "matching_motifs",
+    "randomised_checkpoints",
+    "select_regions",
+    "seqlet_scores",
+]
 
 RunScreen = Callable[..., Any]
 _CHUNK = 64  # execution.chunk_size of every benchmark screen
@@ -214,6 +221,8 @@ def _passes(method: str, config: BenchmarkConfig, table: pd.DataFrame, n_regions
     positions; a gradient method one window per region (each region is far shorter than a window).
     """
     entry = METHODS[method]
+    if entry["kind"] == "motifs":  # the pipeline reads its source's scores: no pass of its own
+        return _passes(entry["source"], config, table, n_regions)
     per_chrom = table.groupby("chrom").size().to_numpy()
     if entry["kind"] == "mutagenesis":
         return int(3 * per_chrom.sum() + np.ceil(per_chrom / _CHUNK).sum()), 0
@@ -291,6 +300,65 @@ def _locate(sorted_positions: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(found & (sorted_positions[at] == wanted), at, -1) if found else np.full(len(wanted), -1)
 
 
+def _motif_scores(
+    store: Path, method: str, config: BenchmarkConfig, table: pd.DataFrame, regions: list[str], database
+) -> tuple[np.ndarray, float, int]:
+    """Per evaluated base, the motif pipeline's score (:class:`~screening.demo.benchmark.config.MotifsEntry`),
+    the seconds the pipeline took, and how many motifs matched."""
+    from screening.interpret.motifs import find_motifs
+    from screening.store.reader import open_results
+
+    settings, source = config.motifs, METHODS[method]["source"]
+    began = time.perf_counter()
+    found = find_motifs(
+        open_results(store),
+        analysis=source,
+        regions=regions,
+        database=database,
+        threshold=settings.threshold,
+        min_seqlets=settings.min_seqlets,
+    )
+    seconds = time.perf_counter() - began
+    matched = matching_motifs(found.motifs, settings)
+    return seqlet_scores(matched, table), seconds, len(matched)
+
+
+def matching_motifs(motifs: list, settings: MotifsEntry) -> list:
+    """The motifs whose best JASPAR match is named in ``settings.match`` with ``q <= settings.q_value``."""
+    wanted = {name.upper() for name in settings.match}
+    return [
+        m for m in motifs if m.best is not None and m.best.name.upper() in wanted and m.best.q_value <= settings.q_value
+    ]
+
+
+def seqlet_scores(motifs: list, table: pd.DataFrame) -> np.ndarray:
+    """Per evaluated base of ``table``: the largest attribution of a seqlet of ``motifs`` over it (over
+    the motif's aligned columns on the genome where clustering set them), else 0."""
+    scores = np.zeros(len(table))
+    for chrom, rows in table.groupby("chrom", sort=False):
+        index, positions = rows.index.to_numpy(), rows["pos"].to_numpy()
+        for seqlet in (s for m in motifs for s in m.seqlets if s.chrom == chrom):
+            start = seqlet.start if seqlet.motif_start is None else seqlet.motif_start
+            end = seqlet.end if seqlet.motif_end is None else seqlet.motif_end
+            lo, hi = np.searchsorted(positions, [start, end])
+            scores[index[lo:hi]] = np.fmax(scores[index[lo:hi]], seqlet.attribution)
+    return scores
+
+
+def _jaspar(config: BenchmarkConfig):
+    """The JASPAR matrices the ``motifs_*`` methods match against (``None`` when none runs); a bad
+    collection or group fails here, before any screen."""
+    if not any(METHODS[m]["kind"] == "motifs" for m in config.method_names):
+        return None
+    from screening.core.errors import ScreeningError
+    from screening.interpret.motifs import load_jaspar
+
+    try:
+        return load_jaspar(config.motifs.collection, config.motifs.tax_group)
+    except ScreeningError as err:
+        raise BenchmarkError(f"motifs: {err}") from None
+
+
 def _applicable(
     checkpoint: Path,
     config: BenchmarkConfig,
@@ -308,6 +376,8 @@ def _applicable(
     adapter = CorigamiAdapter.from_checkpoint(checkpoint)
     kept = []
     for method in config.method_names:
+        if METHODS[method]["kind"] == "motifs":
+            continue  # below: each follows its source
         if METHODS[method]["kind"] == "attribution":
             spec = parse_spec(_screen_spec(genome, checkpoint, [method], config, regions, Path("unused.zarr")))
             try:
@@ -316,6 +386,12 @@ def _applicable(
                 skipped[f"{tag}/{method}"] = str(err).split(": ", 2)[-1]
                 continue
         kept.append(method)
+    for method in config.method_names:
+        if METHODS[method]["kind"] == "motifs":
+            if METHODS[method]["source"] in kept:
+                kept.append(method)
+            else:
+                skipped[f"{tag}/{method}"] = f"its source {METHODS[method]['source']} did not run"
     return kept
 
 
@@ -395,6 +471,7 @@ def benchmark_methods(
         if not path.is_file():
             raise BenchmarkError(f"models: {entry.name}: checkpoint {path} does not exist")
         checkpoints[entry.name] = path
+    database = _jaspar(config)
     genome = _genome(config, base, outdir, say)
     window = max(_window(p) for p in checkpoints.values())
     sites, regions = select_regions(genome, config, window)
@@ -423,8 +500,23 @@ def benchmark_methods(
         tag = model if level == "trained" else f"{model}_rand_{level}"
         methods = _applicable(checkpoint, config, genome, region_strings, skipped, tag)
         timed = level == "trained" and model == config.cost_model
-        stores = runner.run(tag, checkpoint, methods, separately=timed)
+        screened = [m for m in methods if METHODS[m]["kind"] != "motifs"]
+        stores = runner.run(tag, checkpoint, screened, separately=timed)
         for method in methods:
+            if METHODS[method]["kind"] == "motifs":
+                source = METHODS[method]["source"]
+                found, seconds, n_matched = _motif_scores(
+                    stores[source], method, config, table, region_strings, database
+                )
+                maps[(model, level, method, "raw")] = found
+                say(f"{tag} {method}: {n_matched} motif(s) matching {config.motifs.match}, {seconds:.1f} s")
+                if timed and f"{tag}/{source}" in timings:  # its cost: the source's screen plus the pipeline
+                    timings[f"{tag}/{method}"] = {
+                        **timings[f"{tag}/{source}"],
+                        "motif_seconds": seconds,
+                        "seconds": timings[f"{tag}/{source}"]["seconds"] + seconds,
+                    }
+                continue
             scores = _read_scores(stores[method], method, table)
             for variant in ("raw", "corr"):
                 if variant in scores:
@@ -442,6 +534,11 @@ def _as_truth(site: Site):
     from screening.interpret.evaluate import TruthElement
 
     return TruthElement(site.chrom, site.start, site.end, site.role, site.strand)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _variant_name(method: str, variant: str) -> str:
@@ -524,7 +621,7 @@ def _randomisation(maps: dict, method: str, variant: str, config: BenchmarkConfi
             checks.append(randomisation_check(original, randomised, config.randomisation.threshold))
     if not checks:
         return {}
-    out = {key: float(np.nanmean([c[key] for c in checks])) for key in checks[0] if key != "flagged"}
+    out = {key: _nanmean([c[key] for c in checks]) for key in checks[0] if key != "flagged"}
     out["flagged"] = any(c["flagged"] for c in checks)
     return out
 
