@@ -167,8 +167,14 @@ def _perturbation(kind: str, options: argparse.Namespace, window: int) -> dict[s
         return {"kind": "deletion", "width": options.deletion_width, "step": options.deletion_width, "window": "shared"}
     if kind == "mutagenesis":
         return {"kind": "mutagenesis"}
-    return {"kind": "attribution", "method": "integrated_gradients", "n_steps": options.ig_steps,
-            "internal_batch_size": 1, "checkpoint": True, "baseline": "zeros"}
+    return {
+        "kind": "attribution",
+        "method": "integrated_gradients",
+        "n_steps": options.ig_steps,
+        "internal_batch_size": 1,
+        "checkpoint": True,
+        "baseline": "zeros",
+    }
 
 
 def _region(kind: str, options: argparse.Namespace, window: int, chrom_length: int) -> tuple[int, int]:
@@ -181,8 +187,9 @@ def _region(kind: str, options: argparse.Namespace, window: int, chrom_length: i
     return centre - window // 4, centre + window // 4  # one attribution window's worth (window_step = window/2)
 
 
-def screen_spec(kind: str, options: argparse.Namespace, paths: dict[str, Path], store: Path, window: int,
-                chrom_length: int) -> dict[str, Any]:
+def screen_spec(
+    kind: str, options: argparse.Namespace, paths: dict[str, Path], store: Path, window: int, chrom_length: int
+) -> dict[str, Any]:
     """The spec of one benchmark case (deletions in two units, mutagenesis and IG in one)."""
     start, end = _region(kind, options, window, chrom_length)
     chunk = max(1, options.n_perturbations // 2) if kind == "deletion" else max(1, end - start)
@@ -190,13 +197,21 @@ def screen_spec(kind: str, options: argparse.Namespace, paths: dict[str, Path], 
         "name": f"throughput-{kind}",
         "model": {"kind": "corigami", "random_seed": 0, "config": options.model_config},
         "genome": {"fasta": str(paths["fasta"])},
-        "tracks": [{"name": "ctcf", "path": str(paths["ctcf"])},
-                   {"name": "atac", "path": str(paths["atac"]), "transform": "log1p"}],
+        "tracks": [
+            {"name": "ctcf", "path": str(paths["ctcf"])},
+            {"name": "atac", "path": str(paths["atac"]), "transform": "log1p"},
+        ],
         "regions": [f"{CHROM}:{start}-{end}"],
         "perturbations": [_perturbation(kind, options, window)],
-        "execution": {"device": options.device, "batch_size": options.batch_size, "chunk_size": chunk,
-                      "precision": options.precision, "channels_last": options.channels_last,
-                      "compile": options.compile, "overlap": options.overlap},
+        "execution": {
+            "device": options.device,
+            "batch_size": options.batch_size,
+            "chunk_size": chunk,
+            "precision": options.precision,
+            "channels_last": options.channels_last,
+            "compile": options.compile,
+            "overlap": options.overlap,
+        },
         "output": {"store": str(store)},
     }
 
@@ -228,8 +243,9 @@ def _worker_and_plan(kind: str, options: argparse.Namespace, workdir: Path):
     spec = parse_spec(raw)
     worker = ScreenWorker(spec.model_dump(mode="json"), torch_threads=options.threads)
     plan = plan_screen(spec, spec.parsed_regions(), worker.genome.chrom_sizes, worker.adapter.geometry, worker.genome)
-    create_store(spec.output.store, spec.model_dump(mode="json"), spec.science_hash(), {"benchmark": "throughput"},
-                 plan.layouts)
+    create_store(
+        spec.output.store, spec.model_dump(mode="json"), spec.science_hash(), {"benchmark": "throughput"}, plan.layouts
+    )
     return worker, plan, spec
 
 
@@ -278,9 +294,17 @@ def run_forward(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     _sync(options.device)
     seconds = time.perf_counter() - began
     n = options.batch_size * options.forward_batches
-    return {"case": "forward", "forwards": n, "seconds": seconds, "cpu_s": time.process_time() - cpu, "warmup_s": warm,
-            "forwards_per_s": n / seconds,
-            "flops": n * forward_flops(_config(options)), "peak_rss": peak_rss(), "cuda_peak": _cuda_peak(options.device)}
+    return {
+        "case": "forward",
+        "forwards": n,
+        "seconds": seconds,
+        "cpu_s": time.process_time() - cpu,
+        "warmup_s": warm,
+        "forwards_per_s": n / seconds,
+        "flops": n * forward_flops(_config(options)),
+        "peak_rss": peak_rss(),
+        "cuda_peak": _cuda_peak(options.device),
+    }
 
 
 def _run_units(worker, plan, options) -> tuple[float, list[int], list[dict]]:
@@ -334,12 +358,24 @@ def run_deletion(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     forwards = n + _reference_windows(plan)
     scores = open_results(spec.output.store).query(f"{CHROM}:0-{_chrom_length(_config(options).window_length)}")
     assert np.isfinite(scores["impact_mean_abs"].values).all(), "the screen left scores uncomputed"
-    return {"case": "deletion", "perturbations": n, "units": len(plan.units), "forwards": forwards,
-            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "perturbations_per_s": n / seconds,
-            "write_s": sum(r["write_s"] for r in reports), "flops": forwards * forward_flops(_config(options)),
-            "bracket_forwards": bracket_n, "bracket_forwards_per_s": bracket_n / bracket if bracket_n else None,
-            "peak_rss": peaks[-1], "peak_rss_first_half": peaks[0], "perturbations_first_half": plan.units[0].size,
-            "cuda_peak": _cuda_peak(options.device)}
+    return {
+        "case": "deletion",
+        "perturbations": n,
+        "units": len(plan.units),
+        "forwards": forwards,
+        "seconds": seconds,
+        "cpu_s": reports[-1]["cpu_s"],
+        "warmup_s": warm,
+        "perturbations_per_s": n / seconds,
+        "write_s": sum(r["write_s"] for r in reports),
+        "flops": forwards * forward_flops(_config(options)),
+        "bracket_forwards": bracket_n,
+        "bracket_forwards_per_s": bracket_n / bracket if bracket_n else None,
+        "peak_rss": peaks[-1],
+        "peak_rss_first_half": peaks[0],
+        "perturbations_first_half": plan.units[0].size,
+        "cuda_peak": _cuda_peak(options.device),
+    }
 
 
 def run_mutagenesis(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -350,10 +386,19 @@ def run_mutagenesis(options: argparse.Namespace, workdir: Path) -> dict[str, Any
     seconds, peaks, reports = _run_units(worker, plan, options)
     n = 3 * plan.n_perturbations  # random bases: no N, 3 alternatives per position
     forwards = n + _reference_windows(plan)
-    return {"case": "mutagenesis", "perturbations": n, "positions": plan.n_perturbations, "forwards": forwards,
-            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "perturbations_per_s": n / seconds,
-            "flops": forwards * forward_flops(_config(options)), "peak_rss": peaks[-1],
-            "cuda_peak": _cuda_peak(options.device)}
+    return {
+        "case": "mutagenesis",
+        "perturbations": n,
+        "positions": plan.n_perturbations,
+        "forwards": forwards,
+        "seconds": seconds,
+        "cpu_s": reports[-1]["cpu_s"],
+        "warmup_s": warm,
+        "perturbations_per_s": n / seconds,
+        "flops": forwards * forward_flops(_config(options)),
+        "peak_rss": peaks[-1],
+        "cuda_peak": _cuda_peak(options.device),
+    }
 
 
 def flop_tally():
@@ -388,10 +433,20 @@ def run_ig(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with counter:
         seconds, peaks, reports = _run_units(worker, plan, options)
     windows = _reference_windows(plan)
-    return {"case": "ig", "windows": windows, "positions": plan.n_perturbations, "n_steps": options.ig_steps,
-            "seconds": seconds, "cpu_s": reports[-1]["cpu_s"], "warmup_s": warm, "windows_per_s": windows / seconds,
-            "positions_per_s": plan.n_perturbations / seconds, "flops": counter.total,
-            "peak_rss": peaks[-1], "cuda_peak": _cuda_peak(options.device)}
+    return {
+        "case": "ig",
+        "windows": windows,
+        "positions": plan.n_perturbations,
+        "n_steps": options.ig_steps,
+        "seconds": seconds,
+        "cpu_s": reports[-1]["cpu_s"],
+        "warmup_s": warm,
+        "windows_per_s": windows / seconds,
+        "positions_per_s": plan.n_perturbations / seconds,
+        "flops": counter.total,
+        "peak_rss": peaks[-1],
+        "cuda_peak": _cuda_peak(options.device),
+    }
 
 
 # ----------------------------------------------------------------------------------------- naive baseline
@@ -481,13 +536,26 @@ def run_naive(options: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     assert np.isfinite(scores).all()
     n = len(starts)
-    return {"case": "naive", "perturbations": n, "forwards": 2 * n, "seconds": seconds,
-            "cpu_s": time.process_time() - cpu, "warmup_s": warm,
-            "perturbations_per_s": n / seconds, "flops": 2 * n * forward_flops(config), "peak_rss": peak_rss()}
+    return {
+        "case": "naive",
+        "perturbations": n,
+        "forwards": 2 * n,
+        "seconds": seconds,
+        "cpu_s": time.process_time() - cpu,
+        "warmup_s": warm,
+        "perturbations_per_s": n / seconds,
+        "flops": 2 * n * forward_flops(config),
+        "peak_rss": peak_rss(),
+    }
 
 
-RUNNERS = {"forward": run_forward, "naive": run_naive, "deletion": run_deletion, "mutagenesis": run_mutagenesis,
-           "ig": run_ig}
+RUNNERS = {
+    "forward": run_forward,
+    "naive": run_naive,
+    "deletion": run_deletion,
+    "mutagenesis": run_mutagenesis,
+    "ig": run_ig,
+}
 
 
 def run_case(case: str, options: argparse.Namespace) -> dict[str, Any]:
@@ -519,7 +587,9 @@ def summarise(rows: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
     if deletion and forward:
         summary["end_to_end_vs_forward"] = deletion["perturbations_per_s"] / forward["forwards_per_s"]
     if deletion and deletion.get("bracket_forwards_per_s"):
-        summary["end_to_end_vs_forward_same_process"] = deletion["perturbations_per_s"] / deletion["bracket_forwards_per_s"]
+        summary["end_to_end_vs_forward_same_process"] = (
+            deletion["perturbations_per_s"] / deletion["bracket_forwards_per_s"]
+        )
     if deletion:
         summary["peak_rss_gib"] = deletion["peak_rss"] / GIB
         summary["peak_growth_n_to_2n"] = deletion["peak_rss"] / deletion["peak_rss_first_half"] - 1
@@ -546,18 +616,24 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 3) -> str:
 
 
 def print_table(rows: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
-    print(f"{'case':<12}{'items':>7}{'forwards':>9}{'seconds':>9}{'cpu s':>8}{'items/s':>10}{'TFLOP/s':>9}{'of peak':>8}"
-          f"{'peak RSS GiB':>13}")
+    print(
+        f"{'case':<12}{'items':>7}{'forwards':>9}{'seconds':>9}{'cpu s':>8}{'items/s':>10}{'TFLOP/s':>9}{'of peak':>8}"
+        f"{'peak RSS GiB':>13}"
+    )
     for case, row in rows.items():
         if case == "peak":
-            print(f"{'peak':<12}{row['dtype'] + ' mm ' + str(row['matmul_size']):>25}{'':>28}{_fmt(row['peak_flops'], 1e12):>9}")
+            print(
+                f"{'peak':<12}{row['dtype'] + ' mm ' + str(row['matmul_size']):>25}{'':>28}{_fmt(row['peak_flops'], 1e12):>9}"
+            )
             continue
         items = row.get("perturbations", row.get("windows", row.get("forwards")))
         rate = row.get("perturbations_per_s", row.get("windows_per_s", row.get("forwards_per_s")))
         share = row.get("fraction_of_peak")
-        print(f"{case:<12}{items:>7}{row.get('forwards', '-'):>9}{row['seconds']:>9.1f}{row.get('cpu_s', 0):>8.1f}{rate:>10.4f}"
-              f"{_fmt(row.get('achieved_flops'), 1e12):>9}{'-' if share is None else f'{share:.0%}':>8}"
-              f"{row['peak_rss'] / GIB:>13.2f}")
+        print(
+            f"{case:<12}{items:>7}{row.get('forwards', '-'):>9}{row['seconds']:>9.1f}{row.get('cpu_s', 0):>8.1f}{rate:>10.4f}"
+            f"{_fmt(row.get('achieved_flops'), 1e12):>9}{'-' if share is None else f'{share:.0%}':>8}"
+            f"{row['peak_rss'] / GIB:>13.2f}"
+        )
     for key, value in summary.items():
         if key != "targets":
             print(f"{key}: {value:.3f}")
@@ -569,11 +645,20 @@ def environment(device: str) -> dict[str, Any]:
     import numpy
     import torch
 
-    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-           "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     try:
-        env["cpu"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name"))
+        env["cpu"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         env["cpu"] = platform.processor()
     if device.startswith("cuda"):
@@ -588,8 +673,12 @@ def environment(device: str) -> dict[str, Any]:
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="autocast precision of the engine's forward passes (CUDA only; CPU runs fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="autocast precision of the engine's forward passes (CUDA only; CPU runs fp32)",
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--n-perturbations", type=int, default=16, help="deletions of the engine case (two units)")
     parser.add_argument("--naive-perturbations", type=int, default=3)
@@ -597,15 +686,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kinds", default="deletion,mutagenesis,ig", help="engine cases: deletion,mutagenesis,ig")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument("--forward-batches", type=int, default=3)
-    parser.add_argument("--bracket-forwards", type=int, default=2,
-                        help="bare forward batches timed just before and just after the deletion screen, in its process")
+    parser.add_argument(
+        "--bracket-forwards",
+        type=int,
+        default=2,
+        help="bare forward batches timed just before and just after the deletion screen, in its process",
+    )
     parser.add_argument("--mutagenesis-positions", type=int, default=2)
     parser.add_argument("--ig-steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
-                        help="execution.overlap: build inputs in a background thread (default on)")
+    parser.add_argument(
+        "--overlap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="execution.overlap: build inputs in a background thread (default on; applied by GPU "
+        "workers only, CPU workers build inline)",
+    )
     parser.add_argument("--matmul-size", type=int, default=None)
     parser.add_argument("--model-config", type=json.loads, default={}, help="CorigamiConfig overrides as JSON (tests)")
     parser.add_argument("--json", dest="json_out", default=None, help="write every row and the summary here")
@@ -661,8 +759,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows, options.device)
     print_table(rows, summary)
     if options.json_out:
-        record = {"command": " ".join(["python", "benchmarks/throughput.py", *argv]), "environment": environment(options.device),
-                  "rows": rows, "summary": summary}
+        record = {
+            "command": " ".join(["python", "benchmarks/throughput.py", *argv]),
+            "environment": environment(options.device),
+            "rows": rows,
+            "summary": summary,
+        }
         Path(options.json_out).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 

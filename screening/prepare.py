@@ -70,7 +70,11 @@ def load_configured_model(spec: ScreenSpec) -> tuple[ModelAdapter, str]:
     if adapter.device.type == "cpu" and execution.keep_freed_memory:
         tune_cpu_allocator()  # reuse freed activations instead of page-faulting them in every batch
     optimize_adapter(adapter, execution.channels_last, execution.compile)
-    return adapter, configure_adapter(adapter, execution.precision, execution.overlap)
+    # On a CPU the model runs on the cores a thread ahead would take, and in a Ray worker (whose threads predate the
+    # allocator tuning) that thread faults its buffers in anew: 7-25 % more CPU per perturbation, nothing to hide
+    # (docs/benchmarks.md, end to end). Overlap pays where the model runs elsewhere.
+    overlap = execution.overlap and adapter.device.type != "cpu"
+    return adapter, configure_adapter(adapter, execution.precision, overlap)
 
 
 def screen_regions(spec: ScreenSpec, chrom_sizes: dict[str, int]) -> list[Region]:

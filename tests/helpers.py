@@ -327,3 +327,20 @@ def separate_ray(**changes) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def count_s3_calls(monkeypatch):
+    """Every S3 API call s3fs makes from now on, by operation name (one per HTTP request, retries aside)."""
+    from collections import Counter
+
+    import s3fs
+
+    calls: Counter = Counter()
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counting(self, method, *args, **kwargs):
+        calls[method] += 1
+        return await original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    return calls

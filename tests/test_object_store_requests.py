@@ -8,6 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from helpers import count_s3_calls
+
 from screening.store import writer as store_mod
 from screening.store.writer import GroupLayout, create_store, open_or_create_store
 
@@ -43,16 +45,7 @@ def layouts() -> list[GroupLayout]:
 @pytest.fixture
 def requests(monkeypatch):
     """Every S3 API call s3fs makes, by operation name (one per HTTP request, retries aside)."""
-    import s3fs
-
-    calls: Counter = Counter()
-    original = s3fs.S3FileSystem._call_s3
-
-    async def counting(self, method, *args, **kwargs):
-        calls[method] += 1
-        return await original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    calls = count_s3_calls(monkeypatch)
     monkeypatch.setattr(store_mod, "block_units", lambda layout: min(16, layout.n_chunks))
     return calls
 

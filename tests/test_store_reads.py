@@ -4,11 +4,11 @@ the region, one GET per object on S3; and never stale or hidden data."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pytest
 import zarr
+
+from helpers import count_s3_calls, group_layout
 
 from screening.store import writer as store_mod
 from screening.store.layout import coord_index, indexed_chunks
@@ -24,18 +24,7 @@ UNITS = 256  # chunk_size 2: 512 perturbations; blocks of 128 units, inner chunk
 
 def tiled(chrom: str = "chr1", units: int = UNITS) -> GroupLayout:
     start = np.arange(2 * units, dtype=np.int64) * 100
-    return GroupLayout(
-        chrom=chrom,
-        chrom_length=100 * 2 * units + 1_000,
-        analysis="del",
-        kind="deletion",
-        params={},
-        start=start,
-        end=start + 250,
-        window_start=start - 500,
-        scores=list(SCORES),
-        chunk_size=2,
-    )
+    return group_layout(start, SCORES, 2, 100 * 2 * units + 1_000, width=250, chrom=chrom, window_start=start - 500)
 
 
 def irregular(n: int = 400, seed: int = 0) -> GroupLayout:
@@ -44,19 +33,8 @@ def irregular(n: int = 400, seed: int = 0) -> GroupLayout:
     start = np.sort(rng.choice(40_000, n, replace=False)).astype(np.int64)
     end = start + rng.integers(1, 60, n)
     end[3] = start[3] + 30_000
-    return GroupLayout(
-        chrom="chr2",
-        chrom_length=80_000,
-        analysis="del",
-        kind="deletion",
-        params={},
-        start=start,
-        end=end,
-        window_start=start - 500,
-        scores=list(SCORES),
-        chunk_size=4,
-        labels={"id": np.array([f"v{i}" for i in range(n)])},
-    )
+    labels = {"id": np.array([f"v{i}" for i in range(n)])}
+    return group_layout(start, SCORES, 4, 80_000, chrom="chr2", end=end, window_start=start - 500, labels=labels)
 
 
 def values(lay: GroupLayout, k: int) -> dict[str, np.ndarray]:
@@ -192,17 +170,9 @@ def test_s3_reads_are_one_get_per_object():
 
 def test_query_requests_on_s3_do_not_grow_with_runs_of_done_units(monkeypatch, blocks_of_128):
     pytest.importorskip("moto")
-    import s3fs
     from moto_s3 import s3_server
 
-    calls: Counter = Counter()
-    original = s3fs.S3FileSystem._call_s3
-
-    async def counting(self, method, *args, **kwargs):
-        calls[method] += 1
-        return await original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    calls = count_s3_calls(monkeypatch)
     lay = tiled()
     url = "s3://bucket/q.zarr"
     with s3_server(buckets=("bucket",)):
@@ -232,19 +202,7 @@ def test_kept_maps_are_two_objects_per_unit_the_rest_a_few_per_block(tmp_path):
     """What docs/store.md states of keep_maps: each unit's top_index and top_delta chunks are its own
     objects (written by its worker), while scores, flags, digests and summaries are a few per block."""
     start = np.arange(64 * 4, dtype=np.int64) * 100
-    lay = GroupLayout(
-        chrom="chr1",
-        chrom_length=30_000,
-        analysis="del",
-        kind="deletion",
-        params={},
-        start=start,
-        end=start + 100,
-        window_start=start,
-        scores=list(SCORES),
-        chunk_size=4,
-        top_maps=(2, 4),
-    )
+    lay = group_layout(start, SCORES, 4, 30_000, width=100, window_start=start, top_maps=(2, 4))
     store = create_store(tmp_path / "m.zarr", SPEC, SHA, {}, [lay])
     writer = store.block_writer(flush_s=3600)
     for k in range(lay.n_chunks):

@@ -105,3 +105,30 @@ def test_worker_applies_the_execution_settings(toy_paths, tmp_path, monkeypatch,
     worker = ScreenWorker(toy_spec_dict(toy_paths, tmp_path / "s.zarr", execution=execution))
     assert calls == ([1] if keep else [])
     assert worker.adapter.module.decoder.conv_start[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cpu_workers_start_with_the_allocator_settings(ray_session):
+    """The allocator settings reach a CPU worker through its environment, in force before its first thread."""
+    import os
+
+    import ray
+
+    from screening.spec import ExecutionSpec
+    from workers.driver import worker_options
+
+    cpu = worker_options(ExecutionSpec(cpus_per_worker=1.0))
+    assert cpu["runtime_env"]["env_vars"]["MALLOC_ARENA_MAX"] == "1"
+    assert "runtime_env" not in worker_options(ExecutionSpec(keep_freed_memory=False))
+    assert "runtime_env" not in worker_options(ExecutionSpec(gpus_per_worker=1.0))
+
+    @ray.remote
+    class Environment:
+        def get(self, name: str) -> str | None:
+            return os.environ.get(name)
+
+    actor = Environment.options(num_cpus=cpu["num_cpus"], runtime_env=cpu["runtime_env"]).remote()
+    try:
+        assert ray.get(actor.get.remote("MALLOC_ARENA_MAX"), timeout=120) == "1"
+        assert ray.get(actor.get.remote("MALLOC_TRIM_THRESHOLD_")) == str(1 << 30)
+    finally:
+        ray.kill(actor)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from screening.compute.threads import allocator_env
 from screening.core.errors import ScreeningError
 from screening.core.regions import RegionError
 from screening.core.urls import is_url
@@ -32,7 +33,7 @@ from workers import reaper
 from workers.metrics import ScreenMetrics, screen_id as default_screen_id
 
 __all__ = ["RayAuthError", "ScreenCancelled", "ScreenProgress", "ScreenSummary", "check_cluster_resources",
-           "connect_ray", "probe_address", "run_screen"]
+           "connect_ray", "probe_address", "run_screen", "worker_options"]
 
 
 @dataclass
@@ -504,6 +505,21 @@ def check_cluster_resources(execution: Any) -> None:
 _UNIT_INPUT_ERRORS = (ModelError, TrackError, GenomeError, RegionError)
 
 
+
+def worker_options(execution: Any) -> dict[str, Any]:
+    """Ray actor options of a screen worker: its resources, restarts, and for a CPU worker that keeps
+    freed memory (``execution.keep_freed_memory``) the allocator settings in its environment, in force
+    before any of its threads starts (:func:`screening.compute.threads.allocator_env`)."""
+    options: dict[str, Any] = {
+        "num_cpus": execution.cpus_per_worker,
+        "num_gpus": execution.gpus_per_worker,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+    }
+    if execution.keep_freed_memory and not execution.gpus_per_worker:
+        options["runtime_env"] = {"env_vars": allocator_env()}  # merged with the job's env_vars by Ray
+    return options
+
 class _Dispatcher:
     """Keeps a bounded number of units in flight per worker and redoes units whose worker died."""
 
@@ -530,12 +546,7 @@ class _Dispatcher:
         self.probe_interval_s = 0.5  # between readiness probes of a restarting worker
         self.max_retries = execution.max_retries
         self.in_flight_per_worker = 2  # one computing, one queued: backpressure without idling
-        self.remote_cls = ray.remote(ScreenWorker).options(
-            num_cpus=execution.cpus_per_worker,
-            num_gpus=execution.gpus_per_worker,
-            max_restarts=-1,
-            max_task_retries=0,
-        )
+        self.remote_cls = ray.remote(ScreenWorker).options(**worker_options(execution))
         self.threads = max(1, int(execution.cpus_per_worker))
         self.workers = [self._start() for _ in range(execution.num_workers)]
         self.names = self._await_placement(execution)

@@ -35,6 +35,8 @@ class UnitReport(TypedDict):
     compute_s: float
     write_s: float
     worker: str  # host:pid
+    started: float  # wall clock (time.time) when the unit began and when it was written: comparable across the
+    finished: float  # processes of one machine, so a run's busy span excludes Ray's start and the model's load
     gpu_memory: int  # peak bytes allocated on the worker's GPU (0 on CPU)
     precision: str
     record: UnitRecord | None  # format 3 stores: the unit's scores, for the driver to write (else None: written)
@@ -69,7 +71,7 @@ class ScreenWorker:
 
         ``payload`` is :meth:`screening.plan.ScreenPlan.payload` of the unit.
         """
-        began = time.perf_counter()
+        started, began = time.time(), time.perf_counter()
         perturbation = self.analyses[unit.analysis]
         kind = kind_of(perturbation)
         if kind.gradients:
@@ -88,12 +90,15 @@ class ScreenWorker:
         else:  # earlier formats: every unit's objects are its own
             self.store.write_chunk(unit.chrom, unit.analysis, unit.chunk, result.values, top=top)
         gpu = torch.cuda.max_memory_allocated(self.adapter.device) if self.adapter.device.type == "cuda" else 0
+        finished = time.perf_counter()
         return {
             "unit": unit,
             "n": unit.size,
             "compute_s": computed - began,
-            "write_s": time.perf_counter() - computed,
+            "write_s": finished - computed,
             "worker": self.name,
+            "started": started,
+            "finished": started + (finished - began),
             "gpu_memory": int(gpu),
             "precision": self.precision,
             "record": record,

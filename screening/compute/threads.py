@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["tune_cpu_allocator", "optimize_adapter"]
+__all__ = ["allocator_env", "tune_cpu_allocator", "optimize_adapter"]
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -51,6 +51,16 @@ def tune_cpu_allocator() -> bool:
     # trim threshold above a batch
     applied = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)]
     return all(applied)
+
+
+def allocator_env() -> dict[str, str]:
+    """:func:`tune_cpu_allocator`'s settings as glibc environment variables, for a process started with them.
+
+    A Ray worker has started threads of its own before it loads the model; each got an arena before
+    :func:`tune_cpu_allocator` could limit them to one. Set in the worker's environment, the settings hold
+    from its first allocation (``workers.driver`` passes them to CPU workers).
+    """
+    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(_KEEP_BYTES)}
 
 
 def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple:

@@ -46,21 +46,22 @@ __all__ = [
     "SHARD_CHUNKS",
     "TOP_DELTA",
     "TOP_INDEX",
-    "block_units",
-    "coord_index",
-    "coords_from",
-    "indexed_chunks",
-    "inner_units",
-    "regular_coords",
-    "regular_overlap",
     "DamagedChunkError",
     "GroupLayout",
     "StoreError",
     "StoreNotFoundError",
     "as_location",
+    "block_units",
     "check_format",
+    "coord_index",
+    "coords_from",
+    "indexed_chunks",
+    "inner_units",
     "read_checked",
     "read_store_attrs",
+    "regular_coords",
+    "regular_overlap",
+    "screening_attrs",
     "stored_chunks",
     "zarr_store",
 ]
@@ -467,7 +468,7 @@ def read_store_attrs(
     location = as_location(path, storage_options)
     if location.remote:
         meta = _remote_root(location)
-        return None if meta is None else _screening_attrs(meta.get("attributes"))
+        return None if meta is None else screening_attrs(meta.get("attributes"))
     local = location.local_path
     if not local.exists():
         raise StoreNotFoundError(f"no result store at {local}")
@@ -475,10 +476,11 @@ def read_store_attrs(
         root = zarr.open_group(zarr_store(local, read_only=True), mode="r")
     except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
         return None
-    return _screening_attrs(root.attrs.asdict())
+    return screening_attrs(root.attrs.asdict())
 
 
-def _screening_attrs(root_attrs: Any) -> dict[str, Any] | None:
+def screening_attrs(root_attrs: Any) -> dict[str, Any] | None:
+    """The package's attributes among a root group's (``None`` when they are not a result store's)."""
     attrs = root_attrs.get(ATTRS_KEY) if isinstance(root_attrs, dict) else None
     if not isinstance(attrs, dict) or "format_version" not in attrs:
         return None

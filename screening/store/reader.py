@@ -31,7 +31,7 @@ from screening.store.layout import (
     DamagedChunkError,
     StoreError,
     StoreNotFoundError,
-    _screening_attrs,
+    screening_attrs,
     as_location,
     check_format,
     coords_from,
@@ -156,7 +156,7 @@ class Results:
     def __init__(self, path: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
         local = as_location(path, storage_options)
         root = _remote_root_group(local) if local.remote else None
-        attrs = _screening_attrs(root.attrs.asdict()) if root is not None else None
+        attrs = screening_attrs(root.attrs.asdict()) if root is not None else None
         if attrs is None:
             root = None
             attrs = read_store_attrs(local)  # raises StoreNotFoundError when missing (names the cause)

@@ -57,7 +57,7 @@ from screening.store.layout import (
     _is_damage,
     _remote,
     _remote_root,
-    _screening_attrs,
+    screening_attrs,
     as_location,
     block_units,
     check_format,
@@ -137,7 +137,7 @@ def _remote_state(location: Location) -> str:
     if meta is None:
         return "foreign"
     attrs = meta.get("attributes") or {}
-    if _screening_attrs(attrs) is not None:
+    if screening_attrs(attrs) is not None:
         return "screening"
     return "partial" if BUILDING_KEY in attrs else "foreign"
 
