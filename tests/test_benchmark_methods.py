@@ -148,6 +148,17 @@ def test_motif_pipeline_scores_only_matching_motifs():
     assert scores.tolist() == [0, 2, 3, 3, 3, 3, 3, 0, 0, 0] + [0] * 5
 
 
+def test_passes_count_every_baseline_of_integrated_gradients():
+    from screening.demo.benchmark.run import _passes
+
+    raw = {"models": [{"name": "a", "checkpoint": "a.pt"}], "attribution": {"n_steps": 5, "n_shuffles": 3}}
+    config = parse_benchmark_config(raw)
+    table = pd.DataFrame({"chrom": ["c"] * 10, "pos": np.arange(10)})
+    assert _passes("ig_zeros", config, table, 2) == (10, 10)
+    assert _passes("ig_shuffle", config, table, 2) == (30, 30)  # a path from each of the 3 shuffles
+    assert _passes("motifs_ig_shuffle", config, table, 2) == (30, 30)  # its source's passes
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

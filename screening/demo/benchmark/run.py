@@ -218,7 +218,8 @@ def _passes(method: str, config: BenchmarkConfig, table: pd.DataFrame, n_regions
 
     Counted from the kind and the sizes: a centred tiled edit takes a reference and a perturbed
     prediction per tile; ISM 3 alternatives per base plus one reference per unit of ``chunk_size``
-    positions; a gradient method one window per region (each region is far shorter than a window).
+    positions; a gradient method one window per region (each region is far shorter than a window), integrated
+    gradients ``n_steps`` per baseline (``n_shuffles`` dinucleotide-shuffled baselines, else one).
     """
     entry = METHODS[method]
     if entry["kind"] == "motifs":  # the pipeline reads its source's scores: no pass of its own
@@ -230,10 +231,11 @@ def _passes(method: str, config: BenchmarkConfig, table: pd.DataFrame, n_regions
         tiles = int(sum(-(-(n - config.tiles.width) // config.tiles.step) + 1 for n in _region_lengths(table)))
         return 2 * tiles, 0
     att, windows = config.attribution, n_regions
+    baselines = att.n_shuffles if entry.get("baseline") == "shuffle" else 1  # IG runs its path from each
     per_window = {
         "saliency": (1, 1),
         "input_x_gradient": (1, 1),
-        "integrated_gradients": (att.n_steps, att.n_steps),
+        "integrated_gradients": (att.n_steps * baselines, att.n_steps * baselines),
         "deeplift": (2, 1),
         "deeplift_shap": (2 * att.n_shuffles, att.n_shuffles),
     }[entry["method"]]
@@ -682,9 +684,10 @@ def _write(
             f"{timings['overhead']:.0f} s a 1 bp screen takes (Ray job, worker start, model load)"
         )
     if skipped:
-        note += "\n\nnot run (the model does not allow it): " + "; ".join(
-            f"{k} ({v})" for k, v in sorted(skipped.items())
-        )
+        by_reason: dict[str, list[str]] = {}
+        for run, reason in sorted(skipped.items()):
+            by_reason.setdefault(reason, []).append(run)
+        note += "\n\nnot run:\n" + "\n".join(f"- {', '.join(runs)}: {reason}" for reason, runs in by_reason.items())
     files["markdown"].write_text(f"{note}\n\n" + _markdown(summary) + "\n")
     meta = {
         "config": config.model_dump(),
