@@ -781,6 +781,10 @@ class ExecutionSpec(_Strict):
     metrics_host: str = Field(
         "127.0.0.1", description="address the metrics endpoint binds (0.0.0.0 in a pod, so Prometheus can scrape it)"
     )
+    metrics_linger_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        15.0, description="after the last unit, the metrics endpoint stays up until one more scrape, at most this "
+        "long, so Prometheus records the final counts (0: close at once)"
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
         description="CUDA autocast precision of the model's forward pass; CPU workers always run fp32 (a "

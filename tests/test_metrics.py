@@ -176,6 +176,42 @@ def test_no_private_prometheus_client_attributes():
         assert not re.search(r"\._(value|metrics|lock)\b", path.read_text()), path
 
 
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def test_endpoint_stays_up_until_scraped_after_the_last_update():
+    """A batch job's endpoint: stop waits for one scrape after the last update (or the linger), so
+    Prometheus records the final counts; already scraped, it closes at once."""
+    import threading
+
+    metrics, port = ScreenMetrics("s"), free_port()
+    metrics.serve(port)
+    metrics.start(units_planned=2, units_done=0)
+    stopped = threading.Event()
+    threading.Thread(target=lambda: (metrics.stop(linger_s=120), stopped.set()), daemon=True).start()
+    assert not stopped.wait(0.5)  # the last update is not scraped yet: still serving
+    assert sample(_scrape(port), "screening_units_planned") == 2
+    assert stopped.wait(30)  # that scrape let it close
+    with pytest.raises(OSError):
+        _scrape(port)
+
+    scraped, port = ScreenMetrics("t"), free_port()
+    scraped.serve(port)
+    scraped.start(units_planned=1, units_done=1)
+    _scrape(port)
+    done = threading.Event()
+    threading.Thread(target=lambda: (scraped.stop(linger_s=120), done.set()), daemon=True).start()
+    assert done.wait(30)  # scraped after its last update: no wait for the linger
+
+    unscraped, port = ScreenMetrics("u"), free_port()
+    unscraped.serve(port)
+    unscraped.start(units_planned=1, units_done=0)
+    unscraped.stop(linger_s=0.2)  # nobody scrapes: closes after the linger
+    with pytest.raises(OSError):
+        _scrape(port)
+
+
 def test_metrics_endpoint_moves_during_a_screen(ray_session, toy_paths, tmp_path):
     """The runner's endpoint, scraped after every finished unit (from the progress callback, so no timing is
     assumed): the counter climbs unit by unit, the scrape follows the naming rules, and the endpoint closes

@@ -774,6 +774,7 @@ def _run_leased(
                     raise
                 dispatcher.stop()
                 retries = dispatcher.retries
+                metrics.stop(linger_s=spec.execution.metrics_linger_s)  # Prometheus gets the final counts
         finally:
             metrics.stop()
             if started_ray:  # already connected by run_screen (which shuts it down): kept for direct callers

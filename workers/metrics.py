@@ -13,12 +13,15 @@ series add ``worker`` (``host:pid``).
 Perturbations and attributed positions are counted apart: an attribution analysis scores one
 position per base of its regions, thousands per unit, which are not perturbations.
 Counters and histograms exist at 0 from :meth:`ScreenMetrics.start` on, so a panel of failures
-shows 0, not "no data", until the first failure.
+shows 0, not "no data", until the first failure. At the end of a run the endpoint stays up until it
+has been scraped once after the last update (at most ``execution.metrics_linger_s``), so Prometheus
+records the final counts of a batch job.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,6 +41,20 @@ def screen_id(spec: Any) -> str:
     """
     key = f"{spec.output.store}\n{spec.science_hash()}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class _ScrapeClock:
+    """A collector without metrics that notes when its registry was last collected (scraped)."""
+
+    def __init__(self) -> None:
+        self.scraped = threading.Event()
+
+    def describe(self) -> list:
+        return []  # registering must not count as a scrape
+
+    def collect(self):
+        self.scraped.set()
+        return iter(())
 
 
 class ScreenMetrics:
@@ -109,6 +126,8 @@ class ScreenMetrics:
             "screening_unit_compute_seconds", "Compute time of one work unit", labels,
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800), registry=registry,
         )
+        self._clock = _ScrapeClock()
+        registry.register(self._clock)
         # every per-screen series from the start: counters at 0, rates at 0, empty histograms
         for metric in (self.perturbations, self.attributed_positions, self.failures, self.retries, self.rate,
                        self.positions_rate, self.write_seconds, self.compute_seconds):
@@ -118,10 +137,11 @@ class ScreenMetrics:
         """Expose ``/metrics`` over HTTP on ``addr:port`` (a daemon thread) until :meth:`stop`."""
         self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
 
-    def stop(self) -> None:
-        """Stop serving ``/metrics``."""
+    def stop(self, linger_s: float = 0.0) -> None:
+        """Stop serving ``/metrics``: once it has been scraped after the last update, or ``linger_s`` seconds."""
         server = getattr(self, "_server", None)
         if server is not None:
+            self._clock.scraped.wait(timeout=max(0.0, linger_s))
             server.shutdown()
             server.server_close()
             self._server = None
@@ -130,6 +150,7 @@ class ScreenMetrics:
         """The screen's size in units and how many earlier runs finished."""
         self.units_planned.labels(*self.labels).set(units_planned)
         self.units_done.labels(*self.labels).set(units_done)
+        self._clock.scraped.clear()  # cleared after the update: a scrape racing it counts for nothing
 
     def is_attribution(self, result: dict[str, Any]) -> bool:
         """Whether a unit's report is of an attribution unit (its ``n`` counts positions)."""
@@ -153,9 +174,11 @@ class ScreenMetrics:
         if elapsed > 0:
             self.rate.labels(*labels).set(self._done["perturbations"] / elapsed)
             self.positions_rate.labels(*labels).set(self._done["positions"] / elapsed)
+        self._clock.scraped.clear()
 
     def unit_failed(self, retried: bool) -> None:
         """A unit's worker died or failed; ``retried``: the unit was resubmitted."""
         self.failures.labels(*self.labels).inc()
         if retried:
             self.retries.labels(*self.labels).inc()
+        self._clock.scraped.clear()
