@@ -129,18 +129,6 @@ def _motif_options(parser: argparse.ArgumentParser, what: str) -> None:
         parser.add_argument("--genome", help="with --motifs: reference FASTA (default: the store's spec's genome)")
 
 
-def _refuse_remote_motifs(run):
-    def query(args: argparse.Namespace) -> int:
-        if getattr(args, "motifs", False) and getattr(args, "server", None):
-            from screening.interpret.motifs.core import MotifError
-
-            raise MotifError("--motifs reads the store and genome locally; it cannot be used with --server")
-        return run(args)
-
-    query.__doc__ = run.__doc__
-    return query
-
-
 def cmd_demo_motifs(args: argparse.Namespace, run_demo) -> int:
     """``screening demo --motifs``: the demo, then its motif step (:mod:`screening.demo.demo`)."""
     from screening.cli.run import run_and_report
@@ -181,8 +169,7 @@ def add_motifs_command(sub, positive_int, query: argparse.ArgumentParser, demo: 
     _motif_options(hits, "each hit")
     hits.set_defaults(func=cmd_hits)
 
-    _motif_options(query, "each perturbation")
-    query.set_defaults(func=_refuse_remote_motifs(query.get_default("func")))
+    _motif_options(query, "each perturbation")  # --server refuses them (screening.cli.remote.cmd_query_remote)
     demo.add_argument(
         "--motifs",
         action="store_true",

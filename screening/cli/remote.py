@@ -173,9 +173,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_query_remote(args: argparse.Namespace) -> int:
-    """``query`` against a service: the ``store`` argument is a screen id."""
+    """``query`` against a service: the ``store`` argument is a screen id (``--motifs`` refused: it reads the store
+    and the genome locally)."""
     from screening.cli.query import print_frame
     from screening.store.reader import dataset_to_frame
+
+    if getattr(args, "motifs", False):
+        from screening.interpret.motifs.core import MotifError
+
+        raise MotifError("--motifs reads the store and genome locally; it cannot be used with --server")
 
     ds = _client(args).screen(args.store).query(args.region, analysis=args.analysis)
     frame = dataset_to_frame(ds)
