@@ -27,22 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.procmem import reset_peak, status_bytes  # noqa: E402
+
 GIB = 1024**3
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
 
 
 def _loop_target(n_bins: int):  # noqa: ANN202
@@ -86,6 +77,7 @@ def run_one(mode: str, window_length: int, threads: int) -> dict:
 
     from screening.interpret.attribution import attribute
     from screening.models.corigami import CorigamiAdapter, CorigamiConfig
+
     torch.set_num_threads(threads)
     config = CorigamiConfig(window_length=window_length)
     adapter = CorigamiAdapter.random_init(config, seed=0)
@@ -93,12 +85,12 @@ def run_one(mode: str, window_length: int, threads: int) -> dict:
     codes = rng.integers(0, 4, (1, window_length), dtype=np.uint8)
     tracks = rng.gamma(1.0, 1.0, (1, config.num_genomic_features, window_length)).astype(np.float32)
     target = _loop_target(config.n_bins)
-    setup = _status_kib("VmRSS") * 1024
-    reset = _reset_peak()
+    setup = status_bytes("VmRSS")
+    reset = reset_peak()
     start = time.perf_counter()
     result = attribute(adapter, codes, tracks, target, "saliency", checkpoint=mode == "checkpoint")
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_bytes("VmHWM")
     assert np.isfinite(result.sequence).all()
     return {
         "mode": mode,

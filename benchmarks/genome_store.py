@@ -307,22 +307,18 @@ def export_peak(store: str, out: Path, module: str = "screening.store.export") -
     code = f"""
 import json, sys, time, importlib
 sys.path.insert(0, {str(ROOT)!r})
+from benchmarks.procmem import reset_peak, status_bytes
 from screening.store.reader import open_results
 export = importlib.import_module({module!r})
-
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
 
 results = open_results({store!r})
 analysis = results.analyses[0]
 score = results.scores(analysis)[0]
-base = status("VmRSS")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # reset VmHWM to the current RSS
+base = status_bytes("VmRSS") / 2**20
+reset_peak()
 began = time.perf_counter()
 export.to_bigwig(results, {str(out)!r}, score, analysis)
-print(json.dumps({{"export_s": time.perf_counter() - began, "export_peak_rss_mb": status("VmHWM"),
+print(json.dumps({{"export_s": time.perf_counter() - began, "export_peak_rss_mb": status_bytes("VmHWM") / 2**20,
                   "export_base_rss_mb": base}}))
 """
     done = subprocess.run(

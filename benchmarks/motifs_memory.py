@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.procmem import reset_peak, status_bytes  # noqa: E402
+
 CHROM = "chr1"
 ANALYSIS = "saliency"
 CHUNK_SIZE = 1 << 20  # C.Origami's window_step default (window // 2): the store chunk of an attribution analysis
@@ -162,21 +164,6 @@ def make_input(workdir: Path, length: int, spacing: int, chunk_size: int, labels
 # --------------------------------------------------------------------------- measuring (child process)
 
 
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
 def _trim_heap() -> None:
     """Give freed heap pages back (glibc), so that the baseline RSS holds nothing the run could reuse."""
     gc.collect()
@@ -199,14 +186,14 @@ class PhaseMeter:
 
     def mark(self, phase: str | None) -> None:
         row = {
-            "peak_rss_delta": _status_bytes("VmHWM") - self.baseline,
-            "rss_after": _status_bytes("VmRSS") - self.baseline,
+            "peak_rss_delta": status_bytes("VmHWM") - self.baseline,
+            "rss_after": status_bytes("VmRSS") - self.baseline,
         }
         if self.traced:
             row["tracemalloc_peak"] = tracemalloc.get_traced_memory()[1]
             tracemalloc.reset_peak()
         self.rows[self.current] = row
-        _reset_peak()
+        reset_peak()
         self.current = phase or ""
 
 
@@ -245,11 +232,11 @@ def _run_once(store: str, fasta: str, outdir: Path, options: dict, meter_ref: li
     from screening.interpret.motifs import motifs_from_store
 
     _trim_heap()
-    baseline = _status_bytes("VmRSS")
+    baseline = status_bytes("VmRSS")
     if traced:
         tracemalloc.start()
     meter = meter_ref[0] = PhaseMeter(baseline, traced)
-    reset = _reset_peak()
+    reset = reset_peak()
     began = time.perf_counter()
     result, _ = motifs_from_store(store, outdir, genome=fasta, **options)
     seconds = time.perf_counter() - began
