@@ -11,7 +11,9 @@ import pyBigWig
 from screening.store import export as export_mod
 from screening.store import reader as reader_mod
 from screening.store.reader import open_results
-from screening.store.writer import GroupLayout, create_store
+from helpers import group_layout
+
+from screening.store.writer import create_store
 
 ROWS_PER_CHROM = 20_000
 
@@ -22,18 +24,8 @@ def _store(path, n_chroms: int) -> None:
     for i in range(n_chroms):
         start = np.arange(ROWS_PER_CHROM, dtype=np.int64) * 100 + 10
         lays.append(
-            GroupLayout(
-                chrom=f"chr{i + 1}",
-                chrom_length=int(start[-1]) + 1_000,
-                analysis="del",
-                kind="deletion",
-                params={"width": 250},
-                start=start,
-                end=start + 250,
-                window_start=start - 1_000,
-                scores=["s"],
-                chunk_size=4_096,
-            )
+            group_layout(start, ["s"], 4_096, int(start[-1]) + 1_000, width=250, chrom=f"chr{i + 1}",
+                         params={"width": 250}, window_start=start - 1_000)
         )
     store = create_store(path, {"name": "toy"}, "a" * 64, {}, lays)
     rng = np.random.default_rng(0)

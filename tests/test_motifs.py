@@ -10,6 +10,8 @@ from screening.cli import main
 from screening.core.errors import ScreeningError
 from screening.interpret.motifs import MotifError, find_motifs, ism_to_hypothetical, load_jaspar, match_motifs
 from screening.perturb.motif import load_ctcf, sample_motif
+from helpers import group_layout
+
 from screening.store.layout import GroupLayout
 from screening.store.reader import open_results
 from screening.store.writer import create_store
@@ -196,18 +198,7 @@ def test_bad_inputs_are_refused_and_write_nothing(attribution_store, tmp_path, c
 
 def test_store_without_per_base_scores_is_refused(tmp_path, capsys):
     starts = np.arange(0, 4_000, 1_000, dtype=np.int64)
-    layout = GroupLayout(
-        chrom="chr1",
-        chrom_length=20_000,
-        analysis="del",
-        kind="deletion",
-        params={},
-        start=starts,
-        end=starts + 1_000,
-        window_start=starts,
-        scores=["impact_mean_abs"],
-        chunk_size=4,
-    )
+    layout = group_layout(starts, ["impact_mean_abs"], 4, 20_000, width=1_000, window_start=starts)
     create_store(tmp_path / "del.zarr", {"name": "t"}, "h", {}, [layout])
     with pytest.raises(MotifError, match="no per-base scores") as info:
         find_motifs(open_results(tmp_path / "del.zarr"))

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from helpers import count_s3_calls
+from helpers import count_s3_calls, group_layout
 
 from screening.store import writer as store_mod
 from screening.store.writer import GroupLayout, create_store, open_or_create_store
@@ -26,18 +26,7 @@ def layouts() -> list[GroupLayout]:
     for chrom in ("chr1", "chr2"):
         start = np.arange(UNITS * 4, dtype=np.int64) * 100
         out.append(
-            GroupLayout(
-                chrom=chrom,
-                chrom_length=30_000,
-                analysis="del",
-                kind="deletion",
-                params={},
-                start=start,
-                end=start + 250,
-                window_start=start - 500,
-                scores=["insulation", "dist"],
-                chunk_size=4,
-            )
+            group_layout(start, ["insulation", "dist"], 4, 30_000, width=250, chrom=chrom, window_start=start - 500)
         )
     return out
 
