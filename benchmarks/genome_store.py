@@ -37,6 +37,12 @@ With ``--s3``, the store is built and read on moto's S3 server on loopback (test
 and s3fs must be installed) instead of a local folder, and every step also records the S3 requests
 s3fs made (``<step>_requests``, by operation in ``requests``).
 
+With ``--keep-maps K``, the deletions keep K Δ maps per unit (``keep_maps``; 256 bins, constant per map
+so that they compress to almost nothing: objects, the writer's work and the reads are what is measured),
+written as a screen writes them (the driver's map shards); ``top_maps_1mb_s`` is a cold
+``Results.top_maps`` of 1 Mb and ``map_files_first_chrom`` the ``top_index``/``top_delta`` objects of the
+first chromosome.
+
 With ``--irregular N`` (instead of the tiled runs), :func:`irregular_queries`: ``N`` variant-like
 perturbations (irregular coordinates, stored, not computed) on chr1, cold and warm queries of 1 kb and
 1 Mb (with ``--s3``: on moto, requests counted), and the objects of the coordinate arrays.
@@ -60,6 +66,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,13 +109,14 @@ HG38 = {
 GEOMETRY = WindowGeometry(window_length=2_097_152, bin_size=8192, n_bins=256)  # C.Origami
 
 
-def make_spec(store: Path, chroms: list[str], chunk_size: int | None = None):
+def make_spec(store: Path, chroms: list[str], chunk_size: int | None = None, keep_maps: int = 0):
+    deletion = {"kind": "deletion", "width": 1000, "step": 1000, **({"keep_maps": keep_maps} if keep_maps else {})}
     raw = {
         "name": "genome-store-bench",
         "model": {"random_seed": 0},
         "genome": {"fasta": "/hg38.fa"},
         "regions": chroms,
-        "perturbations": [{"kind": "deletion", "width": 1000, "step": 1000}],
+        "perturbations": [deletion],
         "invalid_policy": "skip",
         "output": {"store": str(store)},
     }
@@ -152,13 +160,26 @@ def write_units(store, plan, fraction: float, seed: int = 0) -> int:
         unit = units[i]
         layout = plan.layout(unit.chrom, unit.analysis)
         values = {s: rng.standard_normal(unit.size).astype(np.float32) for s in layout.scores}
+        top = kept_maps(layout, unit, rng)
         if blocks is None:
-            store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values)
+            store.write_chunk(unit.chrom, unit.analysis, unit.chunk, values, top)
         else:  # the worker's part, then the driver's (a block is written once its last unit is in)
-            blocks.add(store.unit_record(unit.chrom, unit.analysis, unit.chunk, values))
+            blocks.add(store.unit_record(unit.chrom, unit.analysis, unit.chunk, values, top))
     if blocks is not None:
         blocks.flush()
     return len(chosen)
+
+
+def kept_maps(layout, unit, rng) -> tuple[np.ndarray, np.ndarray] | None:
+    """``keep_maps``: the unit's first K perturbations with Δ maps of the model's size, one random value
+    each (constant maps compress to almost nothing: the objects and the writer's work are measured,
+    not the disk a model's real maps take, K·n_bins²·4 bytes a unit)."""
+    keep, n_bins = layout.top_maps
+    if not keep:
+        return None
+    k = min(keep, unit.size)
+    maps = np.broadcast_to(rng.standard_normal((k, 1, 1)).astype(np.float32), (k, n_bins, n_bins))
+    return np.arange(unit.lo, unit.lo + k), maps
 
 
 class Requests:
@@ -198,6 +219,7 @@ def run(
     requests: Requests | None = None,
     export: bool = False,
     service: bool = False,
+    keep_maps: int = 0,
 ) -> dict:
     """One benchmark row (see the module docstring). ``store_url``: build the store there (an
     ``s3://`` URL) instead of ``workdir``; ``requests``: count S3 requests per step."""
@@ -209,7 +231,7 @@ def run(
     from screening.store.writer import ResultStore, create_store
 
     path = store_url or workdir / "bench.zarr"
-    spec = make_spec(path, chroms, chunk_size)
+    spec = make_spec(path, chroms, chunk_size, keep_maps)
     counts: dict[str, dict] = {}
 
     def _timed(fn, name: str = ""):  # timed, and the S3 requests of the step counted
@@ -287,9 +309,18 @@ def run(
     if requests is not None:
         row["requests"] = counts
         row.update({f"{name}_requests": sum(calls.values()) for name, calls in counts.items()})
+    if keep_maps:
+        region = f"{chroms[0]}:{middle}-{middle + 1_000_000}"
+        maps, row["top_maps_1mb_s"] = _timed(lambda: Results(path).top_maps(region), "top_maps_1mb")
+        row.update(keep_maps=keep_maps, top_maps_1mb_maps=int(maps.sizes["top"]))
     if store_url is None:
         row["files"], row["bytes"], row["allocated_bytes"] = disk_usage(Path(path))
         row["files_per_1000_units"] = 1000 * row["files"] / len(plan.units)
+        if keep_maps:
+            group = Path(path) / chroms[0] / plan.layouts[0].analysis
+            row["map_files_first_chrom"] = {
+                name: disk_usage(group / name)[0] - 1 for name in ("top_index", "top_delta")
+            }
     if export:
         row.update(export_peak(str(path), workdir / "bench.bw"))
     if service:
@@ -465,7 +496,7 @@ def run_s3(
     workdir: Path,
     chunk_size: int | None = None,
     fmt: int | None = None,
-    **extra: bool,
+    **extra: Any,
 ) -> dict:
     """:func:`run` on moto's S3 server (loopback), counting requests."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -519,6 +550,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service", action="store_true", help="also query 1 Mb through the service's HTTP API")
     parser.add_argument("--s3", action="store_true", help="build the store on moto's S3 server; count requests")
     parser.add_argument(
+        "--keep-maps", type=int, default=0, metavar="K", help="keep_maps: K Δ maps (256 bins) per unit, written too"
+    )
+    parser.add_argument(
         "--irregular",
         type=int,
         default=0,
@@ -534,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     for count in [] if options.irregular else options.chromosomes:
         chroms = list(HG38)[:count]
         with tempfile.TemporaryDirectory(dir=options.workdir, prefix="genome-store-") as tmp:
-            extra = {"export": options.export, "service": options.service}
+            extra = {"export": options.export, "service": options.service, "keep_maps": options.keep_maps}
             if options.s3:
                 row = run_s3(chroms, options.done, Path(tmp), options.chunk_size, options.format, **extra)
             else:

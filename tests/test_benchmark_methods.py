@@ -232,3 +232,20 @@ def _run_screen():
     from workers.driver import run_screen
 
     return run_screen
+
+
+def test_methods_not_run_share_a_line_per_reason():
+    from screening.demo.benchmark.run import not_run_note
+
+    note = not_run_note(
+        {
+            "seed1/deeplift": "DeepLIFT cannot run on C.Origami",
+            "seed0/deeplift": "DeepLIFT cannot run on C.Origami",
+            "seed0/motifs_ism": "its source ism did not run",
+        }
+    )
+    assert note.splitlines() == [
+        "not run:",
+        "- seed0/deeplift, seed1/deeplift: DeepLIFT cannot run on C.Origami",
+        "- seed0/motifs_ism: its source ism did not run",
+    ]

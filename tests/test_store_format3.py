@@ -26,7 +26,8 @@ PROV = {"package_version": "0.1.0"}
 SCORES = ["insulation", "dist"]
 
 
-def layouts(n1: int = 157, n2: int = 41, chunk_size: int = 4) -> list[GroupLayout]:
+def layouts(n1: int = 157, n2: int = 41, chunk_size: int = 4, maps: int = 0) -> list[GroupLayout]:
+    """Two groups of 250-bp deletions; ``maps``: keep that many 3-bin Δ maps per unit."""
     out = []
     for chrom, n in (("chr1", n1), ("chr2", n2)):
         start = np.arange(n, dtype=np.int64) * 100
@@ -42,6 +43,7 @@ def layouts(n1: int = 157, n2: int = 41, chunk_size: int = 4) -> list[GroupLayou
                 window_start=start - 500,
                 scores=list(SCORES),
                 chunk_size=chunk_size,
+                top_maps=(maps, 3) if maps else (0, 0),
             )
         )
     return out
@@ -54,6 +56,32 @@ def unit_values(lay: GroupLayout, k: int, seed: int = 0) -> dict[str, np.ndarray
     values = {s: np.round(rng.standard_normal(size), 1).astype(np.float32) for s in lay.scores}
     values["dist"][rng.random(size) < 0.1] = np.nan
     return values
+
+
+def unit_top(lay: GroupLayout, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Deterministic kept maps of a unit (groups with ``top_maps``): its first rows, random 3×3 maps."""
+    keep = lay.top_maps[0]
+    if not keep:
+        return None
+    rng = np.random.default_rng([7, int(lay.chrom[3:]), k])
+    rows = lay.chunk_slice(k)
+    index = np.arange(rows.start, min(rows.start + keep, rows.stop))
+    return index, rng.standard_normal((len(index), 3, 3)).astype(np.float32)
+
+
+def record(store: ResultStore, lay: GroupLayout, k: int):
+    return store.unit_record(lay.chrom, "del", k, unit_values(lay, k), unit_top(lay, k))
+
+
+def small_map_shards(monkeypatch, units_per_shard: int = 4) -> None:
+    """Kept-map shards of a few units (they must divide the block)."""
+    monkeypatch.setattr(
+        store_mod, "map_units", lambda layout, block: min(units_per_shard, block) if layout.top_maps[0] else 0
+    )
+
+
+def kept_maps(path, chrom: str) -> xr.DataArray:
+    return open_results(path).top_maps(chrom)
 
 
 def units(lays: list[GroupLayout]) -> list[tuple[GroupLayout, int]]:
@@ -69,7 +97,7 @@ def fill(store: ResultStore, lays, which=None, flush_s: float = 3600.0) -> Block
     writer = store.block_writer(flush_s)
     for lay, k in units(lays):
         if which is None or (lay.chrom, k) in which:
-            writer.add(store.unit_record(lay.chrom, "del", k, unit_values(lay, k)))
+            writer.add(record(store, lay, k))
     writer.flush()
     return writer
 
@@ -190,25 +218,27 @@ def test_a_partly_done_block_is_read_back_before_it_is_rewritten(tmp_path, monke
     assert ResultStore(store.path).verify() == []
 
 
-def _kill_target(path: str, seed_pause: float) -> None:
+def _kill_target(path: str, seed_pause: float, maps: int) -> None:
     """A driver stand-in: folds every unit in order, flushing often, slowly, until killed."""
     store = ResultStore(path)
-    writer = store.block_writer(flush_s=0.05)
-    for lay, k in units(layouts()):
-        writer.add(store.unit_record(lay.chrom, "del", k, unit_values(lay, k)))
+    writer = store.block_writer(flush_s=0.05)  # kept-map shards: written when full (map_flush_s 60 s)
+    for lay, k in units(layouts(maps=maps)):
+        writer.add(record(store, lay, k))
         time.sleep(seed_pause)
     writer.flush()
 
 
-def test_resume_after_a_kill_equals_a_clean_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("maps", [0, 2], ids=["scores", "kept-maps"])
+def test_resume_after_a_kill_equals_a_clean_run(tmp_path, monkeypatch, maps):
     small_blocks(monkeypatch, 16)
-    lays = layouts()
+    small_map_shards(monkeypatch, 8)
+    lays = layouts(maps=maps)
     clean = create_store(tmp_path / "clean.zarr", SPEC, SHA, PROV, lays)
     fill(clean, lays)
     path = tmp_path / "s.zarr"
     create_store(path, SPEC, SHA, PROV, lays)
     # the child writes blocks of the store's size (block_units is read from the store's attributes)
-    child = multiprocessing.get_context("spawn").Process(target=_kill_target, args=(str(path), 0.01))
+    child = multiprocessing.get_context("spawn").Process(target=_kill_target, args=(str(path), 0.01, maps))
     child.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and ResultStore(path).progress()[0] < 20:
@@ -222,27 +252,31 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path, monkeypatch):
     fill(store, lays, {(chrom, k) for chrom, _, k in store.pending_units()})
     for chrom, table in tables(path).items():
         pd.testing.assert_frame_equal(table, tables(tmp_path / "clean.zarr")[chrom])
+        if maps:
+            xr.testing.assert_identical(kept_maps(path, chrom), kept_maps(tmp_path / "clean.zarr", chrom))
     assert store.verify() == [] and store.progress() == (total, total)
 
 
 def _worker(args) -> object:
     """A worker process: compute a unit, return its record (the worker writes no shard)."""
-    path, chrom, k = args
-    lay = layouts()[0 if chrom == "chr1" else 1]
+    path, chrom, k, maps = args
+    lay = layouts(maps=maps)[0 if chrom == "chr1" else 1]
     time.sleep(np.random.default_rng(k).random() * 0.01)  # finish out of order
-    return ResultStore(path).unit_record(chrom, "del", k, unit_values(lay, k))
+    return record(ResultStore(path), lay, k)
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_one_writer_per_shard_under_concurrent_workers(tmp_path, monkeypatch, trial):
-    """Workers in separate processes finish units in any order; the driver alone writes each block:
-    no chunk is lost, over repeated trials."""
+@pytest.mark.parametrize("trial,maps", [(0, 0), (1, 0), (2, 0), (0, 2), (1, 2)])
+def test_one_writer_per_shard_under_concurrent_workers(tmp_path, monkeypatch, trial, maps):
+    """Workers in separate processes finish units in any order; the driver alone writes each block
+    (and kept-map shard): no chunk is lost, over repeated trials."""
     small_blocks(monkeypatch)
-    lays = layouts()
+    small_map_shards(monkeypatch)
+    lays = layouts(maps=maps)
     path = str(tmp_path / "s.zarr")
     store = create_store(path, SPEC, SHA, PROV, lays)
-    writer = store.block_writer(flush_s=0.0)  # a write per unit: the most rewrites of shared shards
-    tasks = [(path, lay.chrom, k) for lay, k in units(lays)]
+    # a write per unit: the most rewrites of shared shards
+    writer = store.block_writer(flush_s=0.0, map_flush_s=0.0)
+    tasks = [(path, lay.chrom, k, maps) for lay, k in units(lays)]
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         for record in pool.imap_unordered(_worker, tasks):
             writer.add(record)
@@ -254,6 +288,9 @@ def test_one_writer_per_shard_under_concurrent_workers(tmp_path, monkeypatch, tr
         for score in SCORES:
             want = np.concatenate([unit_values(lay, k)[score] for k in range(lay.n_chunks)])
             np.testing.assert_array_equal(table[score].to_numpy(), want)
+        if maps:
+            want = np.concatenate([unit_top(lay, k)[1] for k in range(lay.n_chunks)])
+            np.testing.assert_array_equal(kept_maps(path, lay.chrom).values, want)
     assert ResultStore(path).verify() == []
 
 
@@ -370,8 +407,16 @@ def test_regular_overlap_equals_the_computed_coordinates():
     from screening.store.layout import coords_from, regular_overlap
 
     @settings(max_examples=400, deadline=None)
-    @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 40), st.integers(2, 30), st.integers(-20, 700),
-           st.integers(1, 200), st.integers(0, 30), st.integers(0, 30))
+    @given(
+        st.integers(0, 50),
+        st.integers(1, 20),
+        st.integers(1, 40),
+        st.integers(2, 30),
+        st.integers(-20, 700),
+        st.integers(1, 200),
+        st.integers(0, 30),
+        st.integers(0, 30),
+    )
     def check(s0, step, width, n, a, length, r0, r1):
         regular = {"start": s0, "step": step, "width": width, "n": n}
         start, end = coords_from(regular)
@@ -383,3 +428,167 @@ def test_regular_overlap_equals_the_computed_coordinates():
         np.testing.assert_array_equal(part[1], end[lo:hi])
 
     check()
+
+
+# --------------------------------------------------------------------------- kept maps (keep_maps)
+
+
+def test_kept_maps_are_one_object_per_block_and_map_shard(tmp_path, monkeypatch):
+    """The driver writes kept maps: top_index one object per block, top_delta one per map shard."""
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    fill(store, lays)
+    group = tmp_path / "s.zarr" / "chr1" / "del"
+    objects = {p.name: sum(1 for f in (p / "c").rglob("*") if f.is_file()) for p in group.iterdir() if p.is_dir()}
+    n_chunks = lays[0].n_chunks  # 40: 5 blocks of 8, 10 map shards of 4
+    assert objects["top_index"] == 5 and objects["top_delta"] == 10
+    assert all(n == 5 for name, n in objects.items() if name not in ("top_delta",) + COORD_NAMES), objects
+    maps = kept_maps(tmp_path / "s.zarr", "chr1")
+    np.testing.assert_array_equal(maps.values, np.concatenate([unit_top(lays[0], k)[1] for k in range(n_chunks)]))
+    np.testing.assert_array_equal(
+        maps["start"].values, lays[0].start[[i for k in range(n_chunks) for i in unit_top(lays[0], k)[0]]]
+    )
+    assert ResultStore(store.path).verify() == []
+
+
+COORD_NAMES = ("start", "end", "window_start")
+
+
+def test_map_shards_by_default_fill_a_block_when_maps_are_small():
+    lay = layouts(n1=64 * 400, chunk_size=4, maps=2)[0]
+    assert store_mod.map_units(lay, 1024) == 1024  # 72 bytes a unit
+    big = layouts(n1=64 * 400, chunk_size=4)[0]
+    big.top_maps = (4, 256)  # C.Origami, keep_maps 4: 1 MiB a unit → 64 MiB shards
+    assert store_mod.map_units(big, 1024) == 64 and store_mod.map_units(big, 48) == 48
+    big.top_maps = (4, 1024)  # 16 MiB a unit: a shard per unit
+    assert store_mod.map_units(big, 1024) == 4 and store_mod.map_units(big, 7) == 1
+
+
+def test_a_units_flag_waits_for_its_map_shard(tmp_path, monkeypatch):
+    """A block may be written before its units' map shard; those units' flags (and top_index rows) wait
+    until their maps are written, so a flagged unit always has its maps."""
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    writer = store.block_writer(flush_s=0.0, map_flush_s=3600)  # blocks at every add, map shards when full
+    for k in range(3):
+        writer.add(record(store, lays[0], k))
+    fresh = ResultStore(store.path)
+    assert writer.blocks_written == 3 and fresh.progress()[0] == 0
+    assert kept_maps(store.path, "chr1").sizes["top"] == 0
+    writer.add(record(store, lays[0], 3))  # fills map shard 0: written, then its units' flags
+    assert writer.map_shards_written == 1 and ResultStore(store.path).progress()[0] == 4
+    assert kept_maps(store.path, "chr1").sizes["top"] == 8
+    writer.add(record(store, lays[0], 4))
+    assert ResultStore(store.path).progress()[0] == 4
+    writer.flush()  # the end of a run: partial map shards too
+    assert ResultStore(store.path).progress()[0] == 5 and writer.pending == 1
+    np.testing.assert_array_equal(
+        kept_maps(store.path, "chr1").values, np.concatenate([unit_top(lays[0], k)[1] for k in range(5)])
+    )
+    # a later run completes the block: the partial map shard's stored unit is read back, not lost
+    again = ResultStore(store.path).block_writer(flush_s=3600)
+    for k in range(5, 8):
+        again.add(record(store, lays[0], k))
+    assert again.pending == 0 and ResultStore(store.path).progress()[0] == 8
+    np.testing.assert_array_equal(
+        kept_maps(store.path, "chr1").values, np.concatenate([unit_top(lays[0], k)[1] for k in range(8)])
+    )
+    assert ResultStore(store.path).verify() == []
+
+
+def test_a_map_shard_is_rewritten_after_map_flush_s(tmp_path, monkeypatch):
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    writer = store.block_writer(flush_s=0.0, map_flush_s=0.0)
+    writer.add(record(store, lays[0], 0))
+    assert writer.map_shards_written == 1 and ResultStore(store.path).progress()[0] == 1
+
+
+def test_kept_maps_of_stores_without_map_units_are_each_units_own(tmp_path, monkeypatch):
+    """Format 3 stores written before map shards: a unit's maps are its own chunks (written by its
+    worker in unit_record); they read, resume and verify the same as the new layout."""
+    small_blocks(monkeypatch)
+    lays = layouts(maps=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(store_mod, "map_units", lambda layout, block: 0)
+        old = create_store(tmp_path / "old.zarr", SPEC, SHA, PROV, lays)
+    new = create_store(tmp_path / "new.zarr", SPEC, SHA, PROV, lays)
+    some = {(lay.chrom, k) for lay, k in units(lays) if k % 3}
+    for store in (old, new):
+        fill(store, lays, some)
+    group = tmp_path / "old.zarr" / "chr1" / "del"
+    assert sum(1 for f in (group / "top_delta" / "c").rglob("*") if f.is_file()) == sum(
+        1 for chrom, _ in some if chrom == "chr1"
+    )
+    for chrom in ("chr1", "chr2"):
+        xr.testing.assert_identical(kept_maps(old.path, chrom), kept_maps(new.path, chrom))
+    resumed, again = open_or_create_store(tmp_path / "old.zarr", SPEC, SHA, PROV, lays)
+    assert again
+    fill(resumed, lays, {(c, k) for c, _, k in resumed.pending_units()})
+    fill(new, lays, {(c, k) for c, _, k in ResultStore(new.path).pending_units()})
+    for chrom in ("chr1", "chr2"):
+        xr.testing.assert_identical(kept_maps(old.path, chrom), kept_maps(new.path, chrom))
+    assert ResultStore(old.path).verify() == [] and ResultStore(new.path).verify() == []
+
+
+def test_verify_finds_a_tampered_kept_map_and_the_rerun_keeps_its_shard_mates(tmp_path, monkeypatch):
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    fill(store, lays)
+    zarr.open_group(tmp_path / "s.zarr", mode="r+")["chr1/del/top_delta"][10:12] = 5.0  # unit 5's maps
+    found = ResultStore(store.path).verify()
+    assert len(found) == 1 and found[0].startswith("chr1/del chunk 5") and "digest mismatch" in found[0]
+    fresh = ResultStore(store.path)
+    assert fresh.pending_units() == [("chr1", "del", 5)]
+    rows = sum(len(unit_top(lays[0], k)[0]) for k in range(lays[0].n_chunks))
+    assert kept_maps(store.path, "chr1").sizes["top"] == rows - 2  # an unflagged unit shows no maps
+    fill(fresh, lays, {("chr1", 5)})
+    assert fresh.verify() == []
+    want = np.concatenate([unit_top(lays[0], k)[1] for k in range(lays[0].n_chunks)])
+    np.testing.assert_array_equal(kept_maps(store.path, "chr1").values, want)
+
+
+def test_open_map_shards_are_bounded_in_memory(tmp_path, monkeypatch):
+    """Past MAP_MEMORY_BYTES the least recently filled open map shard is written and dropped; its units
+    arriving later (retries) read it back, nothing is lost."""
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    unit_bytes = 2 * 3 * 3 * 4
+    monkeypatch.setattr(store_mod, "MAP_MEMORY_BYTES", 3 * unit_bytes)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    writer = store.block_writer(flush_s=3600, map_flush_s=3600)
+    for k in (0, 4, 8, 12):  # one unit in each of four map shards: the first is written early
+        writer.add(record(store, lays[0], k))
+        assert sum(m.nbytes for shard in writer._maps.values() for m in shard.maps.values()) <= 3 * unit_bytes
+    assert writer.map_shards_written == 1
+    for k in (1, 2, 3, *range(5, 16)):
+        writer.add(record(store, lays[0], k))
+    writer.flush()
+    want = np.concatenate([unit_top(lays[0], k)[1] for k in range(16)])
+    np.testing.assert_array_equal(kept_maps(store.path, "chr1").values[: len(want)], want)
+    assert ResultStore(store.path).verify() == []
+
+
+def test_a_damaged_map_shard_is_an_error_naming_the_array(tmp_path, monkeypatch):
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    fill(store, lays)
+    shard = tmp_path / "s.zarr" / "chr1" / "del" / "top_delta" / "c" / "1" / "0" / "0"  # units 4-7
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0x01  # in its first inner chunk: unit 4's maps
+    shard.write_bytes(bytes(data))
+    results = open_results(tmp_path / "s.zarr")
+    assert results.top_maps("chr1:0-1,500").sizes["top"] == 8  # units 0-3: another shard
+    with pytest.raises(store_mod.DamagedChunkError, match=r"chr1/del/top_delta .*damaged"):
+        results.top_maps("chr1:1,600-2,000")

@@ -198,9 +198,9 @@ def test_query_requests_on_s3_do_not_grow_with_runs_of_done_units(monkeypatch, b
         assert sum(calls.values()) <= 8, dict(calls)  # flags; per score: the shard's size, index, the chunk
 
 
-def test_kept_maps_are_two_objects_per_unit_the_rest_a_few_per_block(tmp_path):
-    """What docs/store.md states of keep_maps: each unit's top_index and top_delta chunks are its own
-    objects (written by its worker), while scores, flags, digests and summaries are a few per block."""
+def test_kept_maps_are_a_few_objects_per_block_like_the_rest(tmp_path):
+    """What docs/store.md states of keep_maps: the driver writes top_index one object per block and
+    top_delta one shard per map_units units (small maps: the whole block), like scores and flags."""
     start = np.arange(64 * 4, dtype=np.int64) * 100
     lay = group_layout(start, SCORES, 4, 30_000, width=100, window_start=start, top_maps=(2, 4))
     store = create_store(tmp_path / "m.zarr", SPEC, SHA, {}, [lay])
@@ -211,7 +211,7 @@ def test_kept_maps_are_two_objects_per_unit_the_rest_a_few_per_block(tmp_path):
     writer.flush()
     group = tmp_path / "m.zarr" / "chr1" / "del"
     chunks = {p.name: sum(1 for f in (p / "c").rglob("*") if f.is_file()) for p in group.iterdir() if p.is_dir()}
-    assert chunks["top_index"] == chunks["top_delta"] == lay.n_chunks == 64
-    assert all(n == 1 for name, n in chunks.items() if name not in ("top_index", "top_delta")), chunks
+    assert lay.n_chunks == 64 and chunks["top_index"] == chunks["top_delta"] == 1
+    assert all(n == 1 for n in chunks.values()), chunks
     maps = open_results(tmp_path / "m.zarr").top_maps("chr1:0-800")
     assert maps.sizes["top"] == 4 and float(maps.sum()) == 4 * 16  # rows 0, 1 (unit 0) and 4, 5 (unit 1)

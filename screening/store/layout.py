@@ -41,6 +41,7 @@ __all__ = [
     "HIT_INDEX",
     "HIT_K",
     "HIT_VALUE",
+    "MAP_SHARD_BYTES",
     "READABLE_VERSIONS",
     "RESERVED_NAMES",
     "SHARD_CHUNKS",
@@ -57,6 +58,7 @@ __all__ = [
     "coords_from",
     "indexed_chunks",
     "inner_units",
+    "map_units",
     "read_checked",
     "read_store_attrs",
     "regular_coords",
@@ -89,6 +91,9 @@ BLOCK_BYTES = 1 << 22
 # Units per inner chunk of a format 3 score shard: few chunks to encode per block write (zarr encodes
 # inner chunks one by one), small ranged reads for small queries.
 INNER_UNITS = 64
+# Format 3 kept maps (keep_maps): about this many bytes of Δ maps per top_delta shard, each shard written
+# whole by the driver; bounds the driver's memory per open shard and the objects per unit.
+MAP_SHARD_BYTES = 1 << 26
 BUILDING_KEY = "screening_building"  # root attribute of a store still being built (remote stores)
 COORD_CHUNK = 1 << 17  # about this many perturbations (whole units) per chunk of a coordinate array
 # Earlier format 2 stores hold coordinates in shards of unit-sized chunks, at most COORD_SHARD
@@ -342,6 +347,17 @@ def block_units(layout: GroupLayout) -> int:
     by_bytes = BLOCK_BYTES // (4 * layout.chunk_size * max(1, width))
     units = max(1, min(BLOCK_UNITS, by_bytes, layout.n_chunks))
     return units if units <= INNER_UNITS else -(-units // INNER_UNITS) * INNER_UNITS  # whole inner chunks
+
+
+def map_units(layout: GroupLayout, block: int) -> int:
+    """Work units per ``top_delta`` shard of a format 3 group with kept maps (0 without): the largest
+    divisor of ``block`` whose units' maps fit :data:`MAP_SHARD_BYTES` (at least 1), so that a map
+    shard lies inside one block and the driver holds at most that much per open shard."""
+    keep, n_bins = layout.top_maps
+    if not keep:
+        return 0
+    fit = max(1, MAP_SHARD_BYTES // (4 * keep * n_bins * n_bins))
+    return max(d for d in range(1, block + 1) if block % d == 0 and d <= fit)
 
 
 def regular_coords(start: np.ndarray, end: np.ndarray) -> dict[str, int] | None:

@@ -2,9 +2,11 @@
 
 The layout is specified in ``docs/store.md``. In short: the driver builds every group,
 array and coordinate up front (locally into a temporary sibling path that is renamed into
-place; on an object store such as ``s3://`` in place, with the root attributes written last),
-so Ray workers only ever write score chunks and their ``chunk_done`` flag. A *work unit*
-is one chunk ``(chrom, analysis, k)``; no two writers ever touch the same chunk.
+place; on an object store such as ``s3://`` in place, with the root attributes written last).
+A *work unit* is one chunk ``(chrom, analysis, k)``. In a format 3 store workers write nothing:
+they hand each unit's scores (and kept maps) to the driver's :class:`BlockWriter`, the one writer
+of every shard; in stores of formats 1-2 each unit writes its own objects. No two writers ever
+touch the same object.
 
 All coordinates are 0-based, half-open.
 """
@@ -63,6 +65,7 @@ from screening.store.layout import (
     check_format,
     coord_index,
     inner_units,
+    map_units,
     regular_coords,
     read_checked,
     read_store_attrs,
@@ -206,8 +209,12 @@ def _coord_chunk(layout: GroupLayout) -> int:
 
 def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
     attrs = layout.group_attrs()
+    maps = 0  # format 3 with kept maps: units per top_delta shard (0: each unit writes its own chunks)
     if FORMAT_VERSION >= 3:
         attrs.update(block_units=block_units(layout), hit_k=HIT_K)
+        maps = map_units(layout, attrs["block_units"])
+        if maps:
+            attrs["map_units"] = maps
         regular = regular_coords(layout.start, layout.end)
         if regular is not None:  # tiled kinds: readers compute start/end instead of reading them
             attrs["regular"] = regular
@@ -268,10 +275,19 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
             **sharding,
         )
     keep, n_bins = layout.top_maps
-    if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K): written by the unit that owns chunk k
+    if keep:  # chunk k's top-K maps are rows [k·K, (k+1)·K)
+        # With map_units (format 3) the driver writes them: top_index one chunk per block (with the
+        # block's scores), top_delta one shard of `maps` units (inner chunks of one unit, read by range).
+        # Otherwise the unit that owns chunk k writes its own chunks.
         rows = layout.n_chunks * keep
         group.create_array(
-            TOP_INDEX, shape=(rows,), chunks=(keep,), dtype="int64", fill_value=-1, dimension_names=["top"], **codecs
+            TOP_INDEX,
+            shape=(rows,),
+            chunks=(keep * block if maps else keep,),
+            dtype="int64",
+            fill_value=-1,
+            dimension_names=["top"],
+            **codecs,
         )
         group.create_array(
             TOP_DELTA,
@@ -281,6 +297,7 @@ def _write_layout(root: zarr.Group, layout: GroupLayout) -> None:
             fill_value=np.nan,
             dimension_names=["top", "row", "col"],
             **codecs,
+            **({"shards": (keep * maps, n_bins, n_bins)} if maps else {}),
         )
     # Format 3: one chunk of flags (and digests) per block, written by the driver alone; earlier
     # formats: one chunk per flag, so that each unit (worker) writes its own.
@@ -554,6 +571,8 @@ class _Group:
         self.arrays.update({name: group[name] for name in optional if name in group})
         self.checksums = DIGEST in self.arrays  # format 2: every chunk crc32c-checked, units digested
         self.block = int(self.attrs.get("block_units", 0))  # format 3: units per block; 0: one object per unit
+        # format 3 with kept maps: units per top_delta shard, written by the driver; 0: each unit writes its own
+        self.map_units = int(self.attrs.get("map_units", 0))
 
     @property
     def grouped(self) -> bool:
@@ -579,6 +598,15 @@ class _Group:
 #: Seconds a format 3 block with new units may wait before the driver writes it (a block is also
 #: written as soon as its last unit is in): what a killed driver may lose, besides its units in flight.
 FLUSH_S = 2.0
+#: Seconds a kept-map shard (``top_delta``, ``map_units`` units) with new units may wait before the driver
+#: rewrites it (it is also written as soon as its last unit is in, and when a run ends). Longer than
+#: :data:`FLUSH_S` because a map shard is large (up to ``MAP_SHARD_BYTES``): rewriting it every 2 s
+#: would write it O(units²) times over; its units' flags wait for it.
+MAP_FLUSH_S = 60.0
+#: Bytes of kept maps the driver holds in open map shards at most: past it, the least recently filled
+#: open shard is written early and dropped from memory (read back if more of its units arrive, e.g.
+#: retried units at the end of a run).
+MAP_MEMORY_BYTES = 1 << 28
 
 
 @dataclass(eq=False)
@@ -591,20 +619,46 @@ class UnitRecord:
     k: int
     values: dict[str, np.ndarray]
     digest: int
+    top: tuple[np.ndarray, np.ndarray] | None = None  # its K kept (index, Δ map) rows, where the driver writes them
 
 
 @dataclass(eq=False)
 class _Block:
-    """A block being filled in memory: the block's rows of every score, its flags and digests."""
+    """A block being filled in memory: the block's rows of every score, its flags and digests.
+
+    ``done``: units computed (in memory or stored); ``durable``: units whose kept maps are stored (all,
+    without driver-written maps). A unit's flag is written only when both hold."""
 
     values: dict[str, np.ndarray]
     done: np.ndarray
     digests: np.ndarray
+    durable: np.ndarray
+    top_index: np.ndarray | None = None  # the block's top_index rows (driver-written maps)
     dirty: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.done.all() and self.durable.all())
+
+
+@dataclass(eq=False)
+class _MapShard:
+    """A ``top_delta`` shard being filled: Δ maps of its units by unit index, those not written yet,
+    and when it was last written (or opened)."""
+
+    units: range
+    maps: dict[int, np.ndarray]
+    new: set[int]
+    written: float
+
+    @property
+    def full(self) -> bool:
+        return len(self.maps) == len(self.units)
 
 
 class BlockWriter:
-    """The one writer of a format 3 store's blocks (score shards, ``chunk_done``, ``chunk_digest``, hits).
+    """The one writer of a format 3 store's blocks (score shards, ``chunk_done``, ``chunk_digest``, hits,
+    and kept maps where the group has ``map_units``).
 
     Workers compute units and hand :class:`UnitRecord` s to the driver, which :meth:`add` s them here:
     a block is held in memory (its stored values read back first when some of its units were done
@@ -615,20 +669,30 @@ class BlockWriter:
     its scores are durable. Units added after the last write of their block are lost if the process
     dies, and recomputed by the next run (their flags are 0).
 
+    Kept maps (``keep_maps``, groups with ``map_units``): a unit's Δ maps go into its ``top_delta``
+    shard (``map_units`` units, inside one block), held in memory and written whole once its last unit
+    is in, every ``map_flush_s`` seconds while it has new units, and by :meth:`flush`; the unit's
+    ``top_index`` rows and flag are written with its block only after its map shard was written.
+
     Parameters
     ----------
     store
         The format 3 store (opened by the driver, under its lease).
     flush_s
         Longest wait, in seconds, before a block with new units is written.
+    map_flush_s
+        Longest wait, in seconds, before a kept-map shard with new units is written.
     """
 
-    def __init__(self, store: ResultStore, flush_s: float = FLUSH_S) -> None:
+    def __init__(self, store: ResultStore, flush_s: float = FLUSH_S, map_flush_s: float = MAP_FLUSH_S) -> None:
         self.store = store
         self.flush_s = float(flush_s)
+        self.map_flush_s = float(map_flush_s)
         self._open: dict[tuple[str, str, int], _Block] = {}
+        self._maps: dict[tuple[str, str, int], _MapShard] = {}
         self._flushed = time.monotonic()
         self.blocks_written = 0
+        self.map_shards_written = 0
 
     def add(self, record: UnitRecord) -> None:
         """Fold one finished unit into its block; writes the block when complete or when a flush is due."""
@@ -649,17 +713,28 @@ class BlockWriter:
         block.done[record.k - k0] = True
         block.digests[record.k - k0] = record.digest
         block.dirty = True
-        if block.done.all():
+        if group.map_units:
+            self._add_maps(group, record, block)
+        if block.complete:
             self._write(group, key, block)
             del self._open[key]
         elif time.monotonic() - self._flushed >= self.flush_s:
-            self.flush()
+            self._flush(all_maps=False)
 
     def flush(self) -> None:
-        """Write every block holding units not written yet."""
+        """Write every kept-map shard and block holding units not written yet (the end of a run)."""
+        self._flush(all_maps=True)
+
+    def _flush(self, all_maps: bool) -> None:
+        now = time.monotonic()
+        for (chrom, analysis, s), shard in list(self._maps.items()):  # first: they make flags writable
+            if shard.new and (all_maps or now - shard.written >= self.map_flush_s):
+                self._write_maps(self.store._group(chrom, analysis), (chrom, analysis, s), shard)
         for (chrom, analysis, b), block in list(self._open.items()):
             if block.dirty:
                 self._write(self.store._group(chrom, analysis), (chrom, analysis, b), block)
+                if block.complete:
+                    del self._open[(chrom, analysis, b)]
         self._flushed = time.monotonic()
 
     @property
@@ -683,13 +758,110 @@ class BlockWriter:
                 if not _is_damage(err):
                     raise
                 done[:] = False
+        top_index = None
+        if group.map_units:
+            top_index = self._load_top_index(group, k0, k1, done)
         if done.any():
             for score in group.scores:
                 values[score][:] = self._read_block(group, score, k0, k1, done)
         for i in np.flatnonzero(~done):  # rows a dead run wrote without their flag: not results
             for score in group.scores:
                 values[score][(i * group.chunk_size) : ((i + 1) * group.chunk_size)] = np.nan
-        return _Block(values, done, digests)
+        durable = done.copy() if group.map_units else np.ones(k1 - k0, bool)
+        return _Block(values, done, digests, durable, top_index)
+
+    @staticmethod
+    def _load_top_index(group: _Group, k0: int, k1: int, done: np.ndarray) -> np.ndarray:
+        """The block's stored ``top_index`` rows (-1 for units not done); undecodable: none done."""
+        keep = group.keep
+        index = np.full((k1 - k0) * keep, -1, np.int64)
+        if done.any():
+            try:
+                index[:] = group.arrays[TOP_INDEX][k0 * keep : k1 * keep]
+            except Exception as err:  # noqa: BLE001
+                if not _is_damage(err):
+                    raise
+                done[:] = False
+        index.reshape(k1 - k0, keep)[~done] = -1
+        return index
+
+    def _add_maps(self, group: _Group, record: UnitRecord, block: _Block) -> None:
+        """Put a unit's kept maps into its map shard (written at once when that fills it); its flag waits."""
+        if record.top is None:
+            raise StoreError(f"{record.chrom}/{record.analysis} chunk {record.k}: the unit's kept maps are missing")
+        k0, _ = group.block_of(record.k // group.block)
+        i, keep = record.k - k0, group.keep
+        block.durable[i] = False
+        block.top_index[i * keep : (i + 1) * keep] = record.top[0]
+        key = (record.chrom, record.analysis, record.k // group.map_units)
+        shard = self._maps.get(key) or self._load_maps(group, key, block)
+        self._maps[key] = shard
+        shard.maps[record.k] = np.asarray(record.top[1], np.float32)
+        shard.new.add(record.k)
+        if shard.full:
+            self._write_maps(group, key, shard)
+        else:
+            self._maps[key] = self._maps.pop(key)  # most recently filled last
+        self._bound_map_memory()
+
+    def _bound_map_memory(self) -> None:
+        """Write (and drop) the least recently filled open map shards while they hold more than
+        :data:`MAP_MEMORY_BYTES`."""
+        held = sum(m.nbytes for shard in self._maps.values() for m in shard.maps.values())
+        while held > MAP_MEMORY_BYTES and len(self._maps) > 1:
+            key, shard = next(iter(self._maps.items()))
+            held -= sum(m.nbytes for m in shard.maps.values())
+            if shard.new:
+                self._write_maps(self.store._group(key[0], key[1]), key, shard)
+            self._maps.pop(key, None)
+
+    def _load_maps(self, group: _Group, key: tuple[str, str, int], block: _Block) -> _MapShard:
+        """Map shard ``s`` with the maps of its units that an earlier run stored (read back once, so that
+        writing the shard whole keeps them); undecodable: those units are recomputed."""
+        m = group.map_units
+        units = range(key[2] * m, min((key[2] + 1) * m, group.n_chunks))
+        k0, _ = group.block_of(units.start // group.block)
+        stored = [k for k in units if block.durable[k - k0]]
+        shard = _MapShard(units, {}, set(), time.monotonic())
+        if not stored:
+            return shard
+        keep = group.keep
+        try:
+            data = np.asarray(group.arrays[TOP_DELTA][units.start * keep : units.stop * keep])
+        except Exception as err:  # noqa: BLE001
+            if not _is_damage(err):
+                raise
+            for k in stored:
+                block.done[k - k0] = block.durable[k - k0] = False
+                block.top_index[(k - k0) * keep : (k - k0 + 1) * keep] = -1
+            block.dirty = True
+            return shard
+        for k in stored:
+            j = k - units.start
+            shard.maps[k] = data[j * keep : (j + 1) * keep]
+        return shard
+
+    def _write_maps(self, group: _Group, key: tuple[str, str, int], shard: _MapShard) -> None:
+        """Write map shard ``s`` whole (units without maps yet NaN), then let its new units' flags go out
+        with their block."""
+        keep, n_bins = group.keep, group.arrays[TOP_DELTA].shape[1]
+        units = shard.units
+        full = np.full((len(units) * keep, n_bins, n_bins), np.nan, np.float32)
+        for k, maps in shard.maps.items():
+            j = k - units.start
+            full[j * keep : (j + 1) * keep] = maps
+        group.arrays[TOP_DELTA][units.start * keep : units.stop * keep] = full
+        self.map_shards_written += 1
+        b = units.start // group.block
+        block = self._open[(key[0], key[1], b)]
+        k0, _ = group.block_of(b)
+        for k in shard.new:
+            block.durable[k - k0] = True
+        block.dirty = True
+        shard.new.clear()
+        shard.written = time.monotonic()
+        if shard.full:
+            del self._maps[key]
 
     @staticmethod
     def _read_block(group: _Group, score: str, k0: int, k1: int, done: np.ndarray) -> np.ndarray:
@@ -715,15 +887,20 @@ class BlockWriter:
         b = key[2]
         k0, k1 = group.block_of(b)
         r0, r1 = k0 * group.chunk_size, min(k1 * group.chunk_size, group.n)
+        flags = block.done & block.durable
         for score in group.scores:  # whole shards: zarr encodes them without reading what is there
             group.arrays[score][r0:r1] = block.values[score]
         if group.checksums:
             group.arrays[DIGEST][k0:k1] = block.digests
+        if block.top_index is not None:  # indices only of units whose maps are stored
+            index = block.top_index.reshape(k1 - k0, group.keep).copy()
+            index[~flags] = -1
+            group.arrays[TOP_INDEX][k0 * group.keep : k1 * group.keep] = index.reshape(-1)
         index, value = _block_hits(group, block, r0)
         group.arrays[HIT_INDEX][b * HIT_K : (b + 1) * HIT_K] = index
         group.arrays[HIT_VALUE][b * HIT_K : (b + 1) * HIT_K] = value
-        # The flags go last: a unit is done only once its scores, digest and summary are written.
-        group.arrays[DONE][k0:k1] = block.done.astype(np.uint8)
+        # The flags go last: a unit is done only once its scores, digest, summary (and maps) are written.
+        group.arrays[DONE][k0:k1] = flags.astype(np.uint8)
         block.dirty = False
         self.blocks_written += 1
 
@@ -957,19 +1134,23 @@ class ResultStore:
         values: Mapping[str, np.ndarray],
         top: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> UnitRecord:
-        """A worker's part of writing unit ``k`` of a format 3 store: check its values, write its kept
-        maps (``top_index``/``top_delta`` chunks, its own objects) and return what the driver's
-        :class:`BlockWriter` folds into the block's shard, digests, summary and flags.
+        """A worker's part of writing unit ``k`` of a format 3 store: check its values and return what the
+        driver's :class:`BlockWriter` folds into the block's shards, digests, summary and flags (and, with
+        ``map_units``, into the group's kept-map shard). Kept maps of a group without ``map_units`` (stores
+        written before it) are the unit's own chunks, written here.
 
         Parameters and errors are those of :meth:`write_chunk`.
         """
         group = self._group(chrom, analysis)
         parts = self._unit_parts(group, chrom, analysis, k, values, top)
-        for name in (TOP_INDEX, TOP_DELTA):
-            if name in parts:
-                group.arrays[name][group.rows(name, k)] = parts[name]
         digest = _digest(parts.values()) if group.checksums else 0
-        return UnitRecord(chrom, analysis, int(k), {s: parts[s] for s in group.scores}, digest)
+        kept = None
+        if group.keep and group.map_units:
+            kept = (parts[TOP_INDEX], parts[TOP_DELTA])
+        elif group.keep:
+            for name in (TOP_INDEX, TOP_DELTA):
+                group.arrays[name][group.rows(name, k)] = parts[name]
+        return UnitRecord(chrom, analysis, int(k), {s: parts[s] for s in group.scores}, digest, kept)
 
     def _unit_parts(self, group: _Group, chrom: str, analysis: str, k: int, values, top) -> dict[str, np.ndarray]:
         """Unit ``k``'s arrays in digest order, checked (nothing written)."""
@@ -996,9 +1177,11 @@ class ResultStore:
             raise StoreError(f"{chrom}/{analysis} keeps no top maps (top_maps is 0)")
         return parts
 
-    def block_writer(self, flush_s: float | None = None) -> BlockWriter:
+    def block_writer(self, flush_s: float | None = None, map_flush_s: float | None = None) -> BlockWriter:
         """The one writer of a format 3 store's blocks (the driver's): see :class:`BlockWriter`."""
-        return BlockWriter(self, FLUSH_S if flush_s is None else flush_s)
+        return BlockWriter(
+            self, FLUSH_S if flush_s is None else flush_s, MAP_FLUSH_S if map_flush_s is None else map_flush_s
+        )
 
     def write_chunk(
         self,

@@ -644,6 +644,14 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+def not_run_note(skipped: dict[str, str]) -> str:
+    """The summary's ``not run:`` list: runs (``model/method``) that share a reason on one line, in order."""
+    by_reason: dict[str, list[str]] = {}
+    for run, reason in sorted(skipped.items()):
+        by_reason.setdefault(reason, []).append(run)
+    return "not run:\n" + "\n".join(f"- {', '.join(runs)}: {reason}" for reason, runs in by_reason.items())
+
+
 def _write(
     outdir: Path,
     results: pd.DataFrame,
@@ -684,10 +692,7 @@ def _write(
             f"{timings['overhead']:.0f} s a 1 bp screen takes (Ray job, worker start, model load)"
         )
     if skipped:
-        by_reason: dict[str, list[str]] = {}
-        for run, reason in sorted(skipped.items()):
-            by_reason.setdefault(reason, []).append(run)
-        note += "\n\nnot run:\n" + "\n".join(f"- {', '.join(runs)}: {reason}" for reason, runs in by_reason.items())
+        note += "\n\n" + not_run_note(skipped)
     files["markdown"].write_text(f"{note}\n\n" + _markdown(summary) + "\n")
     meta = {
         "config": config.model_dump(),
