@@ -84,6 +84,20 @@ def kept_maps(path, chrom: str) -> xr.DataArray:
     return open_results(path).top_maps(chrom)
 
 
+def map_store(tmp_path, monkeypatch) -> tuple[ResultStore, list[GroupLayout]]:
+    """A new store keeping 2 maps a unit, in blocks of 8 units and map shards of 4."""
+    small_blocks(monkeypatch)
+    small_map_shards(monkeypatch, 4)
+    lays = layouts(maps=2)
+    return create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays), lays
+
+
+def assert_kept_maps(path, lay: GroupLayout, n_units: int) -> None:
+    """The stored maps of ``lay``'s chromosome begin with those of its first ``n_units`` units."""
+    want = np.concatenate([unit_top(lay, k)[1] for k in range(n_units)])
+    np.testing.assert_array_equal(kept_maps(path, lay.chrom).values[: len(want)], want)
+
+
 def units(lays: list[GroupLayout]) -> list[tuple[GroupLayout, int]]:
     return [(lay, k) for lay in lays for k in range(lay.n_chunks)]
 
@@ -435,10 +449,7 @@ def test_regular_overlap_equals_the_computed_coordinates():
 
 def test_kept_maps_are_one_object_per_block_and_map_shard(tmp_path, monkeypatch):
     """The driver writes kept maps: top_index one object per block, top_delta one per map shard."""
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     fill(store, lays)
     group = tmp_path / "s.zarr" / "chr1" / "del"
     objects = {p.name: sum(1 for f in (p / "c").rglob("*") if f.is_file()) for p in group.iterdir() if p.is_dir()}
@@ -469,10 +480,7 @@ def test_map_shards_by_default_fill_a_block_when_maps_are_small():
 def test_a_units_flag_waits_for_its_map_shard(tmp_path, monkeypatch):
     """A block may be written before its units' map shard; those units' flags (and top_index rows) wait
     until their maps are written, so a flagged unit always has its maps."""
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     writer = store.block_writer(flush_s=0.0, map_flush_s=3600)  # blocks at every add, map shards when full
     for k in range(3):
         writer.add(record(store, lays[0], k))
@@ -486,25 +494,18 @@ def test_a_units_flag_waits_for_its_map_shard(tmp_path, monkeypatch):
     assert ResultStore(store.path).progress()[0] == 4
     writer.flush()  # the end of a run: partial map shards too
     assert ResultStore(store.path).progress()[0] == 5 and writer.pending == 1
-    np.testing.assert_array_equal(
-        kept_maps(store.path, "chr1").values, np.concatenate([unit_top(lays[0], k)[1] for k in range(5)])
-    )
+    assert_kept_maps(store.path, lays[0], 5)
     # a later run completes the block: the partial map shard's stored unit is read back, not lost
     again = ResultStore(store.path).block_writer(flush_s=3600)
     for k in range(5, 8):
         again.add(record(store, lays[0], k))
     assert again.pending == 0 and ResultStore(store.path).progress()[0] == 8
-    np.testing.assert_array_equal(
-        kept_maps(store.path, "chr1").values, np.concatenate([unit_top(lays[0], k)[1] for k in range(8)])
-    )
+    assert_kept_maps(store.path, lays[0], 8)
     assert ResultStore(store.path).verify() == []
 
 
 def test_a_map_shard_is_rewritten_after_map_flush_s(tmp_path, monkeypatch):
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     writer = store.block_writer(flush_s=0.0, map_flush_s=0.0)
     writer.add(record(store, lays[0], 0))
     assert writer.map_shards_written == 1 and ResultStore(store.path).progress()[0] == 1
@@ -538,10 +539,7 @@ def test_kept_maps_of_stores_without_map_units_are_each_units_own(tmp_path, monk
 
 
 def test_verify_finds_a_tampered_kept_map_and_the_rerun_keeps_its_shard_mates(tmp_path, monkeypatch):
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     fill(store, lays)
     zarr.open_group(tmp_path / "s.zarr", mode="r+")["chr1/del/top_delta"][10:12] = 5.0  # unit 5's maps
     found = ResultStore(store.path).verify()
@@ -552,19 +550,15 @@ def test_verify_finds_a_tampered_kept_map_and_the_rerun_keeps_its_shard_mates(tm
     assert kept_maps(store.path, "chr1").sizes["top"] == rows - 2  # an unflagged unit shows no maps
     fill(fresh, lays, {("chr1", 5)})
     assert fresh.verify() == []
-    want = np.concatenate([unit_top(lays[0], k)[1] for k in range(lays[0].n_chunks)])
-    np.testing.assert_array_equal(kept_maps(store.path, "chr1").values, want)
+    assert_kept_maps(store.path, lays[0], lays[0].n_chunks)
 
 
 def test_open_map_shards_are_bounded_in_memory(tmp_path, monkeypatch):
     """Past MAP_MEMORY_BYTES the least recently filled open map shard is written and dropped; its units
     arriving later (retries) read it back, nothing is lost."""
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
     unit_bytes = 2 * 3 * 3 * 4
     monkeypatch.setattr(store_mod, "MAP_MEMORY_BYTES", 3 * unit_bytes)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     writer = store.block_writer(flush_s=3600, map_flush_s=3600)
     for k in (0, 4, 8, 12):  # one unit in each of four map shards: the first is written early
         writer.add(record(store, lays[0], k))
@@ -573,16 +567,12 @@ def test_open_map_shards_are_bounded_in_memory(tmp_path, monkeypatch):
     for k in (1, 2, 3, *range(5, 16)):
         writer.add(record(store, lays[0], k))
     writer.flush()
-    want = np.concatenate([unit_top(lays[0], k)[1] for k in range(16)])
-    np.testing.assert_array_equal(kept_maps(store.path, "chr1").values[: len(want)], want)
+    assert_kept_maps(store.path, lays[0], 16)
     assert ResultStore(store.path).verify() == []
 
 
 def test_a_damaged_map_shard_is_an_error_naming_the_array(tmp_path, monkeypatch):
-    small_blocks(monkeypatch)
-    small_map_shards(monkeypatch, 4)
-    lays = layouts(maps=2)
-    store = create_store(tmp_path / "s.zarr", SPEC, SHA, PROV, lays)
+    store, lays = map_store(tmp_path, monkeypatch)
     fill(store, lays)
     shard = tmp_path / "s.zarr" / "chr1" / "del" / "top_delta" / "c" / "1" / "0" / "0"  # units 4-7
     data = bytearray(shard.read_bytes())
