@@ -125,6 +125,7 @@ def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray
     raw = toy_spec_dict(toy_paths, tmp_path / "driver.zarr", regions=["chr1:2,000-2,960"],
                         model=slow_model_section(0.15))  # 48 deletions, 8 units of about 1 s
     raw["execution"].update(chunk_size=6, batch_size=1)
+    raw["perturbations"][0]["keep_maps"] = 2  # kept maps: flags wait for their map shard, written by the driver
     spec_path = tmp_path / "driver.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-c", "import sys; from screening.cli import main; sys.exit(main())",
@@ -164,6 +165,10 @@ def test_killed_driver_resumes_from_the_finished_chunks(toy_paths, tmp_path, ray
     clean = open_results(tmp_path / "clean.zarr").query("chr1").compute()
     np.testing.assert_array_equal(got["start"].values, clean["start"].values)
     np.testing.assert_allclose(got["impact_mean_abs"].values, clean["impact_mean_abs"].values, rtol=1e-6)
+    maps, clean_maps = (open_results(tmp_path / name).top_maps("chr1") for name in ("driver.zarr", "clean.zarr"))
+    assert maps.sizes["top"] == 2 * total
+    np.testing.assert_array_equal(maps["start"].values, clean_maps["start"].values)
+    np.testing.assert_allclose(maps.values, clean_maps.values, rtol=1e-5, atol=1e-7)
 
 
 # --- progress reports and cancellation ---------------------------------------------------------

@@ -511,6 +511,23 @@ def test_a_map_shard_is_rewritten_after_map_flush_s(tmp_path, monkeypatch):
     assert writer.map_shards_written == 1 and ResultStore(store.path).progress()[0] == 1
 
 
+def test_map_shard_rewrites_wait_for_their_cost(tmp_path, monkeypatch):
+    """Rewrites of a partial map shard are spaced by 1 / MAP_WRITE_SHARE times the last write's cost."""
+    store, lays = map_store(tmp_path, monkeypatch)
+    monkeypatch.setattr(store_mod, "MAP_WRITE_SHARE", 1e-9)  # any measured cost: a wait of ages
+    writer = store.block_writer(flush_s=0.0, map_flush_s=0.0)
+    writer.add(record(store, lays[0], 0))  # no cost known yet: written at once, its cost measured
+    assert writer.map_shards_written == 1
+    for k in (1, 2):  # new units in the shard, but the rewrite waits
+        writer.add(record(store, lays[0], k))
+    assert writer.map_shards_written == 1 and ResultStore(store.path).progress()[0] == 1
+    writer.add(record(store, lays[0], 3))  # full: written whatever the wait
+    writer.add(record(store, lays[0], 4))  # map shard 1, partial: waits too
+    assert writer.map_shards_written == 2 and ResultStore(store.path).progress()[0] == 4
+    writer.flush()
+    assert writer.map_shards_written == 3 and ResultStore(store.path).progress()[0] == 5
+
+
 def test_kept_maps_of_stores_without_map_units_are_each_units_own(tmp_path, monkeypatch):
     """Format 3 stores written before map shards: a unit's maps are its own chunks (written by its
     worker in unit_record); they read, resume and verify the same as the new layout."""

@@ -598,11 +598,13 @@ class _Group:
 #: Seconds a format 3 block with new units may wait before the driver writes it (a block is also
 #: written as soon as its last unit is in): what a killed driver may lose, besides its units in flight.
 FLUSH_S = 2.0
-#: Seconds a kept-map shard (``top_delta``, ``map_units`` units) with new units may wait before the driver
-#: rewrites it (it is also written as soon as its last unit is in, and when a run ends). Longer than
-#: :data:`FLUSH_S` because a map shard is large (up to ``MAP_SHARD_BYTES``): rewriting it every 2 s
-#: would write it O(units²) times over; its units' flags wait for it.
-MAP_FLUSH_S = 60.0
+#: Shortest wait, in seconds, before a kept-map shard (``top_delta``, ``map_units`` units) with new units is
+#: rewritten (it is also written as soon as its last unit is in, and when a run ends); its units' flags
+#: wait for it. The wait is also at least 1 / :data:`MAP_WRITE_SHARE` times the group's last map-shard
+#: write: a map shard is large (up to ``MAP_SHARD_BYTES``), and rewriting it at every block flush would
+#: write it O(units²) times over, so rewrites take at most that share of the driver's time.
+MAP_FLUSH_S = 2.0
+MAP_WRITE_SHARE = 0.05
 #: Bytes of kept maps the driver holds in open map shards at most: past it, the least recently filled
 #: open shard is written early and dropped from memory (read back if more of its units arrive, e.g.
 #: retried units at the end of a run).
@@ -671,7 +673,8 @@ class BlockWriter:
 
     Kept maps (``keep_maps``, groups with ``map_units``): a unit's Δ maps go into its ``top_delta``
     shard (``map_units`` units, inside one block), held in memory and written whole once its last unit
-    is in, every ``map_flush_s`` seconds while it has new units, and by :meth:`flush`; the unit's
+    is in, while it has new units every ``map_flush_s`` seconds or 1 / :data:`MAP_WRITE_SHARE` times
+    the group's last map-shard write, whichever is longer, and by :meth:`flush`; the unit's
     ``top_index`` rows and flag are written with its block only after its map shard was written.
 
     Parameters
@@ -681,7 +684,7 @@ class BlockWriter:
     flush_s
         Longest wait, in seconds, before a block with new units is written.
     map_flush_s
-        Longest wait, in seconds, before a kept-map shard with new units is written.
+        Shortest wait, in seconds, before a kept-map shard with new units is rewritten.
     """
 
     def __init__(self, store: ResultStore, flush_s: float = FLUSH_S, map_flush_s: float = MAP_FLUSH_S) -> None:
@@ -690,6 +693,7 @@ class BlockWriter:
         self.map_flush_s = float(map_flush_s)
         self._open: dict[tuple[str, str, int], _Block] = {}
         self._maps: dict[tuple[str, str, int], _MapShard] = {}
+        self._map_write_s: dict[tuple[str, str], float] = {}  # each group's last map-shard write, in seconds
         self._flushed = time.monotonic()
         self.blocks_written = 0
         self.map_shards_written = 0
@@ -728,7 +732,8 @@ class BlockWriter:
     def _flush(self, all_maps: bool) -> None:
         now = time.monotonic()
         for (chrom, analysis, s), shard in list(self._maps.items()):  # first: they make flags writable
-            if shard.new and (all_maps or now - shard.written >= self.map_flush_s):
+            wait = max(self.map_flush_s, self._map_write_s.get((chrom, analysis), 0.0) / MAP_WRITE_SHARE)
+            if shard.new and (all_maps or now - shard.written >= wait):
                 self._write_maps(self.store._group(chrom, analysis), (chrom, analysis, s), shard)
         for (chrom, analysis, b), block in list(self._open.items()):
             if block.dirty:
@@ -844,6 +849,7 @@ class BlockWriter:
     def _write_maps(self, group: _Group, key: tuple[str, str, int], shard: _MapShard) -> None:
         """Write map shard ``s`` whole (units without maps yet NaN), then let its new units' flags go out
         with their block."""
+        began = time.monotonic()
         keep, n_bins = group.keep, group.arrays[TOP_DELTA].shape[1]
         units = shard.units
         full = np.full((len(units) * keep, n_bins, n_bins), np.nan, np.float32)
@@ -852,6 +858,7 @@ class BlockWriter:
             full[j * keep : (j + 1) * keep] = maps
         group.arrays[TOP_DELTA][units.start * keep : units.stop * keep] = full
         self.map_shards_written += 1
+        self._map_write_s[key[:2]] = time.monotonic() - began
         b = units.start // group.block
         block = self._open[(key[0], key[1], b)]
         k0, _ = group.block_of(b)
