@@ -36,9 +36,19 @@ def ray_cluster(s3):
 
 
 def spec_for(toy_paths, store, **changes):
+    """The toy screen; its deletions keep 2 Δ maps a unit (map shards on S3 too) unless ``perturbations`` is given."""
     raw = toy_spec_dict(toy_paths, store, **changes)
     raw["execution"]["cpus_per_worker"] = 1
+    if "perturbations" not in changes:
+        raw["perturbations"][0]["keep_maps"] = 2
     return parse_spec(raw)
+
+
+def assert_same_maps(remote, local, region: str = "chr1") -> None:
+    got, want = remote.top_maps(region), local.top_maps(region)
+    assert got.sizes["top"] == want.sizes["top"] > 0
+    np.testing.assert_array_equal(got["start"].values, want["start"].values)
+    np.testing.assert_array_equal(got.values, want.values)
 
 
 def frame(results, region):
@@ -66,6 +76,7 @@ def test_screen_on_s3_is_queried_back_equal_to_local(screens):
         np.testing.assert_array_equal(got[["start", "end"]].values, want[["start", "end"]].values)
         for score in SCORES:
             np.testing.assert_array_equal(got[score].values, want[score].values)  # same float32 bits
+    assert_same_maps(remote, open_results(local))
     # every object is under the store's prefix: nothing was built elsewhere and left behind
     keys = s3fs_client().find("bucket")
     assert keys and all(key.startswith("bucket/x.zarr/") for key in keys)
@@ -109,6 +120,7 @@ def test_resume_on_s3_recomputes_only_missing_units(toy_paths, screens):
     got, want = frame(open_results("s3://bucket/x.zarr"), "chr1"), frame(open_results(local), "chr1")
     np.testing.assert_array_equal(got["impact_mean_abs"].values, want["impact_mean_abs"].values)
     assert open_results("s3://bucket/x.zarr").progress == (8, 8)
+    assert_same_maps(open_results("s3://bucket/x.zarr"), open_results(local))  # their map shard read back, rewritten
 
 
 def test_other_spec_on_s3_is_refused_and_store_untouched(toy_paths, screens):
