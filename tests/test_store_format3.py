@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 import zarr
 
+from screening.store import blocks as blocks_mod
 from screening.store import writer as store_mod
 from screening.store.layout import HIT_K
 from screening.store.reader import open_results
@@ -514,7 +515,7 @@ def test_a_map_shard_is_rewritten_after_map_flush_s(tmp_path, monkeypatch):
 def test_map_shard_rewrites_wait_for_their_cost(tmp_path, monkeypatch):
     """Rewrites of a partial map shard are spaced by 1 / MAP_WRITE_SHARE times the last write's cost."""
     store, lays = map_store(tmp_path, monkeypatch)
-    monkeypatch.setattr(store_mod, "MAP_WRITE_SHARE", 1e-9)  # any measured cost: a wait of ages
+    monkeypatch.setattr(blocks_mod, "MAP_WRITE_SHARE", 1e-9)  # any measured cost: a wait of ages
     writer = store.block_writer(flush_s=0.0, map_flush_s=0.0)
     writer.add(record(store, lays[0], 0))  # no cost known yet: written at once, its cost measured
     assert writer.map_shards_written == 1
@@ -574,7 +575,7 @@ def test_open_map_shards_are_bounded_in_memory(tmp_path, monkeypatch):
     """Past MAP_MEMORY_BYTES the least recently filled open map shard is written and dropped; its units
     arriving later (retries) read it back, nothing is lost."""
     unit_bytes = 2 * 3 * 3 * 4
-    monkeypatch.setattr(store_mod, "MAP_MEMORY_BYTES", 3 * unit_bytes)
+    monkeypatch.setattr(blocks_mod, "MAP_MEMORY_BYTES", 3 * unit_bytes)
     store, lays = map_store(tmp_path, monkeypatch)
     writer = store.block_writer(flush_s=3600, map_flush_s=3600)
     for k in (0, 4, 8, 12):  # one unit in each of four map shards: the first is written early
