@@ -37,6 +37,14 @@ def test_the_benchmark_writes_earlier_formats_too(bench, tmp_path, monkeypatch):
     assert row["format"] == 2 and row["units_written"] == row["units"] // 4 and len(row["top_hits"]) == 5
 
 
+def test_the_benchmark_keeps_maps(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.HG38, "chrS", 3_000_000)
+    row = bench.run(["chrS"], 1.0, tmp_path, keep_maps=2)
+    # 57 units: one block, one map shard (2 maps of 256 bins a unit: 512 KiB, 128 fit in 64 MiB)
+    assert row["keep_maps"] == 2 and row["map_files_first_chrom"] == {"top_index": 1, "top_delta": 1}
+    assert row["top_maps_1mb_maps"] > 0 and row["files_per_1000_units"] < 1000
+
+
 def test_the_benchmark_exports_and_queries_through_the_service(bench, tmp_path, monkeypatch):
     monkeypatch.setitem(bench.HG38, "chrS", 3_000_000)
     row = bench.run(["chrS"], 1.0, tmp_path, export=True, service=True)
