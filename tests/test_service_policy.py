@@ -309,15 +309,24 @@ def test_torchscript_is_refused_without_user_code_whatever_its_name(roots, toy_p
     assert server_spec(raw, allowed, "0" * 32).model.checkpoint == os.path.realpath(inputs / "weights.ckpt")
 
 
-def test_corigami_loader_never_runs_a_torchscript_checkpoint(tmp_path):
-    """Even past the policy (user code allowed), kind corigami reads weights only: TorchScript is refused."""
+def test_corigami_loader_never_runs_a_torchscript_checkpoint(tmp_path, monkeypatch):
+    """Even past the policy (user code allowed), kind corigami reads weights only: TorchScript is refused
+    before torch sees it (torch.load(weights_only=True) would hand it to torch.jit.load, which runs its
+    TorchScript while loading)."""
+    import torch
+
     from screening.models.base import ModelError
     from screening.models.checkpoint import read_state_dict
 
     target = tmp_path / "outside.bin"
     target.write_bytes(b"safe")
     write_file_writer(tmp_path / "model.pt", target)
-    with pytest.raises(ModelError, match="model.pt"):
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.jit.load was called on a checkpoint")
+
+    monkeypatch.setattr(torch.jit, "load", never)
+    with pytest.raises(ModelError, match=r"model.pt: a TorchScript archive, not a checkpoint of weights"):
         read_state_dict(tmp_path / "model.pt")
     assert target.read_bytes() == b"safe"
 

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import torch
 
 from screening.models.base import ModelError
 
-__all__ = ["describe_misfit", "file_sha256", "is_state_dict", "read_checkpoint", "read_state_dict", "torch_load_safe"]
+__all__ = [
+    "describe_misfit", "file_sha256", "is_state_dict", "is_torchscript", "read_checkpoint", "read_state_dict",
+    "torch_load_safe",
+]
 
 _SAFE_GLOBALS = [argparse.Namespace]
 PREFIX = "model."  # the original's LightningModule attribute: its checkpoints' keys start with it
@@ -62,9 +66,26 @@ def _describe_load_error(exc: BaseException) -> str:
     return f"corrupt or truncated file ({type(exc).__name__}: {first})"
 
 
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip holding ``<name>/constants.pkl`` (``torch.save``'s
+    zips have none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def torch_load_safe(path: Path) -> object:
     if not path.is_file():
         raise ModelError(f"checkpoint {path}: no such file")
+    # torch.load(weights_only=True) hands a TorchScript archive to torch.jit.load, which runs the
+    # archive's TorchScript (__setstate__ methods) while loading: refused before torch sees it.
+    if is_torchscript(path):
+        raise ModelError(
+            f"checkpoint {path}: a TorchScript archive, not a checkpoint of weights; it is code, and only a "
+            "user model (model.kind 'user', where the service allows user code) may load it"
+        )
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from torch import nn
 
 from screening.core.encode import ALPHABET, one_hot
 from screening.models.base import InputLayout, ModelAdapter, ModelError, PositionEncoding, WindowGeometry, state_dict_sha256
-from screening.models.checkpoint import describe_misfit, is_state_dict
+from screening.models.checkpoint import describe_misfit, is_state_dict, is_torchscript
 from screening.models.precision import strict_float32_cuda
 from screening.spec import ModelSpec, UserModelDeclaration
 
@@ -239,14 +238,6 @@ def build_user_module(
 
 
 # --------------------------------------------------------------------------- weights
-
-
-def is_torchscript(path: Path) -> bool:
-    """A TorchScript archive is a zip holding ``<name>/constants.pkl`` (state-dict zips have none)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
 
 
 def read_user_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:

@@ -147,7 +147,7 @@ def _is_torchscript_file(path: str) -> bool:
     """Whether ``path`` is a TorchScript archive by its content (False when it cannot be read)."""
     from pathlib import Path
 
-    from screening.models.user import is_torchscript
+    from screening.models.checkpoint import is_torchscript
 
     try:
         return Path(path).is_file() and is_torchscript(Path(path))
