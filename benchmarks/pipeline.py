@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.null_model import DECLARATION, IMPORT_PATH, NullModule  # noqa: E402
+from benchmarks.procmem import reset_peak, status_bytes  # noqa: E402
 from benchmarks.throughput import peak_rss  # noqa: E402
 from screening.compute.engine import run_unit  # noqa: E402
 from screening.compute.threads import tune_cpu_allocator  # noqa: E402
@@ -104,14 +105,11 @@ def _reset_peak() -> int:
     import gc
 
     gc.collect()
+    reset_peak()
     try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        return status_bytes("VmRSS")
+    except (OSError, RuntimeError):  # no /proc (not Linux)
+        return 0
 
 
 def _payload(case: str, n: int) -> tuple[object, dict, int]:

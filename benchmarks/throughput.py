@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.procmem import status_bytes  # noqa: E402
+
 GIB = 1024**3
 CASES = ("peak", "forward", "naive", "deletion", "mutagenesis", "ig")
 CHROM = "chr1"
@@ -61,25 +63,14 @@ CHROM = "chr1"
 # ----------------------------------------------------------------------------------------- measuring
 
 
-def _status_bytes(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes (0 where there is no /proc)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def peak_rss() -> int:
     """Peak resident size of this process so far, bytes (``VmHWM``, else ``ru_maxrss``)."""
-    peak = _status_bytes("VmHWM")
-    if not peak:
+    try:
+        return status_bytes("VmHWM")
+    except (OSError, RuntimeError):  # no /proc (not Linux)
         import resource
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _sync(device: str) -> None:

@@ -505,7 +505,6 @@ def check_cluster_resources(execution: Any) -> None:
 _UNIT_INPUT_ERRORS = (ModelError, TrackError, GenomeError, RegionError)
 
 
-
 def worker_options(execution: Any) -> dict[str, Any]:
     """Ray actor options of a screen worker: its resources, restarts, and for a CPU worker that keeps
     freed memory (``execution.keep_freed_memory``) the allocator settings in its environment, in force
@@ -519,6 +518,7 @@ def worker_options(execution: Any) -> dict[str, Any]:
     if execution.keep_freed_memory and not execution.gpus_per_worker:
         options["runtime_env"] = {"env_vars": allocator_env()}  # merged with the job's env_vars by Ray
     return options
+
 
 class _Dispatcher:
     """Keeps a bounded number of units in flight per worker and redoes units whose worker died."""

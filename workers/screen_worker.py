@@ -39,7 +39,7 @@ class UnitReport(TypedDict):
     finished: float  # processes of one machine, so a run's busy span excludes Ray's start and the model's load
     gpu_memory: int  # peak bytes allocated on the worker's GPU (0 on CPU)
     precision: str
-    record: UnitRecord | None  # format 3 stores: the unit's scores, for the driver to write (else None: written)
+    record: UnitRecord | None  # format 3 stores: the unit's scores (and kept maps), for the driver to write (else None: written)
 
 
 class ScreenWorker:

@@ -443,10 +443,10 @@ class Results:
         region = self.resolve_region(region)
         analysis = self.resolve_analysis(analysis)
         group = self._group(region.chrom, analysis)
-        if group is None or not _meta(group).get("top_maps", [0])[0]:
+        keep = int(_meta(group).get("top_maps", [0])[0]) if group is not None else 0
+        if group is None or not keep:
             raise ResultsError(f"analysis {analysis!r} kept no Δ maps (run it with keep_maps: K)")
         chrom = region.chrom
-        keep = int(_meta(group)["top_maps"][0])
         index = self._read(group, "top_index", slice(None), chrom, analysis)
         done = np.zeros(len(index) // keep, bool)
         done[_done_units(group)] = True
