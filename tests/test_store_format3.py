@@ -600,3 +600,12 @@ def test_a_damaged_map_shard_is_an_error_naming_the_array(tmp_path, monkeypatch)
     assert results.top_maps("chr1:0-1,500").sizes["top"] == 8  # units 0-3: another shard
     with pytest.raises(store_mod.DamagedChunkError, match=r"chr1/del/top_delta .*damaged"):
         results.top_maps("chr1:1,600-2,000")
+
+
+def test_a_record_without_its_kept_maps_is_refused_naming_the_unit(tmp_path, monkeypatch):
+    store, lays = map_store(tmp_path, monkeypatch)
+    bare = store_mod.UnitRecord("chr1", "del", 3, unit_values(lays[0], 3), digest=0)  # top missing
+    writer = store.block_writer()
+    with pytest.raises(StoreError, match=r"chr1/del chunk 3: the unit's kept maps are missing"):
+        writer.add(bare)
+    assert writer.pending == 0  # refused before its block was opened or changed

@@ -206,6 +206,8 @@ class BlockWriter:
             raise StoreError(
                 f"{self.store.path} is a format {self.store.format_version} store: its units write themselves"
             )
+        if group.map_units and record.top is None:  # checked before the block changes
+            raise StoreError(f"{record.chrom}/{record.analysis} chunk {record.k}: the unit's kept maps are missing")
         b = record.k // group.block
         key = (record.chrom, record.analysis, b)
         block = self._open.get(key) or self._load(group, key)
@@ -293,8 +295,6 @@ class BlockWriter:
 
     def _add_maps(self, group: _Group, record: UnitRecord, block: _Block) -> None:
         """Put a unit's kept maps into its map shard (written at once when that fills it); its flag waits."""
-        if record.top is None:
-            raise StoreError(f"{record.chrom}/{record.analysis} chunk {record.k}: the unit's kept maps are missing")
         k0, _ = group.block_of(record.k // group.block)
         i, keep = record.k - k0, group.keep
         block.durable[i] = False
